@@ -1,0 +1,31 @@
+# reelsr: the README's commands. Each target installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Reinstall when the dependency list changes.
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO_OUT ?= demo-out
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# PyPI's torch wheel (CUDA build, runs on CPU too): see pyproject.toml.
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	$(BIN)/python -m jobs.restore --input demo/carphone_qcif.mp4 --output $(DEMO_OUT) --preset tiny
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m ruff check pipeline jobs tests
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

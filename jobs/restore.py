@@ -1,0 +1,55 @@
+"""Restore a video, or every video of a folder, by self-transfer super-resolution.
+
+    python -m jobs.restore --input IN --output OUT [--scale 2|3|4] [--preset NAME]
+        [--config FILE.yaml] [--set key=value ...] [--reference REF] [--no-finetune]
+
+Runs on a local Ray started by itself, or on the cluster named by RAY_ADDRESS
+(``ray job submit --working-dir . -- python -m jobs.restore ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import PRESETS, build_config, describe_fields
+
+
+def parser(description: str = __doc__) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.restore",
+        description=description,
+        epilog=describe_fields(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", required=True, help="a video file, or a folder searched recursively for mp4/mkv/mov/avi/webm/m4v")
+    p.add_argument("--output", required=True, help="output folder: restored videos at OUT/<path relative to IN>, reports at OUT/reports/")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset: " + ", ".join(PRESETS) + " (default: baseline)")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one field, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument("--no-finetune", action="store_true", help="restore with the starting model (model.pretrained) as it is")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder with the same relative paths for a folder")
+    args = p.parse_args(argv)
+    preset = args.preset or "baseline"
+    try:
+        cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    from pipeline.orchestrate import restore
+
+    try:
+        rows = restore(cfg, args.input, args.output, reference=args.reference, preset=preset)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""One typed configuration for a restore run.
+
+Every field is a frozen dataclass field with a docstring-like ``help`` text in its
+metadata; ``--help``, the YAML loader and ``--set section.field=value`` overrides are
+all generated from these classes, so a field documented here is a field a user can set.
+
+Load order: preset -> YAML file -> ``--set`` overrides -> explicit CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+FRAME_POLICIES_HELP = '"iframes" (keyframes only, fast), "fps:N" (N frames per second), or "all"'
+
+
+def validate_frame_policy(policy: str) -> None:
+    if policy in ("iframes", "all"):
+        return
+    if policy.startswith("fps:"):
+        try:
+            n = float(policy[4:])
+        except ValueError:
+            n = -1.0
+        if n > 0:
+            return
+    raise ValueError(f"train.frames must be {FRAME_POLICIES_HELP}, got {policy!r}")
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    chunk_frames: int = _f(48, "Minimum frames per chunk: whole GOPs are merged until a chunk has this many (the unit of parallel inference).")
+    crf: int = _f(18, "libx264 constant rate factor of the restored video (0 = lossless, 51 = worst).")
+    preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
+    container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ValueError(f"media.chunk_frames must be >= 1, got {self.chunk_frames}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"media.crf must be in 0..51, got {self.crf}")
+        presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+        if self.preset not in presets:
+            raise ValueError(f"media.preset must be one of {', '.join(presets)}, got {self.preset!r}")
+        if self.container not in ("mp4", "mkv", "mov"):
+            raise ValueError(f"media.container must be mp4, mkv or mov, got {self.container!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_resblocks: int = _f(16, "EDSR residual blocks.")
+    n_feats: int = _f(64, "EDSR feature channels.")
+    res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
+    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale. Empty: train from scratch (with a warning).")
+
+    def __post_init__(self) -> None:
+        if self.n_resblocks < 1 or self.n_feats < 1:
+            raise ValueError(f"model.n_resblocks and model.n_feats must be >= 1, got {self.n_resblocks}, {self.n_feats}")
+        if self.res_scale <= 0:
+            raise ValueError(f"model.res_scale must be > 0, got {self.res_scale}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    finetune: bool = _f(True, "Fine-tune on the video's own frames. False (--no-finetune): restore with the starting model as it is.")
+    frames: str = _f("iframes", f"Training frames: {FRAME_POLICIES_HELP}.")
+    max_frames: int = _f(200, "At most this many training frames are kept per video (uniform reservoir sample), bounding memory.")
+    steps: int = _f(1000, "Optimisation steps of the per-video fine-tune.")
+    patch_size: int = _f(96, "High-resolution patch side in pixels (the input patch is patch_size / scale).")
+    batch_size: int = _f(16, "Patches per step (per worker).")
+    lr: float = _f(1e-4, "Adam learning rate.")
+    workers: int = _f(1, "Ray Train workers (data parallel). Each takes one GPU when the cluster has GPUs.")
+    seed: int = _f(0, "Random seed of patch sampling and initialisation.")
+
+    def __post_init__(self) -> None:
+        validate_frame_policy(self.frames)
+        for name in ("max_frames", "steps", "batch_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch_size < 8:
+            raise ValueError(f"train.patch_size must be >= 8, got {self.patch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    actors: int = _f(0, "Inference actors. 0: one per GPU, or one per 2 CPUs when there is no GPU (at least 1).")
+    batch_size: int = _f(4, "Frames per forward pass.")
+    tile: int = _f(512, "Frames whose low-resolution side exceeds this many pixels are restored in tiles of this size (0: never tile).")
+    tile_overlap: int = _f(16, "Overlap between tiles, in low-resolution pixels.")
+    precision: str = _f("auto", 'Inference precision: "auto" (bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU), "fp32", "bf16" or "fp16".')
+
+    def __post_init__(self) -> None:
+        if self.actors < 0:
+            raise ValueError(f"infer.actors must be >= 0, got {self.actors}")
+        if self.batch_size < 1:
+            raise ValueError(f"infer.batch_size must be >= 1, got {self.batch_size}")
+        if self.tile < 0 or self.tile_overlap < 0:
+            raise ValueError(f"infer.tile and infer.tile_overlap must be >= 0, got {self.tile}, {self.tile_overlap}")
+        if self.tile and self.tile_overlap * 2 >= self.tile:
+            raise ValueError(f"infer.tile_overlap ({self.tile_overlap}) must be less than half of infer.tile ({self.tile})")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"infer.precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    sample_frames: int = _f(8, "Frames per video (evenly spaced) on which NIQE, PSNR and SSIM are measured.")
+    niqe: bool = _f(True, "Measure NIQE (no reference).")
+
+    def __post_init__(self) -> None:
+        if self.sample_frames < 1:
+            raise ValueError(f"metrics.sample_frames must be >= 1, got {self.sample_frames}")
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
+    media: MediaConfig = field(default_factory=MediaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        if self.train.patch_size % self.scale:
+            raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
+        if not self.train.finetune and not self.model.pretrained:
+            raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self, *sections: str) -> str:
+        """Stable 12-hex-digit hash of the fields that change results.
+
+        With no argument: scale, model, train and media (not infer/metrics, which
+        change speed or what is measured, not the restored pixels... except tiling,
+        whose seams are negligible). With section names: only those (plus scale).
+        """
+        d = self.to_dict()
+        keep = sections or ("model", "train", "media")
+        payload = {"scale": d["scale"], **{k: d[k] for k in keep}}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "model": {"n_resblocks": 2, "n_feats": 16},
+        "train": {"steps": 40, "patch_size": 48, "batch_size": 8, "lr": 5e-4, "max_frames": 32},
+        "media": {"preset": "veryfast", "chunk_frames": 24},
+        "infer": {"batch_size": 8},
+        "metrics": {"sample_frames": 4},
+    },
+    "baseline": {
+        "model": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
+    },
+    "full": {
+        "model": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
+        "train": {"steps": 2000},
+    },
+}
+PRESET_HELP = {
+    "tiny": "EDSR 2x16, 40 steps: seconds on 2 CPU cores, for tests and trials",
+    "baseline": "EDSR-baseline 16 blocks x 64 features (the default)",
+    "full": "EDSR 32 blocks x 256 features, residual scaling 0.1",
+}
+
+
+# ---------------------------------------------------------------------------
+# building a config from presets, YAML and overrides
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(RestoreConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(RestoreConfig) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _field_type(cls: type, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ValueError(f"unknown config field {name!r} (known: {known})")
+    return hints[name]
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML or command-line value to the field's declared type."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        try:
+            v = typ(value) if typ is float else int(str(value), 10) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError(f"{key} must be {typ.__name__}, got {value!r}") from None
+        if typ is int and (not isinstance(v, int) or isinstance(v, float)):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return v
+    if typ is str:
+        return str(value)
+    raise ValueError(f"{key}: unsupported type {typ}")
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    sections = _sections()
+    if len(parts) == 1:
+        if parts[0] in sections:
+            raise ValueError(f"{key!r} is a section; set one of its fields, e.g. {key}.{dataclasses.fields(sections[key])[0].name}")
+        _field_type(RestoreConfig, parts[0])
+        tree[parts[0]] = _coerce(value, _field_type(RestoreConfig, parts[0]), key)
+        return
+    if len(parts) != 2 or parts[0] not in sections:
+        raise ValueError(f"unknown config key {key!r}; sections are {', '.join(sections)}")
+    typ = _field_type(sections[parts[0]], parts[1])
+    tree.setdefault(parts[0], {})[parts[1]] = _coerce(value, typ, key)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def build_config(
+    preset: str | None = None,
+    yaml_path: str | None = None,
+    overrides: list[str] | None = None,
+    **explicit: Any,
+) -> RestoreConfig:
+    """Build a RestoreConfig from a preset, a YAML file, ``key=value`` overrides and
+    explicit dotted keys (``scale=4``, ``train.finetune=False``), later ones winning."""
+    tree: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
+        for k, v in _flatten(PRESETS[preset]):
+            _set(tree, k, v)
+    if yaml_path:
+        with open(yaml_path, encoding="utf-8") as fh:
+            loaded = yaml.safe_load(fh) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{yaml_path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        for k, v in _flatten(loaded):
+            _set(tree, k, v)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        _set(tree, k.strip(), yaml.safe_load(v) if v.strip() else None)
+    for k, v in explicit.items():
+        if v is not None:
+            _set(tree, k, v)
+    sections = _sections()
+    kwargs = {k: (sections[k](**v) if k in sections else v) for k, v in tree.items()}
+    return RestoreConfig(**kwargs)
+
+
+def describe_fields() -> str:
+    """The config reference shown by ``--help``: every field, its default and meaning."""
+    lines = ["configuration fields (set in YAML or with --set key=value):"]
+    base = RestoreConfig(train=TrainConfig(), model=ModelConfig())
+    for f in dataclasses.fields(RestoreConfig):
+        value = getattr(base, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                lines.append(f"  {f.name}.{g.name} = {getattr(value, g.name)!r}\n      {g.metadata.get('help', '')}")
+        else:
+            lines.append(f"  {f.name} = {value!r}\n      {f.metadata.get('help', '')}")
+    lines.append("presets (--preset NAME; applied first):")
+    for name, text in PRESET_HELP.items():
+        lines.append(f"  {name}: {text}")
+    return "\n".join(lines)

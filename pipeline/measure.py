@@ -1,0 +1,119 @@
+"""Quality measurements of one restored video on sampled frames.
+
+Methods compared on the same evenly spaced frames:
+
+- ``bicubic``: the source frame upscaled by bicubic interpolation (in memory);
+- ``pretrained``: the starting model's output (in memory), when one is configured;
+- ``finetuned``: the frames decoded from the restored video file (what the user gets,
+  encoding included), when the video was fine-tuned.
+
+NIQE needs no reference; PSNR/SSIM (Y channel, ``scale`` px cropped) are measured
+when a high-resolution reference video is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import inference
+from pipeline.media.chunks import iter_training_frames
+from pipeline.metrics.fullref import psnr_y, ssim_y
+from pipeline.metrics.resize import bicubic_resize_uint8
+from pipeline.models import checkpoint
+
+
+def sample_indices(total: int, k: int) -> list[int]:
+    """``k`` evenly spaced frame indices in [0, total), first and last included."""
+    if total <= 0:
+        return []
+    k = min(k, total)
+    return sorted({int(round(i)) for i in np.linspace(0, total - 1, k)})
+
+
+def frames_at(path: str, indices: list[int]) -> list[tuple[float, np.ndarray]]:
+    """(time in s, uint8 RGB (H, W, 3)) of the frames at ``indices`` (presentation order)."""
+    want = set(indices)
+    out = []
+    for i, (t, rgb) in enumerate(iter_training_frames(path, "all")):
+        if i in want:
+            out.append((t, rgb))
+        if i >= indices[-1]:
+            break
+    if len(out) != len(indices):
+        raise ValueError(f"{path}: found {len(out)} of {len(indices)} sampled frames (indices up to {indices[-1]})")
+    return out
+
+
+def _fit_reference(ref: np.ndarray, shape: tuple[int, ...], scale: int, path: str) -> np.ndarray:
+    """Crop a reference frame to the output size (evaluation inputs are cut to a multiple
+    of the scale); refuse anything that is not that case."""
+    h, w = shape[:2]
+    if ref.shape[0] < h or ref.shape[1] < w or ref.shape[0] - h >= 2 * scale or ref.shape[1] - w >= 2 * scale:
+        raise ValueError(f"reference {path} is {ref.shape[1]}x{ref.shape[0]}, the restored video {w}x{h}: sizes do not match")
+    return ref[:h, :w]
+
+
+def measure_video(
+    *,
+    video: str,
+    source: str,
+    output: str | None,
+    reference: str | None,
+    scale: int,
+    total_frames: int,
+    sample_frames: int,
+    pretrained: bytes | None,
+    finetuned: bool,
+    niqe: bool,
+) -> dict[str, Any]:
+    """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
+    idx = sample_indices(total_frames, sample_frames)
+    src = frames_at(source, idx)
+    outputs: dict[str, list[np.ndarray]] = {}
+    h, w = src[0][1].shape[:2]
+    outputs["bicubic"] = [bicubic_resize_uint8(rgb, (h * scale, w * scale)) for _, rgb in src]
+    if pretrained is not None:
+        device = inference.pick_device()
+        model, _ = checkpoint.load(pretrained, map_location=device)
+        amp = inference.autocast_dtype("auto", device)
+        outputs["pretrained"] = [
+            inference.upscale_frames(model, rgb[None], scale, device=device, tile=512, amp=amp)[0] for _, rgb in src
+        ]
+        del model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if finetuned and output is not None:
+        outputs["finetuned"] = [rgb for _, rgb in frames_at(output, idx)]
+    refs = None
+    if reference is not None:
+        refs = [_fit_reference(rgb, outputs["bicubic"][0].shape, scale, reference) for _, rgb in frames_at(reference, idx)]
+
+    scorer = None
+    if niqe:
+        from pipeline.metrics.niqe import NiqeScorer
+
+        scorer = NiqeScorer(device="cuda" if torch.cuda.is_available() else "cpu")
+
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"metric_frames": len(idx)}
+    for method, frames in outputs.items():
+        vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
+        for j, (i, (t, _)) in enumerate(zip(idx, src)):
+            row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
+            if scorer is not None:
+                score = float(scorer(frames[j]))
+                row["niqe"] = score if np.isfinite(score) else None
+            if refs is not None:
+                row["psnr"] = float(psnr_y(frames[j], refs[j], crop=scale))
+                row["ssim"] = float(ssim_y(frames[j], refs[j], crop=scale))
+            for k in vals:
+                if row[k] is not None:
+                    vals[k].append(row[k])
+            rows.append(row)
+        for k, v in vals.items():
+            finite = [x for x in v if np.isfinite(x) or x == float("inf")]
+            # NIQE is undefined (nan) on flat frames: averaged over the frames where it is defined.
+            summary[f"{k}_{method}"] = float(np.mean(finite)) if finite else None
+    return {"summary": summary, "frames": rows}

@@ -1,0 +1,303 @@
+"""A restore run over a video file or a folder of videos, on Ray.
+
+Per video: probe -> chunk plan -> training frames (Ray task) -> fine-tune (Ray Train)
+-> chunks restored by a pool of inference actors -> assembled output -> metrics (Ray
+task) -> a report row. A video that fails gets a ``failed`` row with the reason; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+
+from pipeline import reports
+from pipeline.config import RestoreConfig
+from pipeline.media.chunks import plan_chunks
+from pipeline.media.encode import assemble
+from pipeline.media.probe import probe
+from pipeline.models import checkpoint
+from pipeline.models.edsr import EDSR
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+log = logging.getLogger("reelsr")
+
+
+def say(label: str, msg: str) -> None:
+    """Progress line, visible in the terminal and in ``ray job logs``."""
+    print(f"[{label}] {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    rel: str  # path relative to the input root
+    source: str  # absolute input path
+    output: str  # restored video path
+    reference: str | None
+
+
+def list_videos(input_path: str, output_root: str, container: str, reference: str | None) -> list[VideoJob]:
+    """The videos of a file or folder input (recursive, sorted), with their output and
+    reference paths: ``OUT/<path relative to IN>`` with the container's extension."""
+    input_path = os.path.abspath(input_path)
+    if input_path.startswith("s3://") or "://" in input_path:
+        raise ValueError(f"only local paths are supported so far, got {input_path!r}")
+    if os.path.isfile(input_path):
+        pairs = [(os.path.basename(input_path), input_path)]
+        if reference is not None and not os.path.isfile(reference):
+            raise ValueError(f"--reference must be a file when --input is a file, got {reference!r}")
+        refs = {pairs[0][0]: os.path.abspath(reference) if reference else None}
+    elif os.path.isdir(input_path):
+        out_abs = os.path.abspath(output_root)
+        pairs = []
+        for dirpath, dirnames, filenames in os.walk(input_path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) != out_abs)
+            for name in sorted(filenames):
+                if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
+                    full = os.path.join(dirpath, name)
+                    pairs.append((os.path.relpath(full, input_path), full))
+        if reference is not None and not os.path.isdir(reference):
+            raise ValueError(f"--reference must be a folder when --input is a folder, got {reference!r}")
+        refs = {rel: os.path.join(os.path.abspath(reference), rel) if reference else None for rel, _ in pairs}
+    else:
+        raise FileNotFoundError(f"input not found: {input_path}")
+    jobs = []
+    for rel, full in pairs:
+        out = os.path.join(os.path.abspath(output_root), os.path.splitext(rel)[0] + "." + container)
+        jobs.append(VideoJob(rel=rel, source=full, output=out, reference=refs[rel]))
+    return jobs
+
+
+def connect() -> None:
+    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), or start a
+    local Ray with this machine's CPUs and GPUs."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(include_dashboard=True, log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def _pool_size(cfg: RestoreConfig, chunks: int) -> tuple[int, bool, int]:
+    """(actors, use_gpu, cpus per actor) for this cluster."""
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+    use_gpu = gpus >= 1
+    auto = gpus if use_gpu else max(1, cpus // 2)
+    n = max(1, min(cfg.infer.actors or auto, chunks))
+    per = 1 if use_gpu else max(1, cpus // n)
+    return n, use_gpu, per
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, preset: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Restore one video; returns its report row (status restored) and frame rows.
+    Raises on failure (the caller records it)."""
+    from pipeline.actors import extract_training_frames, measure_video_task, restorer_actor
+    from pipeline.training import train_with_ray
+
+    label = job.rel
+    row: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    info = probe(job.source)
+    chunks = plan_chunks(info, cfg.media.chunk_frames)
+    row.update(width=info.width, height=info.height, fps=float(info.rate), duration_s=info.duration,
+               has_audio=info.has_audio, chunks=len(chunks), frames_in=info.frames)
+    say(label, f"probe: {info.width}x{info.height} {float(info.rate):.3f} fps, {info.frames} frames, "
+        f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks")
+
+    pretrained = _read(cfg.model.pretrained) if cfg.model.pretrained else None
+    if pretrained is not None:
+        _, meta = checkpoint.load(pretrained)
+        if meta["arch"]["scale"] != cfg.scale:
+            raise ValueError(f"model.pretrained {cfg.model.pretrained} is x{meta['arch']['scale']}, the run is x{cfg.scale}")
+    arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+
+    # --- fine-tune (or reuse a finished one) ---------------------------------
+    t0 = time.perf_counter()
+    ckpt_path = os.path.join(out_root, "checkpoints", f"{job.rel}.{cfg.hash('model', 'train')}.pt")
+    row.update(train_frames=None, train_steps=None, train_loss_first=None, train_loss_last=None,
+               checkpoint=None, checkpoint_reused=None)
+    if not cfg.train.finetune:
+        ckpt = pretrained
+        say(label, "train: skipped (--no-finetune), restoring with the starting model")
+    elif os.path.exists(ckpt_path):
+        ckpt = _read(ckpt_path)
+        _, meta = checkpoint.load(ckpt)
+        prov = meta["provenance"]
+        row.update(checkpoint=ckpt_path, checkpoint_reused=True, train_frames=prov.get("train_frames"),
+                   train_steps=int(prov.get("steps", 0)), train_loss_first=prov.get("loss_first"), train_loss_last=prov.get("loss_last"))
+        say(label, f"train: reusing fine-tuned checkpoint {ckpt_path}")
+    else:
+        if pretrained is None:
+            say(label, "WARNING: no pretrained model configured (model.pretrained): fine-tuning from scratch; expect lower quality")
+        frames_ref, count_ref = extract_training_frames.remote(job.source, cfg.train.frames, cfg.train.max_frames, cfg.train.seed)
+        n_frames = ray.get(count_ref)
+        if n_frames == 0:
+            raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
+        say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, EDSR {arch['n_resblocks']}x{arch['n_feats']}")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.rel)
+        ckpt, stats = train_with_ray(
+            frames_ref,
+            cfg=cfg.train,
+            arch=arch,
+            start=pretrained,
+            scale=cfg.scale,
+            storage_path=os.path.join(out_root, ".reelsr", "ray_train"),
+            name=f"{safe}-{cfg.hash('model', 'train')}-{run_id}",
+            label=label,
+            provenance={"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
+                        "pretrained": cfg.model.pretrained, "run_id": run_id},
+        )
+        os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
+        tmp = ckpt_path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(ckpt)
+        os.replace(tmp, ckpt_path)
+        row.update(checkpoint=ckpt_path, checkpoint_reused=False, train_frames=n_frames, train_steps=cfg.train.steps,
+                   train_loss_first=stats.get("loss_first"), train_loss_last=stats.get("loss_last"))
+        say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}")
+    row["train_seconds"] = time.perf_counter() - t0
+
+    # --- inference: chunks in parallel on a pool of actors --------------------
+    t0 = time.perf_counter()
+    staging = os.path.join(out_root, ".reelsr", "staging", run_id, job.rel)
+    n_actors, use_gpu, per = _pool_size(cfg, len(chunks))
+    actors = [restorer_actor(cfg.infer, use_gpu, per) for _ in range(n_actors)]
+    ckpt_ref = ray.put(ckpt)
+    say(label, f"infer: {len(chunks)} chunks on {n_actors} actor(s) ({'GPU' if use_gpu else f'{per} CPU each'})")
+    paths = [os.path.join(staging, f"chunk-{c.index:05d}.{cfg.media.container}") for c in chunks]
+    pending = {}
+    queue = list(zip(chunks, paths))
+    for a in actors:
+        if queue:
+            c, p = queue.pop(0)
+            pending[a.restore.remote(ckpt_ref, cfg.scale, info, c, p, cfg.media)] = a
+    done_frames = 0
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(ready[0])
+            res = ray.get(ready[0])
+            done_frames += res["frames"]
+            elapsed = time.perf_counter() - t0
+            say(label, f"infer: {done_frames}/{info.frames} frames  {done_frames / elapsed:.1f} fps")
+            if queue:
+                c, p = queue.pop(0)
+                pending[actor.restore.remote(ckpt_ref, cfg.scale, info, c, p, cfg.media)] = actor
+    finally:
+        for a in actors:
+            ray.kill(a)
+    os.makedirs(os.path.dirname(job.output), exist_ok=True)
+    assemble(paths, job.source, job.output)
+    out_info = probe(job.output)
+    row.update(frames_out=out_info.frames, output=job.output)
+    if out_info.frames != info.frames:
+        raise RuntimeError(f"restored video has {out_info.frames} frames, source {info.frames}")
+    shutil.rmtree(staging, ignore_errors=True)
+    row["infer_seconds"] = time.perf_counter() - t0
+    say(label, f"assemble: {job.output} ({out_info.width}x{out_info.height}, {out_info.frames} frames)")
+
+    # --- metrics -----------------------------------------------------------------
+    t0 = time.perf_counter()
+    measured = ray.get(measure_video_task.remote(
+        video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
+        total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=pretrained,
+        finetuned=cfg.train.finetune, niqe=cfg.metrics.niqe))
+    row.update(measured["summary"])
+    row["metrics_seconds"] = time.perf_counter() - t0
+    row["total_seconds"] = time.perf_counter() - t_start
+    return row, measured["frames"]
+
+
+EMPTY_METRICS = {f"{m}_{k}": None for m in ("niqe", "psnr", "ssim") for k in ("bicubic", "pretrained", "finetuned")}
+
+
+def restore(
+    cfg: RestoreConfig,
+    input_path: str,
+    output: str,
+    reference: str | None = None,
+    preset: str | None = None,
+) -> list[dict[str, Any]]:
+    """Restore every video of ``input_path`` into ``output``; writes the reports and
+    returns the videos rows."""
+    jobs = list_videos(input_path, output, cfg.media.container, reference)
+    if not jobs:
+        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
+    connect()
+    out_root = os.path.abspath(output)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + cfg.hash()
+    print(f"reelsr: run {run_id}: {len(jobs)} video(s), x{cfg.scale}, cluster {ray.cluster_resources()}", flush=True)
+    rows = []
+    for n, job in enumerate(jobs, 1):
+        say(job.rel, f"video {n}/{len(jobs)}")
+        base: dict[str, Any] = {
+            "video": job.rel, "source": job.source, "output": None, "status": "failed", "error": None,
+            "config_hash": cfg.hash(), "preset": preset, "scale": cfg.scale, "width": None, "height": None,
+            "fps": None, "duration_s": None, "has_audio": None, "chunks": None, "frames_in": None, "frames_out": None,
+            "train_frames": None, "train_steps": None, "train_loss_first": None, "train_loss_last": None,
+            "checkpoint": None, "checkpoint_reused": None, "pretrained": cfg.model.pretrained, "metric_frames": None,
+            **EMPTY_METRICS, "train_seconds": None, "infer_seconds": None, "metrics_seconds": None,
+            "total_seconds": 0.0, "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+        }
+        t0 = time.perf_counter()
+        frames: list[dict[str, Any]] = []
+        try:
+            row, frames = restore_video(job, cfg, out_root, run_id, preset)
+            base.update(row, status="restored")
+        except Exception as e:  # noqa: BLE001 - a bad video fails alone
+            base.update(error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
+            say(job.rel, f"FAILED: {base['error']}")
+            log.debug("%s", traceback.format_exc())
+        reports.write(out_root, "videos", run_id, [base])
+        reports.write(out_root, "frames", run_id, frames)
+        rows.append(base)
+    print_summary(rows, out_root, run_id)
+    return rows
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_summary(rows: list[dict[str, Any]], out_root: str, run_id: str, file=sys.stdout) -> None:
+    """The end-of-run table: one line per video, then where the outputs are."""
+    header = ["video", "status", "frames", "NIQE bicubic", "NIQE pretrained", "NIQE finetuned", "PSNR bicubic", "PSNR finetuned", "time s"]
+    lines = [header]
+    for r in rows:
+        frames = f"{_fmt(r['frames_out'], 'd')}/{_fmt(r['frames_in'], 'd')}"
+        lines.append([r["video"], r["status"], frames, _fmt(r["niqe_bicubic"]), _fmt(r["niqe_pretrained"]),
+                      _fmt(r["niqe_finetuned"]), _fmt(r["psnr_bicubic"]), _fmt(r["psnr_finetuned"]), _fmt(r["total_seconds"], ".1f")])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    print("", file=file)
+    for i, line in enumerate(lines):
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=file)
+        if i == 0:
+            print("  ".join("-" * w for w in widths), file=file)
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        print(f"failed: {r['video']}: {r['error']}", file=file)
+    print(f"\n{len(rows) - len(failed)} restored, {len(failed)} failed", file=file)
+    for r in rows:
+        if r["output"]:
+            print(f"output:  {r['output']}", file=file)
+    print(f"reports: {os.path.join(out_root, 'reports', 'videos')} and {os.path.join(out_root, 'reports', 'frames')} (run_id={run_id})", file=file)
+    file.flush()

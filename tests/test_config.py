@@ -1,0 +1,69 @@
+"""Config: presets, YAML, --set overrides, validation, help, hashing."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import PRESETS, RestoreConfig, build_config, describe_fields
+
+
+def test_presets_build_and_differ():
+    tiny, base, full = (build_config(p) for p in ("tiny", "baseline", "full"))
+    assert (tiny.model.n_resblocks, tiny.model.n_feats) == (2, 16)
+    assert (base.model.n_resblocks, base.model.n_feats) == (16, 64)
+    assert (full.model.n_resblocks, full.model.n_feats, full.model.res_scale) == (32, 256, 0.1)
+    assert len({tiny.hash(), base.hash(), full.hash()}) == 3
+    assert set(PRESETS) == {"tiny", "baseline", "full"}
+
+
+def test_yaml_then_set_then_explicit(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("scale: 3\ntrain:\n  steps: 7\n  frames: 'fps:2'\nmedia:\n  crf: 20\n")
+    cfg = build_config("tiny", str(y), ["train.steps=9", "model.pretrained=/x.pt"], scale=4)
+    assert cfg.scale == 4 and cfg.train.steps == 9 and cfg.train.frames == "fps:2" and cfg.media.crf == 20
+    assert cfg.model.pretrained == "/x.pt"
+    assert cfg.model.n_feats == 16  # from the preset, untouched
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scale=5", "scale must be 2, 3 or 4, got 5"),
+        ("train.frames=every", "train.frames must be"),
+        ("train.frames=fps:0", "train.frames must be"),
+        ("train.steps=0", "train.steps must be >= 1"),
+        ("train.stepz=3", "unknown config field 'stepz'"),
+        ("nosection.x=1", "unknown config key"),
+        ("media.crf=80", "media.crf must be in 0..51"),
+        ("train.steps=abc", "train.steps must be"),
+        ("infer.precision=int8", "infer.precision must be"),
+        ("train.finetune=false", "needs a starting model"),
+        ("train.patch_size=50", "must be a multiple of scale"),
+    ],
+)
+def test_bad_values_are_named(override, message):
+    kw = {"scale": 4} if "patch_size" in override else {}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_config("baseline", None, [override], **kw)
+
+
+def test_hash_is_stable_and_tracks_results():
+    a = build_config("tiny")
+    assert a.hash() == build_config("tiny").hash()
+    assert a.hash() != build_config("tiny", overrides=["train.steps=41"]).hash()
+    assert a.hash() == build_config("tiny", overrides=["infer.batch_size=2"]).hash()  # speed only
+
+
+def test_help_documents_every_field():
+    text = describe_fields()
+    import dataclasses
+
+    for f in dataclasses.fields(RestoreConfig):
+        section = getattr(RestoreConfig(), f.name)
+        if dataclasses.is_dataclass(section):
+            for g in dataclasses.fields(section):
+                assert f"{f.name}.{g.name} =" in text
+                assert g.metadata.get("help"), f"{f.name}.{g.name} has no help"
+    out = subprocess.run([sys.executable, "-m", "jobs.restore", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "train.frames" in out and "--no-finetune" in out and "tiny" in out
