@@ -95,7 +95,7 @@ class ChunkRestorer:
                     overlap=self.infer.tile_overlap,
                     amp=self.amp,
                 )
-                for (pts, _), frame in zip(batch, out):
+                for (pts, _), frame in zip(batch, out, strict=True):
                     writer.write(pts, frame)
                 batch.clear()
 

@@ -63,7 +63,7 @@ class ModelConfig:
     n_resblocks: int = _f(16, "EDSR residual blocks.")
     n_feats: int = _f(64, "EDSR feature channels.")
     res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
-    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale. Empty: train from scratch (with a warning).")
+    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped in pipeline/data/weights (NAME_x{scale}.pt). Empty: train from scratch (with a warning).")
 
     def __post_init__(self) -> None:
         if self.n_resblocks < 1 or self.n_feats < 1:
@@ -162,8 +162,8 @@ class RestoreConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "model": {"n_resblocks": 2, "n_feats": 16},
-        "train": {"steps": 40, "patch_size": 48, "batch_size": 8, "lr": 5e-4, "max_frames": 32},
+        "model": {"n_resblocks": 2, "n_feats": 16, "pretrained": "builtin:edsr_2x16"},
+        "train": {"steps": 40, "patch_size": 48, "batch_size": 8, "lr": 1e-4, "max_frames": 32},
         "media": {"preset": "veryfast", "chunk_frames": 24},
         "infer": {"batch_size": 8},
         "metrics": {"sample_frames": 4},
@@ -177,7 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESET_HELP = {
-    "tiny": "EDSR 2x16, 40 steps: seconds on 2 CPU cores, for tests and trials",
+    "tiny": "EDSR 2x16 from the shipped builtin:edsr_2x16 weights, 40 steps: seconds on 2 CPU cores, for tests and trials",
     "baseline": "EDSR-baseline 16 blocks x 64 features (the default)",
     "full": "EDSR 32 blocks x 256 features, residual scaling 0.1",
 }

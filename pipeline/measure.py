@@ -21,6 +21,7 @@ import torch
 from pipeline import inference
 from pipeline.media.chunks import iter_training_frames
 from pipeline.metrics.fullref import psnr_y, ssim_y
+from pipeline.metrics.niqe import NIQE_BLOCK
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 
@@ -91,6 +92,8 @@ def measure_video(
         refs = [_fit_reference(rgb, outputs["bicubic"][0].shape, scale, reference) for _, rgb in frames_at(reference, idx)]
 
     scorer = None
+    if niqe and min(outputs["bicubic"][0].shape[:2]) < NIQE_BLOCK:
+        niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
     if niqe:
         from pipeline.metrics.niqe import NiqeScorer
 
@@ -100,7 +103,7 @@ def measure_video(
     summary: dict[str, Any] = {"metric_frames": len(idx)}
     for method, frames in outputs.items():
         vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
-        for j, (i, (t, _)) in enumerate(zip(idx, src)):
+        for j, (i, (t, _)) in enumerate(zip(idx, src, strict=True)):
             row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
             if scorer is not None:
                 score = float(scorer(frames[j]))

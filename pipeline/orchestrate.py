@@ -27,7 +27,6 @@ from pipeline.media.chunks import plan_chunks
 from pipeline.media.encode import assemble
 from pipeline.media.probe import probe
 from pipeline.models import checkpoint
-from pipeline.models.edsr import EDSR
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 log = logging.getLogger("reelsr")
@@ -49,9 +48,10 @@ class VideoJob:
 def list_videos(input_path: str, output_root: str, container: str, reference: str | None) -> list[VideoJob]:
     """The videos of a file or folder input (recursive, sorted), with their output and
     reference paths: ``OUT/<path relative to IN>`` with the container's extension."""
+    for p in (input_path, output_root, reference or ""):
+        if "://" in p:
+            raise ValueError(f"only local paths are supported so far, got {p!r}")
     input_path = os.path.abspath(input_path)
-    if input_path.startswith("s3://") or "://" in input_path:
-        raise ValueError(f"only local paths are supported so far, got {input_path!r}")
     if os.path.isfile(input_path):
         pairs = [(os.path.basename(input_path), input_path)]
         if reference is not None and not os.path.isfile(reference):
@@ -74,6 +74,8 @@ def list_videos(input_path: str, output_root: str, container: str, reference: st
     jobs = []
     for rel, full in pairs:
         out = os.path.join(os.path.abspath(output_root), os.path.splitext(rel)[0] + "." + container)
+        if os.path.abspath(out) == os.path.abspath(full):
+            raise ValueError(f"output {out} would overwrite its source: choose another --output")
         jobs.append(VideoJob(rel=rel, source=full, output=out, reference=refs[rel]))
     return jobs
 
@@ -107,6 +109,25 @@ def _read(path: str) -> bytes:
         return fh.read()
 
 
+def load_pretrained(cfg: RestoreConfig) -> bytes | None:
+    """The starting checkpoint's bytes (None: from scratch), checked against the config:
+    a mismatch is a config error for the whole run, not a per-video failure."""
+    path = checkpoint.resolve(cfg.model.pretrained, cfg.scale)
+    if path is None:
+        return None
+    blob = _read(path)
+    arch = checkpoint.load(blob)[1]["arch"]
+    want = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "scale": cfg.scale}
+    got = {k: arch[k] for k in want}
+    if got != want:
+        raise ValueError(
+            f"model.pretrained {cfg.model.pretrained} is EDSR {got['n_resblocks']}x{got['n_feats']} x{got['scale']}, "
+            f"the config asks for {want['n_resblocks']}x{want['n_feats']} x{want['scale']}: "
+            "set model.n_resblocks / model.n_feats / scale to match, or pick another checkpoint"
+        )
+    return blob
+
+
 def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, preset: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Restore one video; returns its report row (status restored) and frame rows.
     Raises on failure (the caller records it)."""
@@ -123,11 +144,7 @@ def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str,
     say(label, f"probe: {info.width}x{info.height} {float(info.rate):.3f} fps, {info.frames} frames, "
         f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks")
 
-    pretrained = _read(cfg.model.pretrained) if cfg.model.pretrained else None
-    if pretrained is not None:
-        _, meta = checkpoint.load(pretrained)
-        if meta["arch"]["scale"] != cfg.scale:
-            raise ValueError(f"model.pretrained {cfg.model.pretrained} is x{meta['arch']['scale']}, the run is x{cfg.scale}")
+    pretrained = load_pretrained(cfg)
     arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
 
     # --- fine-tune (or reuse a finished one) ---------------------------------
@@ -185,7 +202,7 @@ def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str,
     say(label, f"infer: {len(chunks)} chunks on {n_actors} actor(s) ({'GPU' if use_gpu else f'{per} CPU each'})")
     paths = [os.path.join(staging, f"chunk-{c.index:05d}.{cfg.media.container}") for c in chunks]
     pending = {}
-    queue = list(zip(chunks, paths))
+    queue = list(zip(chunks, paths, strict=True))
     for a in actors:
         if queue:
             c, p = queue.pop(0)
@@ -242,6 +259,7 @@ def restore(
     jobs = list_videos(input_path, output, cfg.media.container, reference)
     if not jobs:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
+    load_pretrained(cfg)  # fail fast on a bad starting checkpoint
     connect()
     out_root = os.path.abspath(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + cfg.hash()
@@ -289,7 +307,7 @@ def print_summary(rows: list[dict[str, Any]], out_root: str, run_id: str, file=s
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print("", file=file)
     for i, line in enumerate(lines):
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip(), file=file)
+        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=file)
         if i == 0:
             print("  ".join("-" * w for w in widths), file=file)
     failed = [r for r in rows if r["status"] == "failed"]

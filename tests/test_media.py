@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.config import MediaConfig
 from pipeline.media.chunks import (
     decode_chunk,
     from_rgb,
@@ -22,7 +23,6 @@ from pipeline.media.chunks import (
     plan_chunks,
     to_rgb,
 )
-from pipeline.config import MediaConfig
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import probe
 
@@ -194,7 +194,7 @@ def test_decode_chunks_equal_sequential_decode(reference, path, min_frames):
         assert len(frames) == chunk.frames
         got.extend(frames)
     assert [p for p, _ in got] == [p for p, _ in expected]
-    for (pts, a), (_, b) in zip(got, expected):
+    for (pts, a), (_, b) in zip(got, expected, strict=True):
         assert a.dtype == np.uint8 and a.shape == (info.height, info.width, 3)
         assert np.array_equal(a, b), f"pixels differ at pts {pts}"
 
@@ -216,7 +216,7 @@ def test_decode_chunk_drops_frames_before_start(reference):
     got = list(decode_chunk(BBB, early, info))
     want = [(p, rgb) for p, rgb in expected if chunk.start_pts <= p < chunk.end_pts]
     assert [p for p, _ in got] == [p for p, _ in want]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
 
 
 def test_decode_chunk_raises_on_count_mismatch(reference):
@@ -239,7 +239,7 @@ def test_iter_training_frames(reference, path):
     assert [t for t, _ in iframes] == [
         float((k - info.start_pts) * info.time_base) for k in info.keyframe_pts
     ]
-    by_time = dict(zip(seconds, (rgb for _, rgb in expected)))
+    by_time = dict(zip(seconds, (rgb for _, rgb in expected), strict=True))
     assert all(np.array_equal(rgb, by_time[t]) for t, rgb in iframes)
 
     everything = list(iter_training_frames(path, "all"))
@@ -335,7 +335,7 @@ def test_round_trip_identity(reference, path, tmp_path):
 
     assert len(decoded) == len(source_frames)
     assert [t for t, _ in decoded] == [p * info.time_base for p, _ in source_frames]
-    psnr = [_psnr(a, b) for (_, a), (_, b) in zip(decoded, source_frames)]
+    psnr = [_psnr(a, b) for (_, a), (_, b) in zip(decoded, source_frames, strict=True)]
     print(
         f"{os.path.basename(path)}: {n_chunks} chunks, mean PSNR {np.mean(psnr):.2f} dB, min {np.min(psnr):.2f} dB"
     )
@@ -402,7 +402,7 @@ def test_colour_conversion_matches_bt_formulas():
         "bt601": (0.299, 0.114),
     }.items():
         frame = av.VideoFrame(16, 16, "yuv420p")
-        for plane, value in zip(frame.planes, yuv):
+        for plane, value in zip(frame.planes, yuv, strict=True):
             plane.update(np.full(plane.buffer_size, value, np.uint8))
         y = (yuv[0] - 16) * 255 / 219
         u, v = ((c - 128) * 255 / 224 for c in yuv[1:])

@@ -73,7 +73,7 @@ def test_restore_folder_outputs(archive, restored):
         assert (oi.width, oi.height) == (2 * si.width, 2 * si.height)
         st, ot = frame_times(src), frame_times(dst)
         assert len(ot) == len(st) == si.frames  # every frame in, exactly one out
-        assert max(abs(a - b) for a, b in zip(st, ot)) < 1e-3  # timestamps kept
+        assert max(abs(a - b) for a, b in zip(st, ot, strict=True)) < 1e-3  # timestamps kept
         assert abs(oi.duration - si.duration) <= 1 / float(si.rate)
         assert oi.has_audio == si.has_audio
         if si.has_audio:
@@ -93,7 +93,8 @@ def test_reports_match_schemas(restored):
     for v in videos:
         assert v["frames_in"] == v["frames_out"] > 0
         assert v["niqe_bicubic"] > 0 and v["niqe_finetuned"] > 0
-        assert v["niqe_pretrained"] is None and v["psnr_finetuned"] is None  # nothing to compare with
+        assert v["niqe_pretrained"] > 0 and v["pretrained"] == "builtin:edsr_2x16"  # the tiny preset's start
+        assert v["psnr_finetuned"] is None  # no reference: nothing to compare with
         assert v["train_steps"] == 12 and v["checkpoint_reused"] is False and os.path.isfile(v["checkpoint"])
         assert v["train_seconds"] > 0 and v["infer_seconds"] > 0 and v["total_seconds"] >= v["infer_seconds"]
         assert json.loads(v["config_json"])["train"]["steps"] == 12
@@ -101,8 +102,8 @@ def test_reports_match_schemas(restored):
         for f in (out / "reports" / table).rglob("*.parquet"):
             assert pq.read_schema(f).remove_metadata() == reports.schema(table).remove_metadata()
     frames = reports.read_table(str(out), "frames").to_pylist()
-    assert {f["method"] for f in frames} == {"bicubic", "finetuned"}
-    assert len(frames) == 2 * 2 * 3  # videos x methods x sampled frames
+    assert {f["method"] for f in frames} == {"bicubic", "pretrained", "finetuned"}
+    assert len(frames) == 2 * 3 * 3  # videos x methods x sampled frames
 
 
 def test_rerun_reuses_checkpoint_and_adds_a_run(archive, restored):
@@ -137,12 +138,13 @@ def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
     assert row["niqe_pretrained"] > 0 and "skipped (--no-finetune)" in proc.stdout
 
 
-def test_bad_input_fails_alone(tmp_path):
+def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
     arch = tmp_path / "in"
     arch.mkdir()
     shutil.copy(os.path.join(DATA, "carphone_gop10.mp4"), arch / "good.mp4")
     (arch / "broken.mp4").write_bytes(os.urandom(4096))
-    proc = run_job("jobs.restore", "--input", str(arch), "--output", str(tmp_path / "out"), *FAST, check=False)
+    proc = run_job("jobs.restore", "--input", str(arch), "--output", str(tmp_path / "out"), *FAST, "--set", "model.pretrained=", check=False)
+    assert "WARNING: no pretrained model configured" in proc.stdout
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = {r["video"]: r for r in reports.read_table(str(tmp_path / "out"), "videos").to_pylist()}
     assert rows["good.mp4"]["status"] == "restored"
@@ -155,3 +157,8 @@ def test_cli_errors_are_clear(tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", "train.steps=-1", check=False)
     assert proc.returncode == 2 and "train.steps must be >= 1, got -1" in proc.stderr
+    # a starting checkpoint of another architecture is a config error, before any work
+    tiny = os.path.join(ROOT, "pipeline", "data", "weights", "edsr_2x16_x2.pt")
+    proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", f"model.pretrained={tiny}", check=False)
+    assert proc.returncode == 2 and "is EDSR 2x16 x2, the config asks for 16x64 x2" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -22,6 +22,25 @@ import torch
 from pipeline.models.edsr import EDSR
 
 FORMAT = "reelsr.edsr/1"
+BUILTIN_PREFIX = "builtin:"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "weights")
+
+
+def resolve(pretrained: str | None, scale: int) -> str | None:
+    """The file behind ``model.pretrained``: a path as given, or ``builtin:NAME`` for the
+    weights shipped in ``pipeline/data/weights/NAME_x{scale}.pt``."""
+    if not pretrained:
+        return None
+    if pretrained.startswith(BUILTIN_PREFIX):
+        name = pretrained[len(BUILTIN_PREFIX):]
+        path = os.path.join(WEIGHTS_DIR, f"{name}_x{scale}.pt")
+        if not os.path.isfile(path):
+            have = sorted(f for f in os.listdir(WEIGHTS_DIR) if f.endswith(".pt")) if os.path.isdir(WEIGHTS_DIR) else []
+            raise ValueError(f"no shipped weights {pretrained!r} for x{scale} (shipped: {', '.join(have) or 'none'})")
+        return path
+    if not os.path.isfile(pretrained):
+        raise FileNotFoundError(f"model.pretrained not found: {pretrained}")
+    return pretrained
 
 
 def to_bytes(model: EDSR, provenance: dict[str, Any]) -> bytes:
@@ -38,6 +57,9 @@ def save(model: EDSR, path: str, provenance: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(to_bytes(model, provenance))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -87,7 +109,7 @@ def load(path_or_bytes: str | bytes, map_location: str | torch.device = "cpu") -
     else:
         raise ValueError(f"{name}: expected a dict, got {type(obj).__name__}")
     model = EDSR(**arch)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=True)
     if missing or unexpected:
         raise ValueError(f"{name}: weights do not fit EDSR{arch}: missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.eval()
