@@ -16,7 +16,7 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 
 def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
     """Write the bicubic x``scale`` downscale of ``hr_path`` to ``lr_path`` (x264 lossless,
-    audio copied, timestamps kept). The HR frame is first cropped (top-left) to a multiple
+    a keyframe every second so the restore has several chunks, audio copied, timestamps kept). The HR frame is first cropped (top-left) to a multiple
     of 2*scale so the LR size is even. Returns the LR (width, height)."""
     info = probe(hr_path)
     m = 2 * scale
@@ -26,7 +26,8 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
     w, h = hr_w // scale, hr_h // scale
     os.makedirs(os.path.dirname(os.path.abspath(lr_path)), exist_ok=True)
     tmp = lr_path + ".video" + os.path.splitext(lr_path)[1]
-    with ChunkWriter(tmp, width=w, height=h, time_base=info.time_base, rate=info.rate, colorspace=info.colorspace, crf=0, preset="veryfast") as writer:
+    with ChunkWriter(tmp, width=w, height=h, time_base=info.time_base, rate=info.rate, colorspace=info.colorspace, crf=0, preset="veryfast",
+                     gop_size=max(1, round(float(info.rate)))) as writer:
         for c in plan_chunks(info, info.frames):
             for pts, rgb in decode_chunk(hr_path, c, info):
                 writer.write(pts, bicubic_resize_uint8(rgb[:hr_h, :hr_w], (h, w)))

@@ -2,10 +2,14 @@
 
 Methods compared on the same evenly spaced frames:
 
-- ``bicubic``: the source frame upscaled by bicubic interpolation (in memory);
-- ``pretrained``: the starting model's output (in memory), when one is configured;
-- ``finetuned``: the frames decoded from the restored video file (what the user gets,
-  encoding included), when the video was fine-tuned.
+- ``bicubic``: the source frame upscaled by bicubic interpolation;
+- ``pretrained``: the starting model's output, when one is configured;
+- ``finetuned``: the fine-tuned model's output, when the video was fine-tuned;
+- ``output``: the frames decoded from the restored video file (what the user gets,
+  x264 encoding included).
+
+The first three are computed in memory on the same decoded source frames, so they
+compare the models alone; ``output`` minus the model that made it is the encoding loss.
 
 NIQE needs no reference; PSNR/SSIM (Y channel, ``scale`` px cropped) are measured
 when a high-resolution reference video is given.
@@ -67,7 +71,7 @@ def measure_video(
     total_frames: int,
     sample_frames: int,
     pretrained: bytes | None,
-    finetuned: bool,
+    finetuned: bytes | None,
     niqe: bool,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
@@ -76,17 +80,17 @@ def measure_video(
     outputs: dict[str, list[np.ndarray]] = {}
     h, w = src[0][1].shape[:2]
     outputs["bicubic"] = [bicubic_resize_uint8(rgb, (h * scale, w * scale)) for _, rgb in src]
-    if pretrained is not None:
-        device = inference.pick_device()
-        model, _ = checkpoint.load(pretrained, map_location=device)
-        amp = inference.autocast_dtype("auto", device)
-        outputs["pretrained"] = [
-            inference.upscale_frames(model, rgb[None], scale, device=device, tile=512, amp=amp)[0] for _, rgb in src
-        ]
-        del model
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    if finetuned and output is not None:
-        outputs["finetuned"] = [rgb for _, rgb in frames_at(output, idx)]
+    device = inference.pick_device()
+    amp = inference.autocast_dtype("auto", device)
+    for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
+        if blob is not None:
+            model, _ = checkpoint.load(blob, map_location=device)
+            outputs[method] = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=512, amp=amp)[0] for _, rgb in src]
+            del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if output is not None:
+        outputs["output"] = [rgb for _, rgb in frames_at(output, idx)]
     refs = None
     if reference is not None:
         refs = [_fit_reference(rgb, outputs["bicubic"][0].shape, scale, reference) for _, rgb in frames_at(reference, idx)]

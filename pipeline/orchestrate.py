@@ -237,14 +237,15 @@ def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str,
     measured = ray.get(measure_video_task.remote(
         video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
         total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=pretrained,
-        finetuned=cfg.train.finetune, niqe=cfg.metrics.niqe))
+        finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe))
     row.update(measured["summary"])
     row["metrics_seconds"] = time.perf_counter() - t0
     row["total_seconds"] = time.perf_counter() - t_start
     return row, measured["frames"]
 
 
-EMPTY_METRICS = {f"{m}_{k}": None for m in ("niqe", "psnr", "ssim") for k in ("bicubic", "pretrained", "finetuned")}
+METHODS = ("bicubic", "pretrained", "finetuned", "output")
+EMPTY_METRICS = {f"{m}_{k}": None for m in ("niqe", "psnr", "ssim") for k in METHODS}
 
 
 def restore(
@@ -298,18 +299,21 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def print_summary(rows: list[dict[str, Any]], out_root: str, run_id: str, file=sys.stdout) -> None:
     """The end-of-run table: one line per video, then where the outputs are."""
-    header = ["video", "status", "frames", "NIQE bicubic", "NIQE pretrained", "NIQE finetuned", "PSNR bicubic", "PSNR finetuned", "time s"]
+    with_ref = any(r["psnr_bicubic"] is not None for r in rows)
+    metrics = ["niqe"] + (["psnr"] if with_ref else [])
+    header = ["video", "status", "frames"] + [f"{m.upper()} {k}" for m in metrics for k in METHODS] + ["time s"]
     lines = [header]
     for r in rows:
         frames = f"{_fmt(r['frames_out'], 'd')}/{_fmt(r['frames_in'], 'd')}"
-        lines.append([r["video"], r["status"], frames, _fmt(r["niqe_bicubic"]), _fmt(r["niqe_pretrained"]),
-                      _fmt(r["niqe_finetuned"]), _fmt(r["psnr_bicubic"]), _fmt(r["psnr_finetuned"]), _fmt(r["total_seconds"], ".1f")])
+        lines.append([r["video"], r["status"], frames] + [_fmt(r[f"{m}_{k}"]) for m in metrics for k in METHODS] + [_fmt(r["total_seconds"], ".1f")])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print("", file=file)
     for i, line in enumerate(lines):
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=file)
         if i == 0:
             print("  ".join("-" * w for w in widths), file=file)
+    print("(NIQE: lower is better; PSNR in dB on Y. bicubic/pretrained/finetuned: the methods on the same frames;"
+          " output: the restored file, encoding included)", file=file)
     failed = [r for r in rows if r["status"] == "failed"]
     for r in failed:
         print(f"failed: {r['video']}: {r['error']}", file=file)

@@ -92,7 +92,7 @@ def test_reports_match_schemas(restored):
     assert len({v["run_id"] for v in videos}) == 1
     for v in videos:
         assert v["frames_in"] == v["frames_out"] > 0
-        assert v["niqe_bicubic"] > 0 and v["niqe_finetuned"] > 0
+        assert v["niqe_bicubic"] > 0 and v["niqe_finetuned"] > 0 and v["niqe_output"] > 0
         assert v["niqe_pretrained"] > 0 and v["pretrained"] == "builtin:edsr_2x16"  # the tiny preset's start
         assert v["psnr_finetuned"] is None  # no reference: nothing to compare with
         assert v["train_steps"] == 12 and v["checkpoint_reused"] is False and os.path.isfile(v["checkpoint"])
@@ -102,8 +102,8 @@ def test_reports_match_schemas(restored):
         for f in (out / "reports" / table).rglob("*.parquet"):
             assert pq.read_schema(f).remove_metadata() == reports.schema(table).remove_metadata()
     frames = reports.read_table(str(out), "frames").to_pylist()
-    assert {f["method"] for f in frames} == {"bicubic", "pretrained", "finetuned"}
-    assert len(frames) == 2 * 3 * 3  # videos x methods x sampled frames
+    assert {f["method"] for f in frames} == {"bicubic", "pretrained", "finetuned", "output"}
+    assert len(frames) == 2 * 4 * 3  # videos x methods x sampled frames
 
 
 def test_rerun_reuses_checkpoint_and_adds_a_run(archive, restored):
@@ -127,15 +127,19 @@ def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
     row = reports.read_table(str(tmp_path / "eval"), "videos").to_pylist()[0]
     assert row["status"] == "restored", proc.stdout
     assert (row["width"], row["height"]) == (88, 72)
-    for m in ("bicubic", "pretrained", "finetuned"):
+    for m in ("bicubic", "pretrained", "finetuned", "output"):
         assert 20 < row[f"psnr_{m}"] < 60 and 0.5 < row[f"ssim_{m}"] <= 1, row
         assert row[f"niqe_{m}"] > 0
+    # the starting model (tiny base, then fine-tuned on this clip at full size) must beat bicubic
+    assert row["psnr_pretrained"] > row["psnr_bicubic"] + 0.5
+    # the evaluation input has a keyframe every second: several chunks
+    assert row["chunks"] >= 2
     assert "PSNR bicubic" in proc.stdout
 
     proc = run_job("jobs.restore", "--input", hr, "--output", str(tmp_path / "nf"), "--no-finetune", *FAST, "--set", f"model.pretrained={ckpt}")
     row = reports.read_table(str(tmp_path / "nf"), "videos").to_pylist()[0]
     assert row["status"] == "restored" and row["train_steps"] is None and row["niqe_finetuned"] is None
-    assert row["niqe_pretrained"] > 0 and "skipped (--no-finetune)" in proc.stdout
+    assert row["niqe_pretrained"] > 0 and row["niqe_output"] > 0 and "skipped (--no-finetune)" in proc.stdout
 
 
 def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):

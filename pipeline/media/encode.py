@@ -88,6 +88,7 @@ class ChunkWriter:
         crf: int = 18,
         preset: str = "medium",
         codec: str = "libx264",
+        gop_size: int | None = None,
     ) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(
@@ -114,6 +115,8 @@ class ChunkWriter:
             ctx = stream.codec_context
             ctx.time_base = self.time_base
             ctx.max_b_frames = 0
+            if gop_size:
+                ctx.gop_size = gop_size  # keyframe interval in frames (x264 default: 250)
             tag = _COLOR_TAGS[colorspace]
             ctx.colorspace, ctx.color_primaries, ctx.color_trc = tag, tag, tag
             ctx.color_range = _AVCOL_RANGE_MPEG
