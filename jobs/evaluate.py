@@ -12,27 +12,19 @@ from __future__ import annotations
 
 import sys
 
-from jobs.restore import parser
-from pipeline.config import build_config
+from jobs.restore import parser, run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.prog = "python -m jobs.evaluate"
-    args = p.parse_args(argv)
-    preset = args.preset or "baseline"
-    try:
-        cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
-    except (ValueError, OSError) as e:
-        p.error(str(e))
-    from pipeline.evaluate import evaluate
 
-    try:
-        rows = evaluate(cfg, args.input, args.output, preset=preset)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    def work(cfg, args, preset):
+        from pipeline.evaluate import evaluate
+
+        return evaluate(cfg, args.input, args.output, preset=preset)
+
+    return run(p, argv, work)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from pipeline.config import PRESETS, build_config, describe_fields
 
@@ -32,23 +33,33 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder with the same relative paths for a folder")
+def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., list[dict]]) -> int:
+    """Parse, build the config, call ``work(cfg, args, preset)``; exit code 0 when every
+    video was restored, 1 when some failed, 2 for a usage or config error."""
     args = p.parse_args(argv)
     preset = args.preset or "baseline"
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
     except (ValueError, OSError) as e:
         p.error(str(e))
-    from pipeline.orchestrate import restore
-
     try:
-        rows = restore(cfg, args.input, args.output, reference=args.reference, preset=preset)
+        rows = work(cfg, args, preset)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder with the same relative paths for a folder")
+
+    def work(cfg, args, preset):
+        from pipeline.orchestrate import restore
+
+        return restore(cfg, args.input, args.output, reference=args.reference, preset=preset)
+
+    return run(p, argv, work)
 
 
 if __name__ == "__main__":
