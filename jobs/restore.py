@@ -13,6 +13,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+import yaml
+
 from pipeline.config import PRESETS, build_config, describe_fields
 
 
@@ -40,8 +42,8 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     preset = args.preset or "baseline"
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
-    except (ValueError, OSError) as e:
-        p.error(str(e))
+    except (ValueError, OSError, yaml.YAMLError) as e:
+        p.error(str(e).replace("\n", " "))
     try:
         rows = work(cfg, args, preset)
     except (ValueError, FileNotFoundError) as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ def validate_frame_policy(policy: str) -> None:
             n = float(policy[4:])
         except ValueError:
             n = -1.0
-        if n > 0:
+        if math.isfinite(n) and n > 0:
             return
     raise ValueError(f"train.frames must be {FRAME_POLICIES_HELP}, got {policy!r}")
 
@@ -68,8 +69,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.n_resblocks < 1 or self.n_feats < 1:
             raise ValueError(f"model.n_resblocks and model.n_feats must be >= 1, got {self.n_resblocks}, {self.n_feats}")
-        if self.res_scale <= 0:
-            raise ValueError(f"model.res_scale must be > 0, got {self.res_scale}")
+        if not (math.isfinite(self.res_scale) and self.res_scale > 0):
+            raise ValueError(f"model.res_scale must be a finite number > 0, got {self.res_scale}")
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,10 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.patch_size < 8:
             raise ValueError(f"train.patch_size must be >= 8, got {self.patch_size}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"train.seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class RestoreConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
+    device: str = _f("auto", 'Where training and inference run: "auto" (GPUs when the cluster has them now, else CPU), "gpu" (request GPUs: on an autoscaling cluster whose GPU workers start at zero), or "cpu".')
     media: MediaConfig = field(default_factory=MediaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -138,6 +142,8 @@ class RestoreConfig:
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        if self.device not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
         if self.train.patch_size % self.scale:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if not self.train.finetune and not self.model.pretrained:

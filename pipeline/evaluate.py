@@ -47,10 +47,23 @@ def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None 
     jobs = list_videos(hr_input, out_root, "mp4", None)
     if not jobs:
         raise ValueError(f"no videos found under {hr_input}")
+    failed = []
     for job in jobs:
         lr = os.path.join(lr_root, job.rel)
-        if not os.path.exists(lr):
+        if os.path.exists(lr):
+            continue
+        try:
             w, h = make_lr_clip(job.source, lr, cfg.scale)
             print(f"[{job.rel}] evaluate: low-resolution input {w}x{h} (bicubic x{cfg.scale}) -> {lr}", flush=True)
-    lr_input = os.path.join(lr_root, jobs[0].rel) if single else lr_root
-    return restore(cfg, lr_input, out_root, reference=os.path.abspath(hr_input), preset=preset)
+        except Exception as e:  # noqa: BLE001 - a bad clip fails alone
+            for leftover in (lr, lr + ".video" + os.path.splitext(lr)[1]):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
+            failed.append((job, f"cannot make the low-resolution input: {type(e).__name__}: {e}"))
+            print(f"[{job.rel}] FAILED: {failed[-1][1]}", flush=True)
+    good = [j for j in jobs if all(j is not f for f, _ in failed)]
+    if single:
+        lr_input = os.path.join(lr_root, jobs[0].rel) if good else None
+    else:
+        lr_input = lr_root if good else None
+    return restore(cfg, lr_input, out_root, reference=os.path.abspath(hr_input), preset=preset, failed_before=failed)

@@ -14,7 +14,23 @@ from torch import nn
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """CUDA when this process may use a GPU, else CPU.
+
+    Inside a Ray task or actor, only GPUs that Ray assigned count: Ray does not hide
+    the node's GPUs from a task that asked for none, and using them unreserved would
+    oversubscribe them.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    try:
+        import ray
+        from ray._private.worker import WORKER_MODE, global_worker
+
+        if ray.is_initialized() and global_worker.mode == WORKER_MODE:
+            return torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+    except ImportError:
+        pass
+    return torch.device("cuda")
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

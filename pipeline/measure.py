@@ -73,6 +73,9 @@ def measure_video(
     pretrained: bytes | None,
     finetuned: bytes | None,
     niqe: bool,
+    precision: str = "auto",
+    tile: int = 512,
+    tile_overlap: int = 16,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
     idx = sample_indices(total_frames, sample_frames)
@@ -81,11 +84,14 @@ def measure_video(
     h, w = src[0][1].shape[:2]
     outputs["bicubic"] = [bicubic_resize_uint8(rgb, (h * scale, w * scale)) for _, rgb in src]
     device = inference.pick_device()
-    amp = inference.autocast_dtype("auto", device)
+    amp = inference.autocast_dtype(precision, device)
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:
             model, _ = checkpoint.load(blob, map_location=device)
-            outputs[method] = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=512, amp=amp)[0] for _, rgb in src]
+            outputs[method] = [
+                inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0]
+                for _, rgb in src
+            ]
             del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -101,7 +107,7 @@ def measure_video(
     if niqe:
         from pipeline.metrics.niqe import NiqeScorer
 
-        scorer = NiqeScorer(device="cuda" if torch.cuda.is_available() else "cpu")
+        scorer = NiqeScorer(device=str(device))
 
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"metric_frames": len(idx)}

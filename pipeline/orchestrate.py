@@ -8,6 +8,7 @@ others go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pipeline.media.chunks import plan_chunks
 from pipeline.media.encode import assemble
 from pipeline.media.probe import probe
 from pipeline.models import checkpoint
+from pipeline.resources import check_train_workers, inference_pool, use_gpu
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 log = logging.getLogger("reelsr")
@@ -77,6 +79,11 @@ def list_videos(input_path: str, output_root: str, container: str, reference: st
         if os.path.abspath(out) == os.path.abspath(full):
             raise ValueError(f"output {out} would overwrite its source: choose another --output")
         jobs.append(VideoJob(rel=rel, source=full, output=out, reference=refs[rel]))
+    seen: dict[str, str] = {}
+    for j in jobs:
+        if j.output in seen:
+            raise ValueError(f"{seen[j.output]} and {j.rel} would both be restored to {j.output}: rename one, or set media.container")
+        seen[j.output] = j.rel
     return jobs
 
 
@@ -90,18 +97,8 @@ def connect() -> None:
     else:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network but the user's storage
         ray.init(include_dashboard=True, log_to_driver=True, runtime_env={"env_vars": {"PYTHONPATH": path}})
-
-
-def _pool_size(cfg: RestoreConfig, chunks: int) -> tuple[int, bool, int]:
-    """(actors, use_gpu, cpus per actor) for this cluster."""
-    res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
-    use_gpu = gpus >= 1
-    auto = gpus if use_gpu else max(1, cpus // 2)
-    n = max(1, min(cfg.infer.actors or auto, chunks))
-    per = 1 if use_gpu else max(1, cpus // n)
-    return n, use_gpu, per
 
 
 def _read(path: str) -> bytes:
@@ -128,15 +125,82 @@ def load_pretrained(cfg: RestoreConfig) -> bytes | None:
     return blob
 
 
+def source_fingerprint(path: str, info) -> str:
+    """Short hash of what identifies a source video's content cheaply (size, frame count,
+    keyframe positions), so a checkpoint is never reused for another video that happens
+    to have the same relative path."""
+    blob = f"{os.path.getsize(path)}:{info.frames}:{info.time_base}:{info.keyframe_pts}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def run_chunks(label: str, info, chunks, paths, ckpt: bytes, cfg: RestoreConfig, gpu: bool, start_timeout_s: float = 600.0) -> None:
+    """Restore ``chunks`` on a pool of inference actors, printing progress.
+
+    Work goes only to actors that have started, so an actor waiting for resources the
+    cluster does not have (yet) delays nothing; if none starts within ``start_timeout_s``
+    the run fails with the reason.
+    """
+    from pipeline.actors import restorer_actor
+
+    pool = inference_pool(cfg, len(chunks), gpu)
+    actors = [restorer_actor(cfg.infer, pool.use_gpu, pool.cpus_per_actor) for _ in range(pool.actors)]
+    what = "1 GPU" if pool.use_gpu else f"{pool.cpus_per_actor} CPU"
+    say(label, f"infer: {len(chunks)} chunks on {pool.actors} actor(s) ({what} each)")
+    ckpt_ref = ray.put(ckpt)
+    queue = list(zip(chunks, paths, strict=True))
+    starting = {a.__ray_ready__.remote(): a for a in actors}
+    working: dict[Any, Any] = {}
+    t0 = time.perf_counter()
+    done_frames = 0
+
+    def give(actor) -> None:
+        if queue:
+            c, path = queue.pop(0)
+            working[actor.restore.remote(ckpt_ref, cfg.scale, info, c, path, cfg.media)] = actor
+
+    try:
+        while queue or working:
+            ready, _ = ray.wait(list(starting) + list(working), num_returns=1, timeout=5.0)
+            if not ready:
+                if not working and starting and time.perf_counter() - t0 > start_timeout_s:
+                    raise RuntimeError(
+                        f"no inference actor started within {start_timeout_s:.0f} s "
+                        f"(each needs {what}; cluster: {ray.cluster_resources()})"
+                    )
+                continue
+            ref = ready[0]
+            if ref in starting:
+                ray.get(ref)  # raises if the actor failed to start
+                give(starting.pop(ref))
+                continue
+            actor = working.pop(ref)
+            done_frames += ray.get(ref)["frames"]
+            say(label, f"infer: {done_frames}/{info.frames} frames  {done_frames / (time.perf_counter() - t0):.1f} fps")
+            give(actor)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, preset: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Restore one video; returns its report row (status restored) and frame rows.
-    Raises on failure (the caller records it)."""
-    from pipeline.actors import extract_training_frames, measure_video_task, restorer_actor
+    Raises on failure (the caller records it); leaves no partial file behind."""
+    staging = os.path.join(out_root, ".reelsr", "staging", run_id, job.rel)
+    try:
+        return _restore_video(job, cfg, out_root, run_id, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, staging: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from pipeline.actors import extract_training_frames, measure_video_task
     from pipeline.training import train_with_ray
 
     label = job.rel
     row: dict[str, Any] = {}
     t_start = time.perf_counter()
+    if job.reference is not None and not os.path.isfile(job.reference):
+        raise FileNotFoundError(f"reference not found: {job.reference}")
     info = probe(job.source)
     chunks = plan_chunks(info, cfg.media.chunk_frames)
     row.update(width=info.width, height=info.height, fps=float(info.rate), duration_s=info.duration,
@@ -146,10 +210,12 @@ def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str,
 
     pretrained = load_pretrained(cfg)
     arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+    gpu = use_gpu(cfg)
 
     # --- fine-tune (or reuse a finished one) ---------------------------------
     t0 = time.perf_counter()
-    ckpt_path = os.path.join(out_root, "checkpoints", f"{job.rel}.{cfg.hash('model', 'train')}.pt")
+    ckpt_name = f"{job.rel}.{cfg.hash('model', 'train')}.{source_fingerprint(job.source, info)}.pt"
+    ckpt_path = os.path.join(out_root, "checkpoints", ckpt_name)
     row.update(train_frames=None, train_steps=None, train_loss_first=None, train_loss_last=None,
                checkpoint=None, checkpoint_reused=None)
     if not cfg.train.finetune:
@@ -157,95 +223,105 @@ def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str,
         say(label, "train: skipped (--no-finetune), restoring with the starting model")
     elif os.path.exists(ckpt_path):
         ckpt = _read(ckpt_path)
-        _, meta = checkpoint.load(ckpt)
-        prov = meta["provenance"]
+        prov = checkpoint.load(ckpt)[1]["provenance"]
         row.update(checkpoint=ckpt_path, checkpoint_reused=True, train_frames=prov.get("train_frames"),
                    train_steps=int(prov.get("steps", 0)), train_loss_first=prov.get("loss_first"), train_loss_last=prov.get("loss_last"))
         say(label, f"train: reusing fine-tuned checkpoint {ckpt_path}")
     else:
         if pretrained is None:
             say(label, "WARNING: no pretrained model configured (model.pretrained): fine-tuning from scratch; expect lower quality")
+        note = check_train_workers(cfg, gpu)
+        if note:
+            say(label, f"train: {note}")
         frames_ref, count_ref = extract_training_frames.remote(job.source, cfg.train.frames, cfg.train.max_frames, cfg.train.seed)
         n_frames = ray.get(count_ref)
         if n_frames == 0:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
-        say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, EDSR {arch['n_resblocks']}x{arch['n_feats']}")
+        say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, EDSR {arch['n_resblocks']}x{arch['n_feats']}, "
+            f"{cfg.train.workers} {'GPU' if gpu else 'CPU'} worker(s)")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.rel)
-        ckpt, stats = train_with_ray(
-            frames_ref,
-            cfg=cfg.train,
-            arch=arch,
-            start=pretrained,
-            scale=cfg.scale,
-            storage_path=os.path.join(out_root, ".reelsr", "ray_train"),
-            name=f"{safe}-{cfg.hash('model', 'train')}-{run_id}",
-            label=label,
-            provenance={"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
-                        "pretrained": cfg.model.pretrained, "run_id": run_id},
-        )
+        train_dir = os.path.join(out_root, ".reelsr", "ray_train")
+        name = f"{safe}-{cfg.hash('model', 'train')}-{run_id}"
+        try:
+            ckpt, stats = train_with_ray(
+                frames_ref, cfg=cfg.train, arch=arch, start=pretrained, scale=cfg.scale, use_gpu=gpu,
+                storage_path=train_dir, name=name, label=label,
+                provenance={"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
+                            "pretrained": cfg.model.pretrained, "run_id": run_id},
+            )
+        finally:
+            shutil.rmtree(os.path.join(train_dir, name), ignore_errors=True)  # Ray Train's own copy
         os.makedirs(os.path.dirname(ckpt_path), exist_ok=True)
-        tmp = ckpt_path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(ckpt)
-        os.replace(tmp, ckpt_path)
+        tmp = ckpt_path + f".{run_id}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(ckpt)
+            os.replace(tmp, ckpt_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         row.update(checkpoint=ckpt_path, checkpoint_reused=False, train_frames=n_frames, train_steps=cfg.train.steps,
                    train_loss_first=stats.get("loss_first"), train_loss_last=stats.get("loss_last"))
         say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}")
     row["train_seconds"] = time.perf_counter() - t0
 
-    # --- inference: chunks in parallel on a pool of actors --------------------
+    # --- inference: chunks in parallel on a pool of actors, then assembly -----
     t0 = time.perf_counter()
-    staging = os.path.join(out_root, ".reelsr", "staging", run_id, job.rel)
-    n_actors, use_gpu, per = _pool_size(cfg, len(chunks))
-    actors = [restorer_actor(cfg.infer, use_gpu, per) for _ in range(n_actors)]
-    ckpt_ref = ray.put(ckpt)
-    say(label, f"infer: {len(chunks)} chunks on {n_actors} actor(s) ({'GPU' if use_gpu else f'{per} CPU each'})")
     paths = [os.path.join(staging, f"chunk-{c.index:05d}.{cfg.media.container}") for c in chunks]
-    pending = {}
-    queue = list(zip(chunks, paths, strict=True))
-    for a in actors:
-        if queue:
-            c, p = queue.pop(0)
-            pending[a.restore.remote(ckpt_ref, cfg.scale, info, c, p, cfg.media)] = a
-    done_frames = 0
+    run_chunks(label, info, chunks, paths, ckpt, cfg, gpu)
+    out_dir, out_name = os.path.split(job.output)
+    os.makedirs(out_dir, exist_ok=True)
+    tmp_out = os.path.join(out_dir, f".{out_name}.{run_id}.partial.{cfg.media.container}")
     try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            actor = pending.pop(ready[0])
-            res = ray.get(ready[0])
-            done_frames += res["frames"]
-            elapsed = time.perf_counter() - t0
-            say(label, f"infer: {done_frames}/{info.frames} frames  {done_frames / elapsed:.1f} fps")
-            if queue:
-                c, p = queue.pop(0)
-                pending[actor.restore.remote(ckpt_ref, cfg.scale, info, c, p, cfg.media)] = actor
+        assemble(paths, job.source, tmp_out)
+        out_info = probe(tmp_out)
+        if out_info.frames != info.frames:
+            raise RuntimeError(f"restored video has {out_info.frames} frames, source {info.frames}")
+        os.replace(tmp_out, job.output)  # only a checked file reaches the final name
     finally:
-        for a in actors:
-            ray.kill(a)
-    os.makedirs(os.path.dirname(job.output), exist_ok=True)
-    assemble(paths, job.source, job.output)
-    out_info = probe(job.output)
+        if os.path.exists(tmp_out):
+            os.unlink(tmp_out)
     row.update(frames_out=out_info.frames, output=job.output)
-    if out_info.frames != info.frames:
-        raise RuntimeError(f"restored video has {out_info.frames} frames, source {info.frames}")
-    shutil.rmtree(staging, ignore_errors=True)
     row["infer_seconds"] = time.perf_counter() - t0
     say(label, f"assemble: {job.output} ({out_info.width}x{out_info.height}, {out_info.frames} frames)")
 
-    # --- metrics -----------------------------------------------------------------
+    # --- metrics: a failure here is reported, the restored video stands -------
     t0 = time.perf_counter()
-    measured = ray.get(measure_video_task.remote(
-        video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
-        total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=pretrained,
-        finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe))
-    row.update(measured["summary"])
+    say(label, f"metrics: {cfg.metrics.sample_frames} sampled frames"
+        + (f", PSNR/SSIM against {job.reference}" if job.reference else ""))
+    frames: list[dict[str, Any]] = []
+    try:
+        task = measure_video_task.options(num_gpus=1 if gpu else 0)
+        measured = ray.get(task.remote(
+            video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
+            total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=pretrained,
+            finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,
+            precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap))
+        row.update(measured["summary"])
+        frames = measured["frames"]
+    except Exception as e:  # noqa: BLE001
+        row["error"] = f"metrics failed: {type(e).__name__}: {e}"
+        say(label, f"WARNING: {row['error']}")
     row["metrics_seconds"] = time.perf_counter() - t0
     row["total_seconds"] = time.perf_counter() - t_start
-    return row, measured["frames"]
+    return row, frames
 
 
 METHODS = ("bicubic", "pretrained", "finetuned", "output")
 EMPTY_METRICS = {f"{m}_{k}": None for m in ("niqe", "psnr", "ssim") for k in METHODS}
+
+
+def _base_row(job: VideoJob, cfg: RestoreConfig, preset: str | None) -> dict[str, Any]:
+    """A videos row with every column, as a failure until the video is restored."""
+    return {
+        "video": job.rel, "source": job.source, "output": None, "status": "failed", "error": None,
+        "config_hash": cfg.hash(), "preset": preset, "scale": cfg.scale, "width": None, "height": None,
+        "fps": None, "duration_s": None, "has_audio": None, "chunks": None, "frames_in": None, "frames_out": None,
+        "train_frames": None, "train_steps": None, "train_loss_first": None, "train_loss_last": None,
+        "checkpoint": None, "checkpoint_reused": None, "pretrained": cfg.model.pretrained, "metric_frames": None,
+        **EMPTY_METRICS, "train_seconds": None, "infer_seconds": None, "metrics_seconds": None,
+        "total_seconds": 0.0, "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
 
 
 def restore(
@@ -254,11 +330,13 @@ def restore(
     output: str,
     reference: str | None = None,
     preset: str | None = None,
+    failed_before: list[tuple[VideoJob, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Restore every video of ``input_path`` into ``output``; writes the reports and
-    returns the videos rows."""
-    jobs = list_videos(input_path, output, cfg.media.container, reference)
-    if not jobs:
+    returns the videos rows. ``failed_before``: videos that failed in a preparation step
+    (e.g. making evaluation inputs), reported as failed in this run."""
+    jobs = list_videos(input_path, output, cfg.media.container, reference) if input_path else []
+    if not jobs and not failed_before:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
     load_pretrained(cfg)  # fail fast on a bad starting checkpoint
     connect()
@@ -266,17 +344,14 @@ def restore(
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + cfg.hash()
     print(f"reelsr: run {run_id}: {len(jobs)} video(s), x{cfg.scale}, cluster {ray.cluster_resources()}", flush=True)
     rows = []
+    for job, error in failed_before or []:
+        base = _base_row(job, cfg, preset)
+        base["error"] = error
+        reports.write(out_root, "videos", run_id, [base])
+        rows.append(base)
     for n, job in enumerate(jobs, 1):
         say(job.rel, f"video {n}/{len(jobs)}")
-        base: dict[str, Any] = {
-            "video": job.rel, "source": job.source, "output": None, "status": "failed", "error": None,
-            "config_hash": cfg.hash(), "preset": preset, "scale": cfg.scale, "width": None, "height": None,
-            "fps": None, "duration_s": None, "has_audio": None, "chunks": None, "frames_in": None, "frames_out": None,
-            "train_frames": None, "train_steps": None, "train_loss_first": None, "train_loss_last": None,
-            "checkpoint": None, "checkpoint_reused": None, "pretrained": cfg.model.pretrained, "metric_frames": None,
-            **EMPTY_METRICS, "train_seconds": None, "infer_seconds": None, "metrics_seconds": None,
-            "total_seconds": 0.0, "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
-        }
+        base = _base_row(job, cfg, preset)
         t0 = time.perf_counter()
         frames: list[dict[str, Any]] = []
         try:
@@ -315,8 +390,9 @@ def print_summary(rows: list[dict[str, Any]], out_root: str, run_id: str, file=s
     print("(NIQE: lower is better; PSNR in dB on Y. bicubic/pretrained/finetuned: the methods on the same frames;"
           " output: the restored file, encoding included)", file=file)
     failed = [r for r in rows if r["status"] == "failed"]
-    for r in failed:
-        print(f"failed: {r['video']}: {r['error']}", file=file)
+    for r in rows:
+        if r["error"]:
+            print(f"{r['status']}: {r['video']}: {r['error']}", file=file)
     print(f"\n{len(rows) - len(failed)} restored, {len(failed)} failed", file=file)
     for r in rows:
         if r["output"]:

@@ -173,6 +173,7 @@ def train_with_ray(
     arch: dict[str, Any],
     start: bytes | None,
     scale: int,
+    use_gpu: bool,
     storage_path: str,
     name: str,
     label: str,
@@ -183,13 +184,12 @@ def train_with_ray(
     ``frames_ref``: a Ray ObjectRef to the list of uint8 (H, W, 3) training frames;
     each worker fetches it from the object store.
 
-    GPU workers when the cluster has GPUs, CPU workers otherwise.
+    ``use_gpu``: one GPU per worker (else one CPU per worker, threads split evenly).
     """
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     cpus = ray.cluster_resources().get("CPU", 1)
     threads = None if use_gpu else max(1, int(cpus // cfg.workers))
     trainer = TorchTrainer(

@@ -40,6 +40,11 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("infer.precision=int8", "infer.precision must be"),
         ("train.finetune=false", "needs a starting model"),
         ("train.patch_size=50", "must be a multiple of scale"),
+        ("train.lr=.nan", "train.lr must be a finite number > 0"),
+        ("model.res_scale=.inf", "model.res_scale must be a finite number > 0"),
+        ("train.frames=fps:inf", "train.frames must be"),
+        ("train.seed=-1", "train.seed must be >= 0, got -1"),
+        ("device=tpu", "device must be auto, gpu or cpu"),
     ],
 )
 def test_bad_values_are_named(override, message):

@@ -49,6 +49,13 @@ def test_errors(tmp_path):
         list_videos(str(tmp_path), str(tmp_path), "mp4", None)
 
 
+def test_two_inputs_with_one_output_are_refused(tmp_path):
+    touch(tmp_path / "in" / "a.mp4")
+    touch(tmp_path / "in" / "a.mkv")
+    with pytest.raises(ValueError, match="would both be restored to"):
+        list_videos(str(tmp_path / "in"), str(tmp_path / "out"), "mp4", None)
+
+
 def test_sample_indices():
     assert sample_indices(120, 4) == [0, 40, 79, 119]
     assert sample_indices(3, 8) == [0, 1, 2]

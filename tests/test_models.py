@@ -53,6 +53,15 @@ def test_checkpoint_roundtrip_and_official_format(tmp_path, scale):
     assert torch.equal(m(x), m3(x))
 
 
+def test_checkpoint_loads_onto_the_requested_device(tmp_path):
+    """load() must move the model to map_location (a GPU in real runs): "meta" stands in
+    for a device other than the CPU here."""
+    path = tmp_path / "m.pt"
+    checkpoint.save(EDSR(1, 8, 1.0, 2), str(path), {})
+    model, _ = checkpoint.load(str(path), map_location="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         checkpoint.load(str(tmp_path / "missing.pt"))
@@ -64,6 +73,10 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, other)
     with pytest.raises(ValueError, match="not an EDSR state dict"):
         checkpoint.load(str(other))
+    extra = tmp_path / "extra.pt"
+    torch.save({**EDSR(1, 8, 1.0, 2).state_dict(), "stray.weight": torch.zeros(1)}, extra)
+    with pytest.raises(ValueError, match="weights do not fit"):
+        checkpoint.load(str(extra))
 
 
 def test_tiled_inference_matches_whole_frame():

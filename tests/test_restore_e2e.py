@@ -143,17 +143,33 @@ def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
 
 
 def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
-    arch = tmp_path / "in"
+    """A broken file fails alone; a reference that does not fit fails the measurements,
+    not the restored video; a missing reference fails its video before any work."""
+    arch, ref = tmp_path / "in", tmp_path / "ref"
     arch.mkdir()
+    ref.mkdir()
     shutil.copy(os.path.join(DATA, "carphone_gop10.mp4"), arch / "good.mp4")
+    shutil.copy(os.path.join(DATA, "bbb_320x180.mp4"), ref / "good.mp4")  # wrong size for 352x288
+    shutil.copy(os.path.join(DATA, "carphone_gop10.mp4"), arch / "noref.mp4")
     (arch / "broken.mp4").write_bytes(os.urandom(4096))
-    proc = run_job("jobs.restore", "--input", str(arch), "--output", str(tmp_path / "out"), *FAST, "--set", "model.pretrained=", check=False)
+    shutil.copy(arch / "broken.mp4", ref / "broken.mp4")
+    out = tmp_path / "out"
+    proc = run_job("jobs.restore", "--input", str(arch), "--output", str(out), "--reference", str(ref), *FAST,
+                   "--set", "model.pretrained=", check=False)
     assert "WARNING: no pretrained model configured" in proc.stdout
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    rows = {r["video"]: r for r in reports.read_table(str(tmp_path / "out"), "videos").to_pylist()}
-    assert rows["good.mp4"]["status"] == "restored"
+    rows = {r["video"]: r for r in reports.read_table(str(out), "videos").to_pylist()}
     assert rows["broken.mp4"]["status"] == "failed" and "broken.mp4" in rows["broken.mp4"]["error"]
-    assert "1 restored, 1 failed" in proc.stdout
+    assert rows["noref.mp4"]["status"] == "failed" and "reference not found" in rows["noref.mp4"]["error"]
+    good = rows["good.mp4"]
+    assert good["status"] == "restored" and os.path.isfile(good["output"])
+    assert good["error"].startswith("metrics failed") and "sizes do not match" in good["error"]
+    assert good["psnr_bicubic"] is None
+    assert "1 restored, 2 failed" in proc.stdout
+    # nothing half-made is left: no staging, no partial outputs, no Ray Train copies
+    assert not list((out / ".reelsr" / "staging").rglob("*.mp4"))
+    assert not [p for p in out.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+    assert not list((out / ".reelsr" / "ray_train").rglob("*.pt"))
 
 
 def test_cli_errors_are_clear(tmp_path):
@@ -161,6 +177,10 @@ def test_cli_errors_are_clear(tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", "train.steps=-1", check=False)
     assert proc.returncode == 2 and "train.steps must be >= 1, got -1" in proc.stderr
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: {steps: 3\n")
+    proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--config", str(bad_yaml), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "bad.yaml" in proc.stderr
     # a starting checkpoint of another architecture is a config error, before any work
     tiny = os.path.join(ROOT, "pipeline", "data", "weights", "edsr_2x16_x2.pt")
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", f"model.pretrained={tiny}", check=False)

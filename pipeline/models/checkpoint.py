@@ -88,13 +88,13 @@ def _official_arch(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 def load(path_or_bytes: str | bytes, map_location: str | torch.device = "cpu") -> tuple[EDSR, dict[str, Any]]:
     """Load a reelsr checkpoint or an official EDSR-PyTorch ``.pt`` state dict.
 
-    Returns (model in eval mode, meta) where meta has ``arch``, ``provenance`` and
+    Returns (model in eval mode, on ``map_location``; meta) where meta has ``arch``, ``provenance`` and
     ``format`` ("reelsr.edsr/1" or "edsr-pytorch").
     """
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
     name = "<bytes>" if isinstance(path_or_bytes, bytes) else path_or_bytes
     try:
-        obj = torch.load(src, map_location=map_location, weights_only=True)
+        obj = torch.load(src, map_location="cpu", weights_only=True)  # moved to map_location below
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {name}") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
@@ -109,8 +109,9 @@ def load(path_or_bytes: str | bytes, map_location: str | torch.device = "cpu") -
     else:
         raise ValueError(f"{name}: expected a dict, got {type(obj).__name__}")
     model = EDSR(**arch)
-    missing, unexpected = model.load_state_dict(state, strict=True)
-    if missing or unexpected:
-        raise ValueError(f"{name}: weights do not fit EDSR{arch}: missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.eval()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{name}: weights do not fit EDSR{arch}: {str(e)[:300]}") from None
+    model.to(map_location).eval()  # load_state_dict copied into the (CPU) parameters
     return model, {"arch": arch, "provenance": prov, "format": fmt}
