@@ -227,7 +227,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"{key} must be a number, got {value!r}")
         try:
-            v = typ(value) if typ is float else int(str(value), 10) if isinstance(value, str) else value
+            v = float(value) if typ is float else int(str(value), 10) if isinstance(value, str) else value
         except ValueError:
             raise ValueError(f"{key} must be {typ.__name__}, got {value!r}") from None
         if typ is int and (not isinstance(v, int) or isinstance(v, float)):
