@@ -273,13 +273,19 @@ def test_bicubic_resize_constant_stays_constant():
     assert (bicubic_resize_uint8(rgb, (66, 94)) == 77).all()
 
 
-def test_bicubic_resize_uint8_matches_pil_bicubic(bird):
-    # Same Keys a=-0.5 kernel and border handling as PIL: at most 1 grey level apart.
+def test_bicubic_resize_uint8_close_to_pil_bicubic_inside(bird):
+    # The resize is MATLAB imresize (tests/test_resize.py checks it against MATLAB's own
+    # output). PIL BICUBIC has the same Keys a=-0.5 kernel, antialiasing and pixel-centre
+    # mapping, so away from the borders the two agree to within the rounding of their
+    # one-axis-at-a-time passes (PIL: width first; MATLAB: height first on a tie). At the
+    # borders they differ by design: PIL renormalises the in-image taps, MATLAB mirrors.
     for h, w in [(72, 72), (144, 100), (576, 576)]:
         ours = bicubic_resize_uint8(bird, (h, w))
         pil = np.asarray(Image.fromarray(bird).resize((w, h), Image.BICUBIC))
         assert ours.shape == (h, w, 3) and ours.dtype == np.uint8
-        assert np.abs(ours.astype(int) - pil.astype(int)).max() <= 1
+        diff = np.abs(ours.astype(int) - pil.astype(int))
+        assert diff[4:-4, 4:-4].max() <= 2
+        assert diff.mean() < 0.25
 
 
 def test_bicubic_down_up_psnr_sanity(bird):

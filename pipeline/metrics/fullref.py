@@ -65,8 +65,12 @@ def psnr_y(a: np.ndarray, b: np.ndarray, crop: int) -> float:
     Raises:
         ValueError: shapes differ (both are named), or the crop leaves nothing.
     """
-    ya, yb = _cropped_y_pair(a, b, crop)
-    mse = float(np.mean((ya - yb) ** 2))
+    return psnr_plane(*_cropped_y_pair(a, b, crop))
+
+
+def psnr_plane(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB (peak 255) of two float (H, W) planes in [0, 255] of equal shape; inf when equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     if mse == 0.0:
         return float("inf")
     return float(10.0 * np.log10(255.0**2 / mse))
@@ -110,6 +114,12 @@ def ssim_y(a: np.ndarray, b: np.ndarray, crop: int) -> float:
         raise ValueError(
             f"SSIM needs at least 11x11 pixels after crop={crop}; images {np.shape(a)} leave {ya.shape}"
         )
+    return ssim_plane(ya, yb)
+
+
+def ssim_plane(ya: np.ndarray, yb: np.ndarray) -> float:
+    """SSIM (settings as ``ssim_y``) of two float (H, W) planes in [0, 255], each >= 11x11."""
+    ya, yb = np.asarray(ya, np.float64), np.asarray(yb, np.float64)
     c1 = (0.01 * 255.0) ** 2
     c2 = (0.03 * 255.0) ** 2
     g = _gaussian_window_1d()
