@@ -87,6 +87,8 @@ class PretrainConfig:
 
 
 def list_images(folder: str) -> list[str]:
+    """Absolute paths (Ray workers run in other directories) of the images under ``folder``."""
+    folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
     paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXT))
