@@ -5,7 +5,6 @@ directly without Ray.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Any
@@ -57,18 +56,23 @@ class ChunkRestorer:
         self._model_key: str | None = None
         self._model: torch.nn.Module | None = None
 
-    def _load(self, ckpt: bytes) -> torch.nn.Module:
-        key = hashlib.sha256(ckpt).hexdigest()
+    def _load(self, key: str, ckpt_box: list) -> torch.nn.Module:
         if key != self._model_key:
-            model, _ = checkpoint.load(ckpt, map_location=self.device)
+            blob = ray.get(ckpt_box[0]) if isinstance(ckpt_box[0], ray.ObjectRef) else ckpt_box[0]
+            model, _ = checkpoint.load(blob, map_location=self.device)
             self._model, self._model_key = model.to(self.device).eval(), key
         return self._model
 
     def restore(
-        self, ckpt: bytes, scale: int, info: VideoInfo, chunk: Chunk, out_path: str, media: MediaConfig
+        self, key: str, ckpt_box: list, scale: int, info: VideoInfo, chunk: Chunk, out_path: str, media: MediaConfig
     ) -> dict[str, Any]:
-        """Restore ``chunk`` of ``info.path`` into ``out_path``; returns {"frames", "seconds"}."""
-        model = self._load(ckpt)
+        """Restore ``chunk`` of ``info.path`` into ``out_path``; returns {"frames", "seconds"}.
+
+        ``key`` names the checkpoint (its sha256); ``ckpt_box`` is ``[ObjectRef]`` to its
+        bytes, boxed in a list so Ray does not fetch the bytes for every chunk: the actor
+        fetches them only when the key changes (once per video).
+        """
+        model = self._load(key, ckpt_box)
         t0 = time.perf_counter()
         n = 0
         tmp = out_path + ".tmp." + media.container

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from pipeline import inference
-from pipeline.media.chunks import iter_training_frames
+from pipeline.media.chunks import decode_chunk, plan_chunks
+from pipeline.media.probe import probe
 from pipeline.metrics.fullref import psnr_y, ssim_y
 from pipeline.metrics.niqe import NIQE_BLOCK
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -39,16 +40,22 @@ def sample_indices(total: int, k: int) -> list[int]:
 
 
 def frames_at(path: str, indices: list[int]) -> list[tuple[float, np.ndarray]]:
-    """(time in s, uint8 RGB (H, W, 3)) of the frames at ``indices`` (presentation order)."""
+    """(time in s from the first frame, uint8 RGB (H, W, 3)) of the frames at ``indices``
+    (presentation order, ascending). Only the GOPs holding those frames are decoded, so
+    the cost follows the number of samples, not the length of the video."""
+    info = probe(path)
+    if indices and indices[-1] >= info.frames:
+        raise ValueError(f"{path}: has {info.frames} frames, sampled frame {indices[-1]} asked for")
     want = set(indices)
     out = []
-    for i, (t, rgb) in enumerate(iter_training_frames(path, "all")):
-        if i in want:
-            out.append((t, rgb))
-        if i >= indices[-1]:
-            break
-    if len(out) != len(indices):
-        raise ValueError(f"{path}: found {len(out)} of {len(indices)} sampled frames (indices up to {indices[-1]})")
+    first = 0
+    for chunk in plan_chunks(info, 1):  # one chunk per GOP
+        last = first + chunk.frames
+        if any(first <= i < last for i in want):
+            for i, (pts, rgb) in enumerate(decode_chunk(path, chunk, info), start=first):
+                if i in want:
+                    out.append((float((pts - info.start_pts) * info.time_base), rgb))
+        first = last
     return out
 
 

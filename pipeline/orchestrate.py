@@ -146,7 +146,8 @@ def run_chunks(label: str, info, chunks, paths, ckpt: bytes, cfg: RestoreConfig,
     actors = [restorer_actor(cfg.infer, pool.use_gpu, pool.cpus_per_actor) for _ in range(pool.actors)]
     what = "1 GPU" if pool.use_gpu else f"{pool.cpus_per_actor} CPU"
     say(label, f"infer: {len(chunks)} chunks on {pool.actors} actor(s) ({what} each)")
-    ckpt_ref = ray.put(ckpt)
+    ckpt_box = [ray.put(ckpt)]  # boxed: actors fetch it once, not per chunk
+    key = hashlib.sha256(ckpt).hexdigest()
     queue = list(zip(chunks, paths, strict=True))
     starting = {a.__ray_ready__.remote(): a for a in actors}
     working: dict[Any, Any] = {}
@@ -156,7 +157,7 @@ def run_chunks(label: str, info, chunks, paths, ckpt: bytes, cfg: RestoreConfig,
     def give(actor) -> None:
         if queue:
             c, path = queue.pop(0)
-            working[actor.restore.remote(ckpt_ref, cfg.scale, info, c, path, cfg.media)] = actor
+            working[actor.restore.remote(key, ckpt_box, cfg.scale, info, c, path, cfg.media)] = actor
 
     try:
         while queue or working:
