@@ -16,7 +16,6 @@ accurate rounding and full chroma interpolation in swscale. A decoded frame expl
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,35 +107,18 @@ def from_rgb(rgb: np.ndarray, colorspace: str) -> av.VideoFrame:
     )
 
 
-def _packet_pts(path: str) -> list[int]:
-    """Sorted pts of every video packet of `path` (demux only)."""
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        return sorted(
-            p.pts for p in container.demux(stream) if p.size and p.pts is not None
-        )
-
-
 def plan_chunks(info: VideoInfo, min_frames: int) -> list[Chunk]:
     """Group whole GOPs into chunks of at least `min_frames` frames (the last may be shorter).
 
     GOP boundaries are the keyframe pts; the first GOP also holds any frame
     shown before the first keyframe. Consecutive GOPs are merged until a chunk
-    has >= min_frames frames. Frame counts come from the packet index of
-    `info.path` (read again here), so sum(c.frames) == info.frames.
+    has >= min_frames frames. Frame counts per GOP come from the packet index
+    `probe` read (``info.gop_frames``), so sum(c.frames) == info.frames.
     """
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-    pts = _packet_pts(info.path)
-    if len(pts) != info.frames:
-        raise ValueError(
-            f"{info.path}: {len(pts)} video packets, probe said {info.frames}"
-        )
-    keys = sorted(set(info.keyframe_pts))
-    boundaries = keys[1:]  # a GOP starts at each keyframe but the first
-    # frames per GOP: GOP g covers [boundaries[g-1], boundaries[g])
-    cuts = [0] + [bisect.bisect_left(pts, b) for b in boundaries] + [len(pts)]
-    gop_frames = [cuts[g + 1] - cuts[g] for g in range(len(cuts) - 1)]
+    keys = list(info.keyframe_pts)
+    gop_frames = info.gop_frames
 
     chunks: list[Chunk] = []
     first_gop = 0

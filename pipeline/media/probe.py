@@ -7,6 +7,7 @@ RGB<->YUV conversions must use.
 
 from __future__ import annotations
 
+import bisect
 import fractions
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class VideoInfo:
     duration: float  # seconds, video stream: from the smallest pts to the end of the last frame
     start_pts: int  # smallest video pts
     keyframe_pts: tuple[int, ...]  # pts of keyframe packets, ascending
+    gop_frames: tuple[int, ...]  # frames per GOP in presentation order (GOP g starts at keyframe_pts[g]; the first also holds frames shown before it)
     colorspace: str  # "bt709" or "bt601"
     has_audio: bool
     audio_codec: str | None
@@ -91,6 +93,9 @@ def probe(path: str) -> VideoInfo:
             raise ValueError(f"{path}: video stream has no keyframe")
 
         start_pts = min(pts_list)
+        keys = sorted(set(keyframes))
+        pts_sorted = sorted(pts_list)
+        cuts = [0] + [bisect.bisect_left(pts_sorted, k) for k in keys[1:]] + [len(pts_sorted)]
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
@@ -110,7 +115,8 @@ def probe(path: str) -> VideoInfo:
             frames=len(pts_list),
             duration=float((end_pts - start_pts) * time_base),
             start_pts=start_pts,
-            keyframe_pts=tuple(sorted(keyframes)),
+            keyframe_pts=tuple(keys),
+            gop_frames=tuple(cuts[g + 1] - cuts[g] for g in range(len(cuts) - 1)),
             colorspace=colorspace_of(ctx.colorspace, ctx.height),
             has_audio=audio is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
