@@ -183,17 +183,21 @@ def run_chunks(label: str, info, chunks, paths, ckpt: bytes, cfg: RestoreConfig,
             ray.kill(a)
 
 
-def restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, preset: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def restore_video(
+    job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, pretrained: bytes | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Restore one video; returns its report row (status restored) and frame rows.
     Raises on failure (the caller records it); leaves no partial file behind."""
     staging = os.path.join(out_root, ".reelsr", "staging", run_id, job.rel)
     try:
-        return _restore_video(job, cfg, out_root, run_id, staging)
+        return _restore_video(job, cfg, out_root, run_id, staging, pretrained)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, staging: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _restore_video(
+    job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str, staging: str, pretrained: bytes | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from pipeline.actors import extract_training_frames, measure_video_task
     from pipeline.training import train_with_ray
 
@@ -209,7 +213,6 @@ def _restore_video(job: VideoJob, cfg: RestoreConfig, out_root: str, run_id: str
     say(label, f"probe: {info.width}x{info.height} {float(info.rate):.3f} fps, {info.frames} frames, "
         f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks")
 
-    pretrained = load_pretrained(cfg)
     arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
     gpu = use_gpu(cfg)
 
@@ -339,7 +342,7 @@ def restore(
     jobs = list_videos(input_path, output, cfg.media.container, reference) if input_path else []
     if not jobs and not failed_before:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
-    load_pretrained(cfg)  # fail fast on a bad starting checkpoint
+    pretrained = load_pretrained(cfg)  # read and checked once per run: fails fast on a bad checkpoint
     connect()
     out_root = os.path.abspath(output)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + cfg.hash()
@@ -356,7 +359,7 @@ def restore(
         t0 = time.perf_counter()
         frames: list[dict[str, Any]] = []
         try:
-            row, frames = restore_video(job, cfg, out_root, run_id, preset)
+            row, frames = restore_video(job, cfg, out_root, run_id, pretrained)
             base.update(row, status="restored")
         except Exception as e:  # noqa: BLE001 - a bad video fails alone
             base.update(error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
