@@ -19,44 +19,16 @@ import hashlib
 import os
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
+from pipeline.benchmark import benchmark
 from pipeline.config import TrainConfig
-from pipeline.inference import upscale_frames
-from pipeline.metrics.fullref import psnr_y
-from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
+from pipeline.pretrain import list_images, load_images, validate
 from pipeline.training import finetune
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-IMAGE_EXT = (".png", ".bmp", ".jpg", ".jpeg")
-
-
-def load_images(folder: str) -> list[np.ndarray]:
-    """Every image under ``folder`` (recursive, sorted) as uint8 RGB (H, W, 3)."""
-    paths = sorted(
-        os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_EXT)
-    )
-    if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXT)}) under {folder}")
-    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-
-
-def evaluate(model: EDSR, images: list[np.ndarray], scale: int) -> tuple[float, float]:
-    """Mean Y-PSNR (scale px cropped) of bicubic and of the model, LR made by our bicubic."""
-    bic, sr = [], []
-    for hr in images:
-        h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
-        hr = hr[:h, :w]
-        lr = bicubic_resize_uint8(hr, (h // scale, w // scale))
-        bic.append(psnr_y(bicubic_resize_uint8(lr, (h, w)), hr, crop=scale))
-        sr.append(psnr_y(upscale_frames(model, lr[None], scale, device=torch.device("cpu"))[0], hr, crop=scale))
-    return float(np.mean(bic)), float(np.mean(sr))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="folder of high-resolution training images")
@@ -65,7 +37,7 @@ def main() -> None:
     ap.add_argument("--scales", default="2,3,4")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    train, val = load_images(args.data), load_images(args.val)
+    train, val = load_images(list_images(args.data)), load_images(list_images(args.val))
     os.makedirs(OUT, exist_ok=True)
     rows = []
     for scale in (int(s) for s in args.scales.split(",")):
@@ -78,7 +50,8 @@ def main() -> None:
         stats = finetune(model, usable, cfg, scale, torch.device("cpu"), seed=scale)
         seconds = time.perf_counter() - t0
         model.eval()
-        bic, sr = evaluate(model, val, scale)
+        sr = validate(model, val, scale, torch.device("cpu"))
+        bic = benchmark("bicubic", args.val, scale)["mean"]["psnr_y"]
         path = os.path.join(OUT, f"edsr_2x16_x{scale}.pt")
         checkpoint.save(model, path, {
             "trained_by": "pipeline/data/make_tiny_weights.py", "data": os.path.basename(os.path.normpath(args.data)),
