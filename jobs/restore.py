@@ -3,6 +3,10 @@
     python -m jobs.restore --input IN --output OUT [--scale 2|3|4] [--preset NAME]
         [--config FILE.yaml] [--set key=value ...] [--reference REF] [--no-finetune]
 
+IN, OUT and REF are local paths or s3://bucket/prefix (endpoint: storage.endpoint_url or
+AWS_ENDPOINT_URL; credentials: the standard AWS chain). Rerunning skips the videos
+already restored with the same config and resumes interrupted ones.
+
 Runs on a local Ray started by itself, or on the cluster named by RAY_ADDRESS
 (``ray job submit --working-dir . -- python -m jobs.restore ...``).
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -25,8 +30,8 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
         epilog=describe_fields(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", required=True, help="a video file, or a folder searched recursively for mp4/mkv/mov/avi/webm/m4v")
-    p.add_argument("--output", required=True, help="output folder: restored videos at OUT/<path relative to IN>, reports at OUT/reports/")
+    p.add_argument("--input", required=True, help="a video file, or a folder or s3://bucket/prefix searched recursively for mp4/mkv/mov/avi/webm/m4v")
+    p.add_argument("--output", required=True, help="output folder or s3://bucket/prefix: restored videos at OUT/x<scale>-<config hash>/<path relative to IN>, reports at OUT/reports/")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset: " + ", ".join(PRESETS) + " (default: baseline)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
@@ -35,7 +40,7 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     return p
 
 
-def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., list[dict]]) -> int:
+def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., Any]) -> int:
     """Parse, build the config, call ``work(cfg, args, preset)``; exit code 0 when every
     video was restored, 1 when some failed, 2 for a usage or config error."""
     args = p.parse_args(argv)
@@ -45,16 +50,16 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     except (ValueError, OSError, yaml.YAMLError) as e:
         p.error(str(e).replace("\n", " "))
     try:
-        rows = work(cfg, args, preset)
+        outcome = work(cfg, args, preset)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 1 if any(r["status"] == "failed" for r in rows) else 0
+    return 1 if any(r["status"] == "failed" for r in outcome.rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder with the same relative paths for a folder")
+    p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder or s3:// prefix with the same relative paths for a folder")
 
     def work(cfg, args, preset):
         from pipeline.orchestrate import restore

@@ -1,12 +1,19 @@
-"""The Ray wrapping of the stages: tasks for training-frame extraction and metrics,
-and the inference actor. Each calls the plain stage functions; tests call those
-directly without Ray.
+"""The Ray wrapping of the stages: tasks for probing, training-frame extraction,
+assembly and metrics, and the inference actor. Each calls the plain stage functions
+(tests call those directly without Ray) on node-local copies of its inputs
+(``Store.local_copy``), and commits what it writes to the store atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import shutil
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,9 +23,10 @@ import torch
 from pipeline import inference
 from pipeline.config import InferConfig, MediaConfig
 from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
-from pipeline.media.encode import ChunkWriter
-from pipeline.media.probe import VideoInfo
+from pipeline.media.encode import ChunkWriter, assemble
+from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
+from pipeline.storage import Store, is_s3, split
 from pipeline.training import reservoir
 
 
@@ -31,13 +39,72 @@ def _threads() -> int:
     return max(1, n)
 
 
+def _local_tmp(store: Store, final_uri: str, suffix: str) -> str:
+    """Where to write a file before committing it to ``final_uri``: a hidden name in the
+    same folder for local storage (the commit is a rename), the scratch space for S3."""
+    folder = store.scratch() if is_s3(final_uri) else os.path.dirname(final_uri)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f".{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def _named(local: str, uri: str) -> Iterator[None]:
+    """Errors about a scratch copy name the store URI the user knows, not the copy."""
+    try:
+        yield
+    except ValueError as e:
+        if local == uri:
+            raise
+        raise ValueError(str(e).replace(local, uri)) from None
+
+
+@ray.remote(num_cpus=1)
+def probe_task(store: Store, source: str, version: str) -> VideoInfo:
+    """Probe a video where it will be read (its scratch copy then serves later tasks on
+    the node). The returned ``path`` is the store URI, not the node's copy."""
+    local = store.local_copy(source, version)
+    with _named(local, source):
+        return dataclasses.replace(probe(local), path=source)
+
+
 @ray.remote(num_cpus=1, num_returns=2)
-def extract_training_frames(path: str, policy: str, max_frames: int, seed: int) -> tuple[list[np.ndarray], int]:
+def extract_training_frames(
+    store: Store, source: str, version: str, policy: str, max_frames: int, seed: int
+) -> tuple[list[np.ndarray], int]:
     """(training frames of a video by policy, at most ``max_frames`` as a uniform
     sample; their count). Two returns, so the driver can read the count without
     fetching the frames."""
-    frames = reservoir((rgb for _, rgb in iter_training_frames(path, policy)), max_frames, seed)
+    path = store.local_copy(source, version)
+    with _named(path, source):
+        frames = reservoir((rgb for _, rgb in iter_training_frames(path, policy)), max_frames, seed)
     return frames, len(frames)
+
+
+@ray.remote(num_cpus=1)
+def assemble_task(store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int) -> dict[str, int]:
+    """Join the restored chunks and the source's audio, check the frame count, and
+    commit the result to ``output``; returns the output's width, height and frames."""
+    src = store.local_copy(source, version)
+    work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch())
+    tmp = _local_tmp(store, output, os.path.splitext(output)[1])
+    try:
+        paths = []
+        for i, uri in enumerate(chunk_uris):
+            if is_s3(uri):
+                paths.append(os.path.join(work, f"{i:05d}{os.path.splitext(uri)[1]}"))
+                store.client().download_file(*split(uri), paths[-1])
+            else:
+                paths.append(uri)
+        assemble(paths, src, tmp)
+        info = probe(tmp)
+        if info.frames != expected_frames:
+            raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
+        store.put_file(tmp, output)  # only a checked file reaches the final name
+        return {"width": info.width, "height": info.height, "frames": info.frames}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 class ChunkRestorer:
@@ -64,9 +131,10 @@ class ChunkRestorer:
         return self._model
 
     def restore(
-        self, key: str, ckpt_box: list, scale: int, info: VideoInfo, chunk: Chunk, out_path: str, media: MediaConfig
+        self, key: str, ckpt_box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str, media: MediaConfig
     ) -> dict[str, Any]:
-        """Restore ``chunk`` of ``info.path`` into ``out_path``; returns {"frames", "seconds"}.
+        """Restore ``chunk`` of ``info.path`` (a store URI; read from this node's copy)
+        into ``out_uri``, committed only when complete; returns {"frames", "seconds"}.
 
         ``key`` names the checkpoint (its sha256); ``ckpt_box`` is ``[ObjectRef]`` to its
         bytes, boxed in a list so Ray does not fetch the bytes for every chunk: the actor
@@ -75,8 +143,21 @@ class ChunkRestorer:
         model = self._load(key, ckpt_box)
         t0 = time.perf_counter()
         n = 0
-        tmp = out_path + ".tmp." + media.container
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        source = info.path
+        info = dataclasses.replace(info, path=store.local_copy(source, version))
+        tmp = _local_tmp(store, out_uri, "." + media.container)
+        try:
+            n = self._encode(model, scale, info, chunk, tmp, media)
+            if n != chunk.frames:
+                raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
+            store.put_file(tmp, out_uri)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
+
+    def _encode(self, model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, tmp: str, media: MediaConfig) -> int:
+        n = 0
         with ChunkWriter(
             tmp,
             width=info.width * scale,
@@ -110,20 +191,23 @@ class ChunkRestorer:
                     flush()
             if batch:
                 flush()
-        if n != chunk.frames:
-            raise RuntimeError(f"{info.path} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
-        os.replace(tmp, out_path)
-        return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
+        return n
 
 
 def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int):
-    """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs."""
+    """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs. A dead actor is
+    restarted and its chunk retried (a chunk is committed only when complete, so a
+    retry cannot leave a partial one)."""
     opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cpus}
-    return ray.remote(ChunkRestorer).options(**opts).remote(infer)
+    return ray.remote(ChunkRestorer).options(max_restarts=2, max_task_retries=2, **opts).remote(infer)
 
 
 @ray.remote(num_cpus=1)
-def measure_video_task(**kwargs: Any) -> dict[str, Any]:
+def measure_video_task(store: Store, versions: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    """``measure_video`` on this node's copies of the source, output and reference."""
     from pipeline.measure import measure_video
 
+    for name in ("source", "output", "reference"):
+        if kwargs.get(name):
+            kwargs[name] = store.local_copy(kwargs[name], versions.get(name, ""))
     return measure_video(**kwargs)

@@ -130,6 +130,26 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    endpoint_url: str = _f("", "S3 endpoint, e.g. http://minio:9000. Empty: the AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL environment variables, else AWS. Credentials always come from the standard AWS chain (environment, profile, instance role), never from this config.")
+    region: str = _f("", "S3 region. Empty: AWS_REGION / AWS_DEFAULT_REGION / the profile's.")
+    addressing_style: str = _f("auto", 'S3 addressing: "auto", "path" (MinIO, Ceph and most self-hosted stores) or "virtual".')
+    retries: int = _f(8, "Attempts per S3 request (with backoff) on throttling, 5xx answers and dropped connections.")
+    scratch_dir: str = _f("", "Node-local folder for scratch copies of S3 videos. Empty: <system temp>/reelsr-scratch.")
+    scratch_gb: float = _f(20.0, "Scratch copies kept per node, in GB; the least recently used are deleted first.")
+
+    def __post_init__(self) -> None:
+        if self.addressing_style not in ("auto", "path", "virtual"):
+            raise ValueError(f"storage.addressing_style must be auto, path or virtual, got {self.addressing_style!r}")
+        if self.retries < 1:
+            raise ValueError(f"storage.retries must be >= 1, got {self.retries}")
+        if not (math.isfinite(self.scratch_gb) and self.scratch_gb > 0):
+            raise ValueError(f"storage.scratch_gb must be a number > 0, got {self.scratch_gb}")
+        if self.endpoint_url and "://" not in self.endpoint_url:
+            raise ValueError(f"storage.endpoint_url must start with http:// or https://, got {self.endpoint_url!r}")
+
+
+@dataclass(frozen=True)
 class RestoreConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
     device: str = _f("auto", 'Where training and inference run: "auto" (GPUs when the cluster has them now, else CPU), "gpu" (request GPUs: on an autoscaling cluster whose GPU workers start at zero), or "cpu".')
@@ -138,8 +158,12 @@ class RestoreConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    videos_at_once: int = _f(0, "Videos restored concurrently (their stages overlap on the cluster). 0: from the cluster, max(GPUs, CPUs // 4), at least 1, at most 16.")
 
     def __post_init__(self) -> None:
+        if self.videos_at_once < 0:
+            raise ValueError(f"videos_at_once must be >= 0, got {self.videos_at_once}")
         if self.scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
         if self.device not in ("auto", "gpu", "cpu"):

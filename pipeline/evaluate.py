@@ -5,13 +5,16 @@ bicubic downscaling, restore it, and compare with the original (PSNR/SSIM on Y, 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import decode_chunk, plan_chunks
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import probe
 from pipeline.metrics.resize import bicubic_resize_uint8
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate import Outcome
 
 
 def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
@@ -36,15 +39,18 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
     return w, h
 
 
-def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None = None) -> list[dict[str, Any]]:
+def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None = None) -> Outcome:
     """Downscale every HR clip of ``hr_input``, restore the LR clips into ``output`` with
-    the HR clips as reference, and return the report rows."""
+    the HR clips as reference, and return the run's outcome."""
     from pipeline.orchestrate import list_videos, restore
 
+    for p in (hr_input, output):
+        if "://" in p:
+            raise ValueError(f"jobs.evaluate works on local folders, got {p!r}")
     out_root = os.path.abspath(output)
     single = os.path.isfile(hr_input)
     lr_root = os.path.join(out_root, ".reelsr", "eval_inputs", f"x{cfg.scale}")
-    jobs = list_videos(hr_input, out_root, "mp4", None)
+    jobs = list_videos(hr_input, out_root, cfg)
     if not jobs:
         raise ValueError(f"no videos found under {hr_input}")
     failed = []

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
+from pipeline.storage import Store
 from pipeline.training import sample_pairs
 
 IMAGE_EXT = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
@@ -151,18 +151,6 @@ def _state_bytes(model, opt, sched, step: int, cfg: PretrainConfig, seconds: flo
     return buf.getvalue()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _loop(config: dict[str, Any]) -> None:
     """Ray Train worker: data-parallel pretraining; rank 0 validates and writes."""
     import ray.train
@@ -227,7 +215,7 @@ def _loop(config: dict[str, Any]) -> None:
                     metrics["val_psnr_y"] = validate(inner.eval(), val_images, cfg.scale, device)
                 with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(metrics) + "\n")
-                _write_atomic(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed))
+                Store().write_bytes(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed))
                 _say(f"pretrain: step {step}/{cfg.steps}  L1 {metrics['loss']:.4f}  lr {metrics['lr']:.2e}"
                      + (f"  val Y-PSNR {metrics['val_psnr_y']:.2f} dB" if "val_psnr_y" in metrics else "")
                      + f"  {(step - (config['start_step'])) / (time.perf_counter() - t0):.1f} steps/s")

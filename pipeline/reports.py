@@ -14,7 +14,6 @@ nulls in non-nullable columns raise before anything is written.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from functools import cache
 from pathlib import Path
@@ -23,6 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.storage import Store
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 TABLES = ("videos", "frames")
@@ -63,32 +65,48 @@ def to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
         raise ValueError(f"{table}: rows do not fit the schema: {e}") from None
 
 
-def write(root: str, table: str, run_id: str, rows: list[dict[str, Any]]) -> str | None:
-    """Append ``rows`` to ``root/reports/<table>/run_id=<run_id>/``; returns the file path.
+def to_parquet(tbl: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(tbl, sink)
+    return sink.getvalue().to_pybytes()
 
-    The file is written under a hidden temporary name and renamed into place, so a
-    reader never sees a partial Parquet file.
+
+def write(root: str, table: str, run_id: str, rows: list[dict[str, Any]], store: Store | None = None) -> str | None:
+    """Append ``rows`` to ``root/reports/<table>/run_id=<run_id>/`` (local or s3://);
+    returns the file's URI.
+
+    The file is committed atomically (a hidden temporary name renamed into place, or
+    one S3 PUT), so a reader never sees a partial Parquet file.
     """
     if not rows:
         return None
     tbl = to_table(table, rows)
-    folder = os.path.join(root, "reports", table, f"run_id={run_id}")
-    os.makedirs(folder, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = os.path.join(folder, f".{name}.tmp")
-    pq.write_table(tbl, tmp)
-    os.replace(tmp, os.path.join(folder, name))
-    return os.path.join(folder, name)
+    uri = storage.join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet")
+    (store or Store()).write_bytes(uri, to_parquet(tbl))
+    return uri
 
 
-def read_table(root: str, table: str) -> pa.Table:
-    """All runs of ``table`` under ``root/reports`` with ``run_id`` as a column."""
+def read_table(root: str, table: str, store: Store | None = None, run_id: str | None = None) -> pa.Table:
+    """All runs of ``table`` under ``root/reports`` (local or s3://) with ``run_id`` as
+    a column; an empty table of the schema when there is none yet."""
     part = pa.schema([pa.field("run_id", pa.string())])
-    dataset = ds.dataset(
-        os.path.join(root, "reports", table),
-        format="parquet",
-        partitioning=ds.partitioning(part, flavor="hive"),
-        exclude_invalid_files=True,
-        ignore_prefixes=[".", "_"],
-    )
-    return dataset.to_table()
+    path = storage.join(root, "reports", table)
+    filesystem = None
+    if storage.is_s3(path):
+        filesystem = (store or Store()).arrow_fs()
+        path = path[len("s3://"):]
+    try:
+        dataset = ds.dataset(
+            path,
+            # the current schema: files of older schema versions read with nulls for the new columns
+            schema=schema(table).append(pa.field("run_id", pa.string())),
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=ds.partitioning(part, flavor="hive"),
+            exclude_invalid_files=True,
+            ignore_prefixes=[".", "_"],
+        )
+    except FileNotFoundError:
+        return schema(table).empty_table().append_column("run_id", pa.array([], pa.string()))
+    flt = ds.field("run_id") == run_id if run_id else None
+    return dataset.to_table(filter=flt)

@@ -8,7 +8,7 @@ when the cluster has GPUs and on CPU workers otherwise.
 
 from __future__ import annotations
 
-import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,6 +23,7 @@ from pipeline.config import TrainConfig
 from pipeline.metrics.resize import bicubic_resize
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
+from pipeline.storage import Store
 
 
 def reservoir(frames, k: int, seed: int) -> list[np.ndarray]:
@@ -158,12 +159,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     stats = finetune(model, frames, cfg, config["scale"], device, seed=cfg.seed + 1000 * rank, on_step=on_step)
     inner = model.module if hasattr(model, "module") else model
     if rank == 0:
-        with tempfile.TemporaryDirectory() as d:
-            prov = dict(config["provenance"], **stats, workers=world, device=str(device))
-            checkpoint.save(inner, os.path.join(d, "model.pt"), prov)
-            ray.train.report(stats, checkpoint=ray.train.Checkpoint.from_directory(d))
-    else:
-        ray.train.report(stats)
+        # Rank 0 commits the checkpoint straight to the run's store (atomic), so nothing
+        # depends on Ray Train's storage being shared between nodes.
+        prov = dict(config["provenance"], **stats, workers=world, device=str(device))
+        config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(inner, prov))
+    ray.train.report(stats)
 
 
 def train_with_ray(
@@ -174,12 +174,14 @@ def train_with_ray(
     start: bytes | None,
     scale: int,
     use_gpu: bool,
-    storage_path: str,
+    store: Store,
+    checkpoint_uri: str,
     name: str,
     label: str,
     provenance: dict[str, Any],
-) -> tuple[bytes, dict[str, float]]:
-    """Fine-tune with a Ray Train TorchTrainer; returns (checkpoint bytes, stats).
+) -> None:
+    """Fine-tune with a Ray Train TorchTrainer; rank 0 writes the checkpoint, with the
+    training stats in its provenance, to ``checkpoint_uri`` in ``store``.
 
     ``frames_ref``: a Ray ObjectRef to the list of uint8 (H, W, 3) training frames;
     each worker fetches it from the object store.
@@ -192,25 +194,27 @@ def train_with_ray(
 
     cpus = ray.cluster_resources().get("CPU", 1)
     threads = None if use_gpu else max(1, int(cpus // cfg.workers))
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={
-            "train": cfg,
-            "arch": arch,
-            "start": start,
-            "scale": scale,
-            "frames_ref": frames_ref,
-            "label": label,
-            "provenance": provenance,
-            "threads": threads,
-        },
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}),
-        run_config=RunConfig(name=name, storage_path=storage_path),
-    )
-    result = trainer.fit()
+    run_dir = tempfile.mkdtemp(prefix="reelsr-train-")  # Ray Train's run state only: no checkpoints go there
+    try:
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={
+                "train": cfg,
+                "arch": arch,
+                "start": start,
+                "scale": scale,
+                "frames_ref": frames_ref,
+                "label": label,
+                "provenance": provenance,
+                "threads": threads,
+                "store": store,
+                "checkpoint_uri": checkpoint_uri,
+            },
+            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}),
+            run_config=RunConfig(name=name, storage_path=run_dir),
+        )
+        result = trainer.fit()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     if result.error:
         raise result.error
-    with result.checkpoint.as_directory() as d:
-        with open(os.path.join(d, "model.pt"), "rb") as fh:
-            blob = fh.read()
-    return blob, dict(result.metrics)

@@ -72,3 +72,13 @@ def test_help_documents_every_field():
                 assert g.metadata.get("help"), f"{f.name}.{g.name} has no help"
     out = subprocess.run([sys.executable, "-m", "jobs.restore", "--help"], capture_output=True, text=True, check=True).stdout
     assert "train.frames" in out and "--no-finetune" in out and "tiny" in out
+
+
+def test_storage_settings_are_checked_and_do_not_change_results():
+    cfg = build_config("tiny", overrides=["storage.endpoint_url=http://minio:9000", "storage.addressing_style=path", "videos_at_once=3"])
+    assert cfg.storage.endpoint_url == "http://minio:9000" and cfg.videos_at_once == 3
+    assert cfg.hash() == build_config("tiny").hash()  # where results are stored is not what they are
+    for bad, msg in (("storage.addressing_style=sideways", "addressing_style"), ("storage.endpoint_url=minio:9000", "http://"),
+                     ("storage.scratch_gb=0", "scratch_gb"), ("videos_at_once=-1", "videos_at_once")):
+        with pytest.raises(ValueError, match=msg):
+            build_config("tiny", overrides=[bad])

@@ -14,11 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import reports
+from pipeline.config import build_config
 from pipeline.media.probe import probe
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--preset", "tiny", "--set", "train.steps=12", "--set", "metrics.sample_frames=3"]
+TAG = "x2-" + build_config("tiny", overrides=["train.steps=12", "metrics.sample_frames=3"]).hash()  # OUT/<TAG>/: this config's videos
 
 
 def run_job(module, *args, check=True):
@@ -67,7 +69,7 @@ def restored(archive, tmp_path_factory):
 def test_restore_folder_outputs(archive, restored):
     out, proc = restored
     for rel in ("bbb.mp4", os.path.join("reels", "1994", "carphone.mp4")):
-        src, dst = str(archive / rel), str(out / rel)
+        src, dst = str(archive / rel), str(out / TAG / rel)
         assert os.path.isfile(dst), proc.stdout
         si, oi = probe(src), probe(dst)
         assert (oi.width, oi.height) == (2 * si.width, 2 * si.height)
@@ -81,8 +83,9 @@ def test_restore_folder_outputs(archive, restored):
     assert not os.path.exists(out / "notes.txt")
     # progress and summary
     assert "infer: " in proc.stdout and " fps" in proc.stdout and "train: step" in proc.stdout
-    assert "2 restored, 0 failed" in proc.stdout
-    assert f"output:  {out / 'bbb.mp4'}" in proc.stdout
+    assert "2 restored, 0 failed, 0 skipped" in proc.stdout
+    assert f"output:  {out / TAG / 'bbb.mp4'}" in proc.stdout
+    assert not list((out / ".reelsr" / "work").rglob("*.mp4"))  # finished videos leave no chunks
 
 
 def test_reports_match_schemas(restored):
@@ -106,13 +109,24 @@ def test_reports_match_schemas(restored):
     assert len(frames) == 2 * 4 * 3  # videos x methods x sampled frames
 
 
-def test_rerun_reuses_checkpoint_and_adds_a_run(archive, restored):
+def test_rerun_skips_and_a_new_config_writes_beside(archive, restored):
+    """The same job again restores nothing; another encoding config restores again,
+    beside the first results, reusing the fine-tuned checkpoint (same model and training)."""
     out, _ = restored
-    proc = run_job("jobs.restore", "--input", str(archive / "bbb.mp4"), "--output", str(out), *FAST)
-    assert "reusing fine-tuned checkpoint" in proc.stdout
-    assert "train: step" not in proc.stdout
+    first = {p: p.stat().st_mtime_ns for p in (out / TAG).rglob("*.mp4")}
+    proc = run_job("jobs.restore", "--input", str(archive), "--output", str(out), *FAST)
+    assert "0 restored, 0 failed, 2 skipped" in proc.stdout and "train:" not in proc.stdout
     rows = reports.read_table(str(out), "videos").to_pylist()
-    assert len({r["run_id"] for r in rows}) == 2
+    latest = [r for r in rows if r["run_id"] == max(r["run_id"] for r in rows)]
+    assert sorted(r["status"] for r in latest) == ["skipped", "skipped"]
+    assert all(r["restored_run_id"] in {x["run_id"] for x in rows if x["status"] == "restored"} for r in latest)
+
+    proc = run_job("jobs.restore", "--input", str(archive / "bbb.mp4"), "--output", str(out), *FAST, "--set", "media.crf=14")
+    assert "reusing fine-tuned checkpoint" in proc.stdout and "train: step" not in proc.stdout
+    new_tag = "x2-" + build_config("tiny", overrides=["train.steps=12", "metrics.sample_frames=3", "media.crf=14"]).hash()
+    assert new_tag != TAG and probe(str(out / new_tag / "bbb.mp4")).frames == probe(str(archive / "bbb.mp4")).frames
+    assert {p: p.stat().st_mtime_ns for p in (out / TAG).rglob("*.mp4")} == first  # the first results untouched
+    rows = reports.read_table(str(out), "videos").to_pylist()
     latest = max(rows, key=lambda r: r["run_id"])
     assert latest["checkpoint_reused"] is True and latest["status"] == "restored"
 
@@ -166,10 +180,10 @@ def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
     assert good["error"].startswith("metrics failed") and "sizes do not match" in good["error"]
     assert good["psnr_bicubic"] is None
     assert "1 restored, 2 failed" in proc.stdout
-    # nothing half-made is left: no staging, no partial outputs, no Ray Train copies
-    assert not list((out / ".reelsr" / "staging").rglob("*.mp4"))
-    assert not [p for p in out.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
-    assert not list((out / ".reelsr" / "ray_train").rglob("*.pt"))
+    assert "Traceback" not in proc.stdout and "ray::" not in rows["broken.mp4"]["error"]  # the reason, not a remote traceback
+    # nothing half-made is left: no chunks, no partial outputs
+    assert not list((out / ".reelsr" / "work").rglob("*.mp4"))
+    assert not [p for p in out.rglob("*") if ".partial" in p.name or ".tmp" in p.name]
 
 
 def test_cli_errors_are_clear(tmp_path):
