@@ -173,20 +173,28 @@ def videos_at_once(cfg: RestoreConfig) -> int:
 
 
 class Heartbeat:
-    """When the run last made progress (any video): an inference pool gives up waiting
-    for its actors only when the whole run has been stuck that long."""
+    """How many videos are in flight and when the run last made progress: an inference
+    pool gives up waiting for its actors only when no other video is in flight (whose
+    work may hold the resources, and will release them) and the run has been stuck."""
 
     def __init__(self) -> None:
         self._t = time.monotonic()
+        self._videos = 0
         self._lock = threading.Lock()
 
     def beat(self) -> None:
         with self._lock:
             self._t = time.monotonic()
 
-    def idle_s(self) -> float:
+    def video(self, delta: int) -> None:
         with self._lock:
-            return time.monotonic() - self._t
+            self._videos += delta
+            self._t = time.monotonic()
+
+    def stuck_s(self) -> float:
+        """Seconds without progress while this video is the only one in flight (0 otherwise)."""
+        with self._lock:
+            return time.monotonic() - self._t if self._videos <= 1 else 0.0
 
 
 def run_chunks(
@@ -197,8 +205,8 @@ def run_chunks(
 
     Work goes only to actors that have started, so an actor waiting for resources the
     cluster does not have (yet), or that other videos hold, delays nothing; if none
-    starts while the whole run makes no progress for ``start_timeout_s``, the video
-    fails with the reason.
+    starts within ``start_timeout_s`` while no other video is in flight, the video fails
+    with the reason.
     """
     from pipeline.actors import restorer_actor
 
@@ -225,7 +233,7 @@ def run_chunks(
         while queue or working:
             ready, _ = ray.wait(list(starting) + list(working), num_returns=1, timeout=5.0)
             if not ready:
-                if not working and starting and heartbeat.idle_s() > start_timeout_s:
+                if not working and starting and heartbeat.stuck_s() > start_timeout_s:
                     raise RuntimeError(
                         f"no inference actor started within {start_timeout_s:.0f} s "
                         f"(each needs {what}; cluster: {ray.cluster_resources()})"
@@ -286,20 +294,23 @@ class Run:
         t0 = time.perf_counter()
         frames: list[dict[str, Any]] = []
         row: dict[str, Any] = {}
+        self.heartbeat.video(+1)
         try:
-            frames = self.restore_video(job, row)
-            base.update(row, status="restored")
-        except Exception as e:  # noqa: BLE001 - a bad video fails alone
-            row.pop("output", None)
-            base.update(row, error=reason(e), total_seconds=time.perf_counter() - t0)
-            say(job.rel, f"FAILED: {base['error']}")
-            sys.stderr.write(f"[{job.rel}] traceback of the failure:\n{traceback.format_exc()}")
-        reports.write(self.layout.root, "videos", self.run_id, [base], self.store)
-        reports.write(self.layout.root, "frames", self.run_id, frames, self.store)
-        if base["status"] == "restored":
-            self.mark_done(job)
-            self.store.delete_tree(self.layout.work(job))
-        self.heartbeat.beat()
+            try:
+                frames = self.restore_video(job, row)
+                base.update(row, status="restored")
+            except Exception as e:  # noqa: BLE001 - a bad video fails alone
+                row.pop("output", None)
+                base.update(row, error=reason(e), total_seconds=time.perf_counter() - t0)
+                say(job.rel, f"FAILED: {base['error']}")
+                sys.stderr.write(f"[{job.rel}] traceback of the failure:\n{traceback.format_exc()}")
+            reports.write(self.layout.root, "videos", self.run_id, [base], self.store)
+            reports.write(self.layout.root, "frames", self.run_id, frames, self.store)
+            if base["status"] == "restored":
+                self.mark_done(job)
+                self.store.delete_tree(self.layout.work(job))
+        finally:
+            self.heartbeat.video(-1)
         return base, frames
 
     def finetuned(self, job: VideoJob, gpu: bool, row: dict[str, Any]) -> bytes:

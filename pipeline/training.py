@@ -189,7 +189,7 @@ def train_with_ray(
     ``use_gpu``: one GPU per worker (else one CPU per worker, threads split evenly).
     """
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -211,7 +211,7 @@ def train_with_ray(
                 "checkpoint_uri": checkpoint_uri,
             },
             scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=None if use_gpu else {"CPU": 1}),
-            run_config=RunConfig(name=name, storage_path=run_dir),
+            run_config=RunConfig(name=name, storage_path=run_dir, failure_config=FailureConfig(max_failures=2)),  # a lost worker restarts the fine-tune
         )
         result = trainer.fit()
     finally:

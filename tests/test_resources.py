@@ -49,3 +49,17 @@ def test_no_cpu_at_all(monkeypatch):
     nodes(monkeypatch, {"CPU": 0})
     with pytest.raises(RuntimeError, match="no CPU"):
         resources.inference_pool(build_config("tiny"), chunks=2, gpu=False)
+
+
+def test_inference_waits_without_timeout_while_other_videos_hold_resources():
+    from pipeline.orchestrate import Heartbeat
+
+    hb = Heartbeat()
+    hb.video(+1)
+    hb.video(+1)
+    hb._t -= 1000  # no progress for 1,000 s, but another video is in flight: not stuck
+    assert hb.stuck_s() == 0.0
+    hb.video(-1)  # the other video finished (which is progress)
+    assert hb.stuck_s() < 1.0
+    hb._t -= 1000
+    assert hb.stuck_s() >= 1000  # alone and no progress: stuck
