@@ -7,7 +7,7 @@
 The tables are ``videos`` (one row per video per run) and ``frames`` (one row per
 measured frame and method), each with its ``run_id`` column; their columns are
 documented in schemas/videos.json and schemas/frames.json. The reports are read with
-pyarrow (S3 through the same endpoint settings as the restore: storage.* or
+pyarrow (S3 through the same endpoint settings as the restore: --set storage.* or
 AWS_ENDPOINT_URL) and handed to DuckDB as Arrow tables, so DuckDB needs no extension
 and nothing is downloaded.
 """
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--example", choices=sorted(EXAMPLES), help="run a named example query")
     p.add_argument("--list-examples", action="store_true", help="print the example queries and exit")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="storage.KEY=VALUE",
+                   help="S3 settings as for jobs.restore, e.g. --set storage.endpoint_url=http://minio:9000 (repeatable)")
     p.add_argument("sql", nargs="?", help="the SQL (tables: videos, frames)")
     args = p.parse_args(argv)
     if args.list_examples:
@@ -92,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --reports and either SQL or --example NAME")
     sql = EXAMPLES[args.example][1] if args.example else args.sql
     try:
-        tbl = query(args.reports, sql)
+        from pipeline.config import build_config
+        from pipeline.storage import Store
+
+        if any(not o.startswith("storage.") for o in args.overrides):
+            p.error("--set takes storage.* fields only here")
+        store = Store.from_config(build_config(None, None, args.overrides).storage)
+        tbl = query(args.reports, sql, store)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -145,8 +145,10 @@ class StorageConfig:
             raise ValueError(f"storage.retries must be >= 1, got {self.retries}")
         if not (math.isfinite(self.scratch_gb) and self.scratch_gb > 0):
             raise ValueError(f"storage.scratch_gb must be a number > 0, got {self.scratch_gb}")
-        if self.endpoint_url and "://" not in self.endpoint_url:
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
             raise ValueError(f"storage.endpoint_url must start with http:// or https://, got {self.endpoint_url!r}")
+        if "@" in self.endpoint_url:
+            raise ValueError("storage.endpoint_url must not hold credentials (user:password@): use the AWS environment variables or a profile")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class VideoJob:
     out_rel: str  # output path relative to OUT/<tag>/
     output: str  # restored video URI
     reference: str | None
+    problem: str | None = None  # set when the name cannot be used: the video fails with it
 
     @property
     def fingerprint(self) -> str:
@@ -91,6 +92,9 @@ class Layout:
         return cls(root, f"x{cfg.scale}-{cfg.hash()}", cfg.media.container)
 
     def job(self, entry: storage.Entry, reference: str | None) -> VideoJob:
+        problem = storage.unsafe_rel(entry.rel)
+        if problem:
+            return VideoJob(entry.rel, entry.uri, entry.size, entry.version, "", "", None, problem)
         out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
         return VideoJob(entry.rel, entry.uri, entry.size, entry.version, out_rel, join(self.root, self.tag, out_rel), reference)
 
@@ -173,13 +177,15 @@ def videos_at_once(cfg: RestoreConfig) -> int:
 
 
 class Heartbeat:
-    """How many videos are in flight and when the run last made progress: an inference
-    pool gives up waiting for its actors only when no other video is in flight (whose
-    work may hold the resources, and will release them) and the run has been stuck."""
+    """Videos in flight, how many of them wait for inference actors to start, and when the
+    run last made progress. A video waiting for actors fails only when every video in
+    flight is waiting (none holds resources it will release) and the run has made no
+    progress for the timeout; a video training or restoring elsewhere keeps it waiting."""
 
     def __init__(self) -> None:
         self._t = time.monotonic()
         self._videos = 0
+        self._waiting = 0
         self._lock = threading.Lock()
 
     def beat(self) -> None:
@@ -191,10 +197,14 @@ class Heartbeat:
             self._videos += delta
             self._t = time.monotonic()
 
-    def stuck_s(self) -> float:
-        """Seconds without progress while this video is the only one in flight (0 otherwise)."""
+    def waiting(self, delta: int) -> None:
         with self._lock:
-            return time.monotonic() - self._t if self._videos <= 1 else 0.0
+            self._waiting += delta
+
+    def stuck_s(self) -> float:
+        """Seconds without progress while every video in flight waits (0 otherwise)."""
+        with self._lock:
+            return time.monotonic() - self._t if self._waiting >= self._videos else 0.0
 
 
 def run_chunks(
@@ -205,8 +215,8 @@ def run_chunks(
 
     Work goes only to actors that have started, so an actor waiting for resources the
     cluster does not have (yet), or that other videos hold, delays nothing; if none
-    starts within ``start_timeout_s`` while no other video is in flight, the video fails
-    with the reason.
+    starts within ``start_timeout_s`` while every video in flight is waiting likewise,
+    the video fails with the reason.
     """
     from pipeline.actors import restorer_actor
 
@@ -229,8 +239,17 @@ def run_chunks(
             c, uri = queue.pop(0)
             working[actor.restore.remote(key, ckpt_box, cfg.scale, info, c, store, version, uri, cfg.media)] = actor
 
+    waiting = False
+
+    def wait_state(now: bool) -> None:
+        nonlocal waiting
+        if now != waiting:
+            heartbeat.waiting(+1 if now else -1)
+            waiting = now
+
     try:
         while queue or working:
+            wait_state(not working)
             ready, _ = ray.wait(list(starting) + list(working), num_returns=1, timeout=5.0)
             if not ready:
                 if not working and starting and heartbeat.stuck_s() > start_timeout_s:
@@ -251,6 +270,7 @@ def run_chunks(
             say(label, f"infer: {done_frames}/{info.frames} frames  {rate:.1f} fps")
             give(actor)
     finally:
+        wait_state(False)
         for a in actors:
             ray.kill(a)
 
@@ -273,11 +293,12 @@ class Run:
         if blob is None:
             return "new", None
         marker = json.loads(blob)
-        if marker["video"] != job.rel:
-            return "collision", marker["video"]
-        if (marker["source_bytes"], marker["source_version"]) != (job.size, job.version):
+        same_content = (marker["source_bytes"], marker["source_version"]) == (job.size, job.version)
+        if marker["video"] != job.rel or (marker["source"] != job.source and not same_content):
+            return "collision", marker["source"]  # another input made this output: never written over
+        if not same_content:
             return "changed", marker["run_id"]
-        return "skip", marker["run_id"]
+        return "skip", marker["run_id"]  # (the same file, even if the archive moved)
 
     def mark_done(self, job: VideoJob) -> None:
         marker = {"video": job.rel, "source": job.source, "source_bytes": job.size, "source_version": job.version,
@@ -308,7 +329,10 @@ class Run:
             reports.write(self.layout.root, "frames", self.run_id, frames, self.store)
             if base["status"] == "restored":
                 self.mark_done(job)
-                self.store.delete_tree(self.layout.work(job))
+                try:
+                    self.store.delete_tree(self.layout.work(job))
+                except Exception as e:  # noqa: BLE001 - the video is done; leftovers only cost space
+                    say(job.rel, f"WARNING: could not remove its work folder {self.layout.work(job)}: {reason(e)}")
         finally:
             self.heartbeat.video(-1)
         return base, frames
@@ -511,14 +535,25 @@ def restore(
             job = in_flight.pop(fut)
             try:
                 rows.append(fut.result()[0])
-            except Exception as e:  # noqa: BLE001 - e.g. the report could not be written
+            except Exception as e:  # noqa: BLE001 - e.g. its report or done marker could not be written
                 base = _base_row(job, cfg, preset)
-                base["error"] = reason(e)
+                base["error"] = f"could not commit its results: {reason(e)}"
                 say(job.rel, f"FAILED: {base['error']}")
                 rows.append(base)
+                try:
+                    reports.write(out_root, "videos", run_id, [base], store)
+                except Exception as e2:  # noqa: BLE001 - the storage itself fails: the log has it
+                    say(job.rel, f"WARNING: the failure could not be reported either: {reason(e2)}")
 
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="video") as pool:
         for n, job in enumerate(itertools.chain([first] if first else [], jobs), 1):
+            if job.problem:
+                base = _base_row(job, cfg, preset)
+                base["error"] = job.problem
+                say(job.rel, f"FAILED: {job.problem}")
+                reports.write(out_root, "videos", run_id, [base], store)
+                rows.append(base)
+                continue
             try:
                 state, other = run.done_state(job)
             except Exception as e:  # noqa: BLE001

@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,22 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith(".") for part in rel.split("/"))
 
 
+def _folder_prefix(key: str) -> str:
+    """The key prefix of everything under a "folder" key ("" for a bucket's root)."""
+    key = key.strip("/")
+    return key + "/" if key else ""
+
+
+def unsafe_rel(rel: str) -> str | None:
+    """Why a listed relative path cannot be used to name outputs (None when it can): an
+    absolute path, or an empty, ``.`` or ``..`` part, would place outputs outside OUT."""
+    if rel.startswith("/") or "\x00" in rel:
+        return f"unusable name {rel!r}: absolute or contains NUL"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return f"unusable name {rel!r}: empty, '.' or '..' path part"
+    return None
+
+
 @dataclass(frozen=True)
 class Entry:
     """One listed file: its path relative to the listed root, size and version (S3 ETag,
@@ -101,8 +118,12 @@ class Store:
 
     @classmethod
     def from_config(cls, storage: Any) -> Store:
-        """From a ``StorageConfig`` (the ``storage`` section of the run's config)."""
-        return cls(**dataclasses.asdict(storage))
+        """From a ``StorageConfig`` (the ``storage`` section of the run's config), with the
+        endpoint and region resolved here, from this process's environment, so every
+        Ray worker uses the same ones whatever its own environment holds."""
+        store = cls(**dataclasses.asdict(storage))
+        region = store.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+        return dataclasses.replace(store, endpoint_url=store.endpoint() or "", region=region)
 
     # ------------------------------------------------------------------ S3 client
 
@@ -154,6 +175,8 @@ class Store:
         from botocore.exceptions import ClientError
 
         bucket, key = split(uri)
+        if not key or key.endswith("/"):
+            return False  # a bucket or a "folder", not an object
         try:
             self.client().head_object(Bucket=bucket, Key=key)
             return True
@@ -208,8 +231,10 @@ class Store:
         ``.``) and everything under ``skip`` (e.g. the output prefix) are left out."""
         if is_s3(root):
             bucket, prefix = split(root)
-            prefix = prefix.rstrip("/") + "/" if prefix else ""
-            skip_key = split(skip)[1].rstrip("/") + "/" if skip and is_s3(skip) and split(skip)[0] == bucket else None
+            prefix = _folder_prefix(prefix)
+            skip_key = _folder_prefix(split(skip)[1]) if skip and is_s3(skip) and split(skip)[0] == bucket else None
+            if skip_key is not None and not (skip_key.startswith(prefix) and skip_key != prefix):
+                skip_key = None  # the output is not inside the input: nothing to leave out
             pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -220,8 +245,13 @@ class Store:
                     yield Entry(rel, f"s3://{bucket}/{key}", int(obj["Size"]), "etag:" + obj["ETag"].strip('"'))
             return
         skip_abs = os.path.abspath(skip) if skip and not is_s3(skip) else None
+        seen: set[tuple[int, int]] = set()  # folders entered (device, inode): symlink loops end
 
         def walk(folder: str, rel: str) -> Iterator[Entry]:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 items = sorted(it, key=lambda e: e.name)
             for e in items:
@@ -246,7 +276,7 @@ class Store:
             except FileNotFoundError:
                 return set()
         bucket, prefix = split(folder)
-        prefix = prefix.rstrip("/") + "/"
+        prefix = _folder_prefix(prefix)
         out = set()
         for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             out.update(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
@@ -301,7 +331,9 @@ class Store:
             shutil.rmtree(uri, ignore_errors=True)
             return
         bucket, prefix = split(uri)
-        prefix = prefix.rstrip("/") + "/"
+        prefix = _folder_prefix(prefix)
+        if not prefix:
+            raise ValueError(f"refusing to delete a whole bucket: {uri}")
         client = self.client()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
@@ -310,37 +342,46 @@ class Store:
 
     # ------------------------------------------------------------------ local copies
 
-    def scratch(self) -> str:
-        path = self.scratch_dir or os.path.join(tempfile.gettempdir(), "reelsr-scratch")
+    def scratch(self, sub: str = "tmp") -> str:
+        """A folder of this node's scratch space: ``copies`` (cached sources, evicted by
+        age) or ``tmp`` (files being written before their commit; never evicted)."""
+        path = os.path.join(self.scratch_dir or os.path.join(tempfile.gettempdir(), "reelsr-scratch"), sub)
         os.makedirs(path, exist_ok=True)
         return path
 
     def local_copy(self, uri: str, version: str = "") -> str:
         """A local path with the content of ``uri``: the path itself for local files,
         else a copy in this node's scratch space, downloaded once per node (a file lock
-        makes concurrent callers on the node wait for the first download)."""
+        makes concurrent callers on the node wait for the first download). The object
+        must still have ``version`` (its ETag), so a source replaced during a run is an
+        error, not a mix of two versions."""
         if not is_s3(uri):
             if not os.path.isfile(uri):
                 raise FileNotFoundError(f"not found: {uri}")
             return uri
-        if not version:
-            version = self.entry(uri).version
         ext = os.path.splitext(name_of(uri))[1]
+        root = self.scratch("copies")
+        entry = None
+        if not version:
+            entry = self.entry(uri)
+            version = entry.version
         digest = hashlib.sha256(f"{self.endpoint()}|{uri}|{version}".encode()).hexdigest()[:24]
-        root = self.scratch()
         path = os.path.join(root, digest + ext)
-        with open(os.path.join(root, digest + ".lock"), "w") as lock:
+        with open(os.path.join(self.scratch("locks"), digest), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if os.path.exists(path):
                     os.utime(path)  # recently used: evicted last
                     return path
-                size = self.entry(uri).size
-                self._evict(root, need=size, keep=path)
-                bucket, key = split(uri)
-                tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+                entry = entry or self.entry(uri)
+                if entry.version != version:
+                    raise RuntimeError(f"{uri} changed during the run (version {version} listed, {entry.version} now): run again")
+                self._evict(root, need=entry.size)
+                tmp = os.path.join(self.scratch("tmp"), f"{digest}.{uuid.uuid4().hex[:8]}.download")
                 try:
-                    self.client().download_file(bucket, key, tmp)
+                    self.client().download_file(*split(uri), tmp)
+                    if os.path.getsize(tmp) != entry.size:
+                        raise RuntimeError(f"{uri}: downloaded {os.path.getsize(tmp)} bytes, expected {entry.size}")
                     os.replace(tmp, path)
                 finally:
                     if os.path.exists(tmp):
@@ -349,18 +390,24 @@ class Store:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _evict(self, root: str, need: int, keep: str) -> None:
-        """Delete least recently used copies until ``need`` more bytes fit the budget.
-        (A copy still open elsewhere stays readable: unlinking keeps open files.)"""
+    #: A copy used this recently is never evicted: a task may be about to open it.
+    EVICT_AFTER_S = 600.0
+
+    def _evict(self, root: str, need: int) -> None:
+        """Delete least recently used copies until ``need`` more bytes fit the budget,
+        sparing those used in the last ``EVICT_AFTER_S`` seconds (the budget may then be
+        exceeded for a while). A copy still open elsewhere stays readable: unlinking
+        keeps open files."""
         budget = int(self.scratch_gb * 1e9)
         files = []
         for e in os.scandir(root):
-            if e.is_file() and not e.name.endswith((".lock", ".part")) and e.path != keep:
+            if e.is_file():
                 st = e.stat()
                 files.append((st.st_mtime, st.st_size, e.path))
         total = sum(f[1] for f in files)
-        for _, size, path in sorted(files):
-            if total + need <= budget:
+        now = time.time()
+        for mtime, size, path in sorted(files):
+            if total + need <= budget or now - mtime < self.EVICT_AFTER_S:
                 break
             try:
                 os.unlink(path)

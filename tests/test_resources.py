@@ -51,15 +51,17 @@ def test_no_cpu_at_all(monkeypatch):
         resources.inference_pool(build_config("tiny"), chunks=2, gpu=False)
 
 
-def test_inference_waits_without_timeout_while_other_videos_hold_resources():
+def test_inference_gives_up_only_when_every_video_in_flight_waits():
     from pipeline.orchestrate import Heartbeat
 
     hb = Heartbeat()
     hb.video(+1)
     hb.video(+1)
-    hb._t -= 1000  # no progress for 1,000 s, but another video is in flight: not stuck
+    hb.waiting(+1)
+    hb._t -= 1000  # no progress for 1,000 s, but the other video is training or restoring
     assert hb.stuck_s() == 0.0
-    hb.video(-1)  # the other video finished (which is progress)
+    hb.waiting(+1)  # now both wait for actors that never start
+    assert hb.stuck_s() >= 1000
+    hb.video(-1)  # a video finished: progress
+    hb.waiting(-1)
     assert hb.stuck_s() < 1.0
-    hb._t -= 1000
-    assert hb.stuck_s() >= 1000  # alone and no progress: stuck

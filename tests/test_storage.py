@@ -67,7 +67,7 @@ def test_scratch_copies_are_shared_and_bounded(s3_env, tmp_path):
     store.local_copy(f"s3://{bucket}/v2.mp4")
     os.utime(p1, (1, 1))  # v1 least recently used
     store.local_copy(f"s3://{bucket}/v3.mp4")
-    kept = [p for p in os.listdir(tmp_path / "scratch") if p.endswith(".mp4")]
+    kept = os.listdir(tmp_path / "scratch" / "copies")
     assert len(kept) == 2 and not os.path.exists(p1)  # budget 2.5 videos: v1 evicted
     assert store.local_copy(clip) == clip  # local files are read in place
     with pytest.raises(FileNotFoundError):
@@ -143,7 +143,64 @@ def test_done_markers_decide_skip_collision_and_change(tmp_path):
     assert run.done_state(a_mp4) == ("new", None)
     run.mark_done(a_mkv)
     assert run.done_state(a_mkv) == ("skip", "run-1")
-    assert run.done_state(a_mp4) == ("collision", "a.mkv")
+    assert run.done_state(a_mp4) == ("collision", str(src / "a.mkv"))
+    moved = tmp_path / "moved"
+    shutil.copytree(src, moved)
+    shutil.copystat(src / "a.mkv", moved / "a.mkv")
+    assert run.done_state(list(iter_videos(store, str(moved), layout, None))[0]) == ("skip", "run-1")  # same file, archive moved
+    (moved / "a.mkv").write_bytes(b"other content")
+    assert run.done_state(list(iter_videos(store, str(moved), layout, None))[0])[0] == "collision"  # another file, same name
     os.utime(src / "a.mkv", ns=(1, 1))  # the archive's file was replaced
     changed = list(iter_videos(store, str(src), layout, None))[0]
     assert run.done_state(changed) == ("changed", "run-1")
+
+
+def test_names_that_would_escape_the_output_fail_alone(s3_env, tmp_path):
+    bucket = s3_env.bucket()
+    for k in ("tapes/ok.mp4", "tapes//abs.mp4", "tapes/a//b.mp4", "tapes/a/./c.mp4", "tapes2/other.mp4"):
+        s3_env.client().put_object(Bucket=bucket, Key=k, Body=b"x")
+    cfg = build_config("tiny")
+    jobs = {j.rel: j for j in list_videos(f"s3://{bucket}/tapes", str(tmp_path / "out"), cfg)}
+    assert set(jobs) == {"ok.mp4", "/abs.mp4", "a//b.mp4"}  # "tapes2/" is not under "tapes/"; "." parts are hidden
+    assert jobs["ok.mp4"].problem is None and jobs["ok.mp4"].output.startswith(str(tmp_path / "out"))
+    for rel in ("/abs.mp4", "a//b.mp4"):
+        assert "unusable name" in jobs[rel].problem and jobs[rel].output == ""
+
+
+def test_bucket_root_and_output_around_input(s3_env, tmp_path):
+    bucket = s3_env.bucket()
+    s3_env.client().put_object(Bucket=bucket, Key="a.mp4", Body=b"x")
+    s3_env.client().put_object(Bucket=bucket, Key="out/tapes/b.mp4", Body=b"x")
+    cfg = build_config("tiny")
+    assert [j.rel for j in list_videos(f"s3://{bucket}", f"s3://{bucket}/out", cfg)] == ["a.mp4"]  # bucket root; OUT left out
+    assert [j.rel for j in list_videos(f"s3://{bucket}/", str(tmp_path), cfg)] == ["a.mp4", "out/tapes/b.mp4"]
+    # the input inside the output prefix is still listed
+    assert [j.rel for j in list_videos(f"s3://{bucket}/out/tapes", f"s3://{bucket}/out", cfg)] == ["b.mp4"]
+    assert Store().names(f"s3://{bucket}") == {"a.mp4"}
+    with pytest.raises(ValueError, match="whole bucket"):
+        Store().delete_tree(f"s3://{bucket}")
+
+
+def test_symlink_loops_end(tmp_path):
+    src = tmp_path / "in"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a.mp4").write_bytes(b"x")
+    os.symlink(src, src / "d" / "loop")
+    assert [e.rel for e in Store().list_files(str(src))] == ["d/a.mp4"]
+
+
+def test_a_source_replaced_during_the_run_is_an_error(s3_env, tmp_path):
+    bucket = s3_env.bucket()
+    s3_env.client().put_object(Bucket=bucket, Key="v.mp4", Body=b"first")
+    store = Store(scratch_dir=str(tmp_path / "scratch"))
+    listed = store.entry(f"s3://{bucket}/v.mp4")
+    s3_env.client().put_object(Bucket=bucket, Key="v.mp4", Body=b"second version")
+    with pytest.raises(RuntimeError, match="changed during the run"):
+        store.local_copy(listed.uri, listed.version)
+
+
+def test_endpoint_is_resolved_once_for_all_workers(s3_env):
+    store = Store.from_config(build_config("tiny").storage)
+    assert store.endpoint_url == s3_env.endpoint and store.region == "us-east-1"
+    with pytest.raises(ValueError, match="must not hold credentials"):
+        build_config("tiny", overrides=["storage.endpoint_url=http://key:secret@minio:9000"])
