@@ -27,7 +27,7 @@ from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
 from pipeline.storage import Store, is_s3, split
-from pipeline.training import reservoir
+from pipeline.training import drop_near_duplicates, reservoir
 
 
 def _threads() -> int:
@@ -69,14 +69,15 @@ def probe_task(store: Store, source: str, version: str) -> VideoInfo:
 
 @ray.remote(num_cpus=1, num_returns=2)
 def extract_training_frames(
-    store: Store, source: str, version: str, policy: str, max_frames: int, seed: int
+    store: Store, source: str, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0
 ) -> tuple[list[np.ndarray], int]:
-    """(training frames of a video by policy, at most ``max_frames`` as a uniform
-    sample; their count). Two returns, so the driver can read the count without
-    fetching the frames."""
+    """(training frames of a video by policy, near-duplicates dropped, at most
+    ``max_frames`` as a uniform sample; their count). Two returns, so the driver can read
+    the count without fetching the frames."""
     path = store.local_copy(source, version)
     with _named(path, source):
-        frames = reservoir((rgb for _, rgb in iter_training_frames(path, policy)), max_frames, seed)
+        kept = drop_near_duplicates((rgb for _, rgb in iter_training_frames(path, policy)), dedup)
+        frames = reservoir(kept, max_frames, seed)
     return frames, len(frames)
 
 

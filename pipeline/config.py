@@ -73,29 +73,107 @@ class ModelConfig:
             raise ValueError(f"model.res_scale must be a finite number > 0, got {self.res_scale}")
 
 
+TERMS = ("l1", "l2", "charbonnier", "ssim", "niqe", "gan", "vgg")
+LOSS_HELP = (
+    'Weighted sum of terms "name:weight,..." from l1, l2, charbonnier, ssim, niqe (no-reference, on the '
+    'frames at their own resolution), gan (LSGAN, patch discriminator), vgg (perceptual; needs train.vgg_weights)'
+)
+
+
+def _spec_items(spec: str) -> list[tuple[str, str]]:
+    """``"a:1, b"`` -> [("a", "1"), ("b", "")]: the items of a comma-separated spec."""
+    items = []
+    for part in spec.split(","):
+        if part.strip():
+            name, _, value = part.strip().partition(":")
+            items.append((name.strip().lower(), value.strip()))
+    return items
+
+
+def parse_loss(spec: str) -> dict[str, float]:
+    """``"l1:1,ssim:0.2"`` -> {"l1": 1.0, "ssim": 0.2}; a bare name has weight 1."""
+    terms: dict[str, float] = {}
+    for name, w in _spec_items(spec):
+        if name not in TERMS:
+            raise ValueError(f"train.loss: unknown term {name!r} (terms: {', '.join(TERMS)})")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"train.loss: weight of {name!r} must be a number, got {w!r}") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"train.loss: weight of {name!r} must be > 0, got {weight}")
+        if name in terms:
+            raise ValueError(f"train.loss: {name!r} given twice")
+        terms[name] = weight
+    if not terms:
+        raise ValueError("train.loss: give at least one term, e.g. l1")
+    return terms
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     finetune: bool = _f(True, "Fine-tune on the video's own frames. False (--no-finetune): restore with the starting model as it is.")
     frames: str = _f("iframes", f"Training frames: {FRAME_POLICIES_HELP}.")
+    dedup: float = _f(0.0, "Drop a training frame whose mean absolute difference from the last kept one is below this (0-255 scale, on a 1/4-size grey copy), so long static shots do not dominate. 0: keep all.")
     max_frames: int = _f(200, "At most this many training frames are kept per video (uniform reservoir sample), bounding memory.")
-    steps: int = _f(1000, "Optimisation steps of the per-video fine-tune.")
+    steps: int = _f(1000, "Optimisation steps of the per-video fine-tune (the budget's upper bound).")
+    max_seconds: float = _f(0.0, "Training budget in seconds: stop at the first step past it (0: steps only).")
     patch_size: int = _f(96, "High-resolution patch side in pixels (the input patch is patch_size / scale).")
+    patches: str = _f("uniform", 'Where patches are taken: "uniform", or "texture" (probability proportional to the patch\'s gradient energy).')
     batch_size: int = _f(16, "Patches per step (per worker).")
     lr: float = _f(1e-4, "Adam learning rate.")
+    loss: str = _f("l1", LOSS_HELP + '. Example: "l1:1,ssim:0.2".')
+    vgg_weights: str = _f("", "Local VGG-19 state dict (torchvision layout) for the vgg loss term; nothing is downloaded.")
+    train_last: int = _f(0, "Train only the last K residual blocks (with the body's closing conv) and the upsampler, the rest frozen. 0: all layers.")
+    augment: bool = _f(True, "Random flips and 90-degree rotations of the training patches.")
+    degrade: str = _f("", 'Degradations of the input patch, each applied with probability 0.5: "noise:SIGMA" (Gaussian, 0-255 scale), "blur:SIGMA" (Gaussian, px), "jpeg:QUALITY", comma-separated. Empty: clean bicubic inputs.')
+    multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
+    holdout: int = _f(0, "Frames held out for early stopping (validation self-pairs). 0: no early stopping.")
+    eval_every: int = _f(25, "With holdout: validate every this many steps.")
+    patience: int = _f(4, "With holdout: stop after this many validations without improvement, keeping the best weights.")
     workers: int = _f(1, "Ray Train workers (data parallel). Each takes one GPU when the cluster has GPUs.")
     seed: int = _f(0, "Random seed of patch sampling and initialisation.")
 
     def __post_init__(self) -> None:
         validate_frame_policy(self.frames)
-        for name in ("max_frames", "steps", "batch_size", "workers"):
+        for name in ("max_frames", "steps", "batch_size", "workers", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_last", "holdout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.patch_size < 8:
             raise ValueError(f"train.patch_size must be >= 8, got {self.patch_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.dedup) and 0 <= self.dedup <= 255):
+            raise ValueError(f"train.dedup must be in 0..255, got {self.dedup}")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise ValueError(f"train.max_seconds must be >= 0, got {self.max_seconds}")
+        if self.patches not in ("uniform", "texture"):
+            raise ValueError(f"train.patches must be uniform or texture, got {self.patches!r}")
         if self.seed < 0:
             raise ValueError(f"train.seed must be >= 0, got {self.seed}")
+        parse_loss(self.loss)
+        parse_degrade(self.degrade)
+
+
+def parse_degrade(spec: str) -> dict[str, float]:
+    """``"noise:2,blur:0.8,jpeg:75"`` -> {"noise": 2.0, "blur": 0.8, "jpeg": 75.0}."""
+    out: dict[str, float] = {}
+    for name, v in _spec_items(spec):
+        if name not in ("noise", "blur", "jpeg"):
+            raise ValueError(f"train.degrade: unknown degradation {name!r} (noise, blur, jpeg)")
+        try:
+            value = float(v)
+        except ValueError:
+            raise ValueError(f"train.degrade: {name} needs a number, e.g. {name}:{ {'noise': 2, 'blur': 0.8, 'jpeg': 75}[name]}, got {v!r}") from None
+        if name == "jpeg" and not 5 <= value <= 100:
+            raise ValueError(f"train.degrade: jpeg quality must be in 5..100, got {value}")
+        if name != "jpeg" and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"train.degrade: {name} sigma must be > 0, got {value}")
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True)

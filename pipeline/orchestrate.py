@@ -362,7 +362,8 @@ class Run:
         note = check_train_workers(cfg, gpu)
         if note:
             say(label, f"train: {note}")
-        frames_ref, count_ref = extract_training_frames.remote(self.store, job.source, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed)
+        frames_ref, count_ref = extract_training_frames.remote(
+            self.store, job.source, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed, cfg.train.dedup)
         n_frames = ray.get(count_ref)
         if n_frames == 0:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
@@ -379,7 +380,7 @@ class Run:
         self.heartbeat.beat()
         blob = self.store.read_bytes(uri)
         stats = checkpoint.load(blob)[1]["provenance"]
-        row.update(checkpoint=uri, checkpoint_reused=False, train_frames=n_frames, train_steps=cfg.train.steps,
+        row.update(checkpoint=uri, checkpoint_reused=False, train_frames=n_frames, train_steps=int(stats.get("steps", cfg.train.steps)),
                    train_loss_first=stats.get("loss_first"), train_loss_last=stats.get("loss_last"))
         say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}")
         return blob

@@ -8,19 +8,21 @@ when the cluster has GPUs and on CPU workers otherwise.
 
 from __future__ import annotations
 
+import io
+import math
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import TrainConfig
-from pipeline.metrics.resize import bicubic_resize
+from pipeline.config import TrainConfig, parse_degrade
+from pipeline.metrics.resize import bicubic_resize, bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
 from pipeline.storage import Store
@@ -41,6 +43,17 @@ def reservoir(frames, k: int, seed: int) -> list[np.ndarray]:
     return [f for _, f in sorted(kept, key=lambda t: t[0])]
 
 
+def drop_near_duplicates(frames: Iterable[np.ndarray], threshold: float) -> Iterator[np.ndarray]:
+    """Frames whose mean absolute difference from the last kept frame (on a 1/4-size grey
+    copy, 0-255 scale) is at least ``threshold``; the first frame is always kept."""
+    last = None
+    for f in frames:
+        grey = f[::4, ::4].mean(axis=2, dtype=np.float32)
+        if threshold <= 0 or last is None or grey.shape != last.shape or float(np.abs(grey - last).mean()) >= threshold:
+            last = grey
+            yield f
+
+
 def effective_patch(frames: list[np.ndarray], patch: int, scale: int) -> int:
     """The HR patch side: ``patch``, or the largest multiple of ``scale`` that fits the
     smallest frame when frames are smaller than that."""
@@ -51,21 +64,98 @@ def effective_patch(frames: list[np.ndarray], patch: int, scale: int) -> int:
     return p
 
 
+class PatchSampler:
+    """Random patches of frames: uniform positions, or positions weighted by the patch's
+    gradient energy (``texture``), so flat sky and black borders rarely make a batch.
+    With ``multiscale`` half of the patches come from the frames downscaled x2."""
+
+    def __init__(self, frames: list[np.ndarray], patch: int, mode: str = "uniform", multiscale: bool = False) -> None:
+        self.patch, self.mode = patch, mode
+        self.sources = [frames]
+        if multiscale:
+            half = [bicubic_resize_uint8(f, (f.shape[0] // 2, f.shape[1] // 2)) for f in frames if min(f.shape[:2]) // 2 >= patch]
+            if half:
+                self.sources.append(half)
+        self._weights = [[self._texture(f) for f in src] for src in self.sources] if mode == "texture" else None
+
+    def _texture(self, f: np.ndarray) -> tuple[np.ndarray, int]:
+        """Patch energies on a grid of stride patch/4 (from an integral image of |dx|+|dy|
+        of the grey frame), as a probability vector, and the grid's column count."""
+        g = f.mean(axis=2, dtype=np.float32)
+        energy = np.zeros_like(g)
+        energy[:, 1:] += np.abs(np.diff(g, axis=1))
+        energy[1:, :] += np.abs(np.diff(g, axis=0))
+        ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        step = max(1, self.patch // 4)
+        ys = np.arange(0, g.shape[0] - self.patch + 1, step)
+        xs = np.arange(0, g.shape[1] - self.patch + 1, step)
+        p = self.patch
+        e = ii[ys[:, None] + p, xs[None, :] + p] - ii[ys[:, None], xs[None, :] + p] - ii[ys[:, None] + p, xs[None, :]] + ii[ys[:, None], xs[None, :]]
+        w = e.ravel().astype(np.float64) + 1e-6 * p * p  # flat patches stay possible, just rare
+        return w / w.sum(), len(xs)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        s = int(rng.integers(len(self.sources)))
+        i = int(rng.integers(len(self.sources[s])))
+        f = self.sources[s][i]
+        if self._weights is None:
+            y = int(rng.integers(0, f.shape[0] - self.patch + 1))
+            x = int(rng.integers(0, f.shape[1] - self.patch + 1))
+        else:
+            w, cols = self._weights[s][i]
+            k = int(rng.choice(len(w), p=w))
+            step = max(1, self.patch // 4)
+            y, x = (k // cols) * step, (k % cols) * step
+        return f[y:y + self.patch, x:x + self.patch]
+
+
+def degrade_lr(lr: torch.Tensor, spec: dict[str, float], rng: np.random.Generator) -> torch.Tensor:
+    """Degrade input patches (each degradation with probability 0.5 per patch): Gaussian
+    blur (sigma px), Gaussian noise (sigma on the 0-255 scale), JPEG (quality)."""
+    if not spec:
+        return lr
+    out = []
+    for img in lr:
+        if "blur" in spec and rng.random() < 0.5:
+            sigma = spec["blur"]
+            r = max(1, int(math.ceil(3 * sigma)))
+            k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma * sigma))
+            k = (k / k.sum()).to(img)
+            x = F.pad(img[None], (r, r, r, r), mode="reflect")
+            x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+            img = F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+        if "noise" in spec and rng.random() < 0.5:
+            img = img + torch.from_numpy(rng.normal(0, spec["noise"] / 255, img.shape).astype(np.float32))
+        if "jpeg" in spec and rng.random() < 0.5:
+            from PIL import Image
+
+            buf = io.BytesIO()
+            arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            Image.fromarray(arr).save(buf, format="JPEG", quality=int(spec["jpeg"]))
+            img = torch.from_numpy(np.asarray(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255
+        out.append(img.clamp(0, 1))
+    return torch.stack(out)
+
+
 def sample_pairs(
-    frames: list[np.ndarray], batch: int, patch: int, scale: int, rng: np.random.Generator, augment: bool = True
+    frames: list[np.ndarray] | PatchSampler,
+    batch: int,
+    patch: int,
+    scale: int,
+    rng: np.random.Generator,
+    augment: bool = True,
+    degrade: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random training pairs from uint8 (H, W, 3) frames.
+    """Random training pairs from uint8 (H, W, 3) frames (or a ``PatchSampler``).
 
     Returns (lr, hr): float (batch, 3, patch/scale, patch/scale) and (batch, 3, patch, patch)
-    in [0, 1]. The target is a random patch of a random frame, flipped and rotated by a
-    random multiple of 90 degrees when ``augment``; the input is its bicubic downscale.
+    in [0, 1]. The target is a patch of a frame, flipped and rotated by a random multiple
+    of 90 degrees when ``augment``; the input is its bicubic downscale, then degraded.
     """
+    sampler = frames if isinstance(frames, PatchSampler) else PatchSampler(frames, patch)
     hrs = []
     for _ in range(batch):
-        f = frames[int(rng.integers(len(frames)))]
-        y = int(rng.integers(0, f.shape[0] - patch + 1))
-        x = int(rng.integers(0, f.shape[1] - patch + 1))
-        p = f[y:y + patch, x:x + patch]
+        p = sampler.sample(rng)
         if augment:
             if rng.random() < 0.5:
                 p = p[:, ::-1]
@@ -75,7 +165,20 @@ def sample_pairs(
         hrs.append(np.ascontiguousarray(p))
     hr = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
     lr = bicubic_resize(hr, (patch // scale, patch // scale))
-    return lr, hr
+    return degrade_lr(lr, degrade or {}, rng), hr
+
+
+def native_patches(frames: list[np.ndarray], batch: int, side: int, rng: np.random.Generator) -> torch.Tensor:
+    """Patches of the frames at their own resolution (inputs without any target, for
+    no-reference terms)."""
+    side = min(side, min(min(f.shape[:2]) for f in frames))
+    out = []
+    for _ in range(batch):
+        f = frames[int(rng.integers(len(frames)))]
+        y = int(rng.integers(0, f.shape[0] - side + 1))
+        x = int(rng.integers(0, f.shape[1] - side + 1))
+        out.append(np.ascontiguousarray(f[y:y + side, x:x + side]))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255)
 
 
 def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> EDSR:
@@ -88,6 +191,33 @@ def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> E
     return EDSR(**arch)
 
 
+def freeze_except_last(model: EDSR, k: int) -> int:
+    """Train only the last ``k`` residual blocks, the body's closing conv and the
+    upsampler (tail); returns the number of trainable parameters. ``k`` = 0: all."""
+    if k <= 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.sub_mean.requires_grad_(False)
+        model.add_mean.requires_grad_(False)
+    else:
+        model.requires_grad_(False)
+        blocks = list(model.body.children())
+        for m in blocks[-(k + 1):] + [model.tail]:
+            m.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _agree(flag: bool) -> bool:
+    """True on every rank when any rank says so (data-parallel workers stop together)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+    return flag
+
+
 def finetune(
     model: torch.nn.Module,
     frames: list[np.ndarray],
@@ -97,34 +227,96 @@ def finetune(
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Fine-tune ``model`` in place with L1 loss and Adam on pairs from ``frames``.
+    """Fine-tune ``model`` in place on self-pairs from ``frames`` with ``cfg``'s choices
+    (loss terms, patches, frozen layers, augmentation, degradations, multi-scale pairs),
+    within ``cfg.steps`` and ``cfg.max_seconds``; with ``cfg.holdout`` frames held out,
+    stops early when validation stops improving and keeps the best weights.
 
-    Returns {"loss_first", "loss_last", "steps", "seconds"} (losses averaged over the
-    first / last 10% of steps). ``on_step(step, loss)`` is called after every step.
+    Returns {"loss_first", "loss_last", "steps", "seconds", "patch", "trainable",
+    "val_first", "val_best", "best_step"} (losses averaged over the first / last 10% of
+    steps; val_* is the L1 on the held-out self-pairs, absent without holdout).
     """
+    from pipeline.losses import Objective
+
     rng = np.random.default_rng(seed)
+    frames, held = _split_holdout(frames, cfg.holdout)
     patch = effective_patch(frames, cfg.patch_size, scale)
+    inner = model.module if hasattr(model, "module") else model
+    trainable = freeze_except_last(inner, cfg.train_last)
     model.train().to(device)
+    objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
+    sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
+    degrade = parse_degrade(cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
+    val = _validation_pairs(held, patch, scale, seed) if held else None
+    stats: dict[str, float] = {"patch": float(patch), "trainable": float(trainable)}
+    best_state, bad = None, 0
     losses = []
     t0 = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        lr, hr = sample_pairs(frames, cfg.batch_size, patch, scale, rng)
-        loss = F.l1_loss(model(lr.to(device)), hr.to(device))
+    step = 0
+    while step < cfg.steps:
+        step += 1
+        out = hr = out_native = None
+        if objective.needs_pairs:
+            lr, hr = sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, degrade=degrade)
+            lr, hr = lr.to(device), hr.to(device)
+            out = model(lr)
+            if objective.disc is not None:
+                objective.discriminator_step(out, hr)
+        if "niqe" in objective.weights:
+            side = -(-192 // scale)  # NIQE fits its statistics over 96 px blocks: 4 blocks per output at least
+            out_native = model(native_patches(frames, max(2, cfg.batch_size // 4), side, rng).to(device))
+        loss, _ = objective.generator_loss(out, hr, out_native)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if on_step:
             on_step(step, losses[-1])
+        stop = bool(cfg.max_seconds) and time.perf_counter() - t0 >= cfg.max_seconds
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            v = _val_loss(model, val, device)
+            stats.setdefault("val_first", v)
+            if v < stats.get("val_best", float("inf")):
+                stats.update(val_best=v, best_step=float(step))
+                best_state, bad = {k: t.detach().clone() for k, t in inner.state_dict().items()}, 0
+            else:
+                bad += 1
+                stop = stop or bad >= cfg.patience
+        if _agree(stop):
+            break
+    if best_state is not None:
+        inner.load_state_dict(best_state)
     k = max(1, len(losses) // 10)
-    return {
-        "loss_first": float(np.mean(losses[:k])),
-        "loss_last": float(np.mean(losses[-k:])),
-        "steps": float(cfg.steps),
-        "seconds": time.perf_counter() - t0,
-        "patch": float(patch),
-    }
+    stats.update(loss_first=float(np.mean(losses[:k])), loss_last=float(np.mean(losses[-k:])), steps=float(step),
+                 seconds=time.perf_counter() - t0)
+    return stats
+
+
+def _split_holdout(frames: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training frames, ``n`` evenly spaced held-out frames); at least one frame trains."""
+    if n <= 0:
+        return frames, []
+    if len(frames) < 2:
+        raise ValueError(f"train.holdout={n} needs at least 2 training frames, the video gave {len(frames)}")
+    n = min(n, len(frames) - 1)
+    idx = set(np.linspace(0, len(frames) - 1, n).round().astype(int).tolist())
+    return [f for i, f in enumerate(frames) if i not in idx], [f for i, f in enumerate(frames) if i in idx]
+
+
+def _validation_pairs(held: list[np.ndarray], patch: int, scale: int, seed: int, count: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed + 7919)
+    return sample_pairs(held, count, min(patch, effective_patch(held, patch, scale)), scale, rng, augment=False)
+
+
+@torch.no_grad()
+def _val_loss(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> float:
+    was = model.training
+    model.eval()
+    lr, hr = val
+    v = float(F.l1_loss(model(lr.to(device)), hr.to(device)))
+    model.train(was)
+    return v
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""The fine-tuning choices of the self-transfer study, each on real images (no Ray):
+frame de-duplication, texture-weighted and multi-scale patches, frozen layers, every loss
+term, degradations, the time budget and early stopping."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import TrainConfig, build_config, parse_degrade, parse_loss
+from pipeline.models.edsr import EDSR
+from pipeline.training import PatchSampler, degrade_lr, drop_near_duplicates, finetune, freeze_except_last, sample_pairs
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+BIRD = os.path.join(DATA, "bird.png")
+CPU = torch.device("cpu")
+
+
+def bird():
+    return np.asarray(Image.open(BIRD).convert("RGB"))
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return EDSR(2, 16, 1.0, 2)
+
+
+def test_near_duplicate_frames_are_dropped():
+    img = bird()
+    still = [img] * 5
+    moved = [np.roll(img, 8 * k, axis=1) for k in range(1, 4)]
+    kept = list(drop_near_duplicates(iter(still + moved + [moved[-1]]), threshold=2.0))
+    assert len(kept) == 1 + 3  # the first still frame, then each real change
+    assert len(list(drop_near_duplicates(iter(still), threshold=0))) == 5  # 0 keeps all
+
+
+def test_texture_patches_come_from_textured_regions():
+    rng = np.random.default_rng(0)
+    frame = np.full((96, 192, 3), 128, np.uint8)
+    frame[:, 96:] = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)  # right half: texture
+    for mode, at_least in (("texture", 0.9), ("uniform", 0.0)):
+        s = PatchSampler([frame], 32, mode)
+        picks = [s.sample(rng) for _ in range(400)]
+        textured = np.mean([p.std() > 20 for p in picks])
+        assert textured >= at_least
+    assert np.mean([p.std() > 20 for p in [PatchSampler([frame], 32, "uniform").sample(rng) for _ in range(400)]]) < 0.8
+
+
+def test_multiscale_pairs_include_the_half_size_frames():
+    img = bird()  # 288 x 288
+    s = PatchSampler([img], 48, multiscale=True)
+    assert len(s.sources) == 2 and s.sources[1][0].shape[:2] == (img.shape[0] // 2, img.shape[1] // 2)
+    lr, hr = sample_pairs(s, 6, 48, 2, np.random.default_rng(0))
+    assert lr.shape == (6, 3, 24, 24) and hr.shape == (6, 3, 48, 48)
+
+
+def test_only_the_last_blocks_and_upsampler_train():
+    m = tiny_model()
+    total = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    n = freeze_except_last(m, 1)
+    assert 0 < n < total
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    finetune(m, [bird()], TrainConfig(steps=3, patch_size=48, batch_size=4, lr=1e-3, train_last=1), 2, CPU, seed=0)
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("body.1.", "body.2.", "tail.")) for k in changed), changed
+    assert not any(k.startswith(("head.", "body.0.")) for k in changed)
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier", "ssim", "l1:1,ssim:0.5", "niqe", "l1:1,gan:0.01"])
+def test_each_loss_term_trains(loss):
+    m = tiny_model()
+    before = [p.detach().clone() for p in m.parameters()]
+    stats = finetune(m, [bird()], TrainConfig(steps=3, patch_size=48, batch_size=4, lr=1e-3, loss=loss), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_first"]) and np.isfinite(stats["loss_last"]) and stats["steps"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_niqe_term_needs_no_target(monkeypatch):
+    """Trained on the NIQE term alone, no self-pair (no high-resolution target) is made:
+    the term scores the model's output on frame patches at their own resolution."""
+    import pipeline.training as training
+    from pipeline.losses import Objective
+
+    assert not Objective.build("niqe", CPU).needs_pairs and Objective.build("niqe:1,l1:1", CPU).needs_pairs
+
+    def no_pairs(*a, **k):
+        raise AssertionError("a self-pair was sampled")
+
+    monkeypatch.setattr(training, "sample_pairs", no_pairs)
+    m = tiny_model()
+    before = [p.detach().clone() for p in m.parameters()]
+    stats = finetune(m, [bird()], TrainConfig(steps=2, patch_size=48, batch_size=8, lr=1e-4, loss="niqe"), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_last"]) and any(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_vgg_term_needs_a_local_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="set train.vgg_weights"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="l1,vgg:0.1"), 2, CPU, seed=0)
+    with pytest.raises(FileNotFoundError, match="vgg_weights not found"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="vgg", vgg_weights=str(tmp_path / "x.pt")), 2, CPU, seed=0)
+    from torchvision.models import vgg19
+
+    path = tmp_path / "vgg19_features.pt"
+    torch.manual_seed(0)
+    torch.save({f"features.{k}": v for k, v in vgg19(weights=None).features.state_dict().items()}, path)
+    stats = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, loss="l1,vgg:0.1", vgg_weights=str(path)), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_last"])
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="vgg", vgg_weights=str(tmp_path / "bad.pt")), 2, CPU, seed=0)
+
+
+def test_degradations_change_the_input_as_named():
+    rng = np.random.default_rng(0)
+    lr, _ = sample_pairs([bird()], 64, 48, 2, rng, augment=False)
+
+    def hf(x):  # high-frequency energy
+        return float((x[..., 1:] - x[..., :-1]).abs().mean())
+
+    always = np.random.default_rng(1)
+    blurred = degrade_lr(lr, {"blur": 1.5}, always)
+    noisy = degrade_lr(lr, {"noise": 10}, np.random.default_rng(1))
+    jpeg = degrade_lr(lr, {"jpeg": 10}, np.random.default_rng(1))
+    assert hf(blurred) < hf(lr) and hf(noisy) > hf(lr)
+    assert 0.001 < float((jpeg - lr).abs().mean()) < 0.1
+    assert torch.equal(degrade_lr(lr, {}, rng), lr)
+    assert parse_degrade("noise:2, blur:0.8,jpeg:75") == {"noise": 2.0, "blur": 0.8, "jpeg": 75.0}
+    for bad, msg in (("fog:1", "unknown degradation"), ("jpeg:101", "quality"), ("blur:x", "needs a number")):
+        with pytest.raises(ValueError, match=msg):
+            parse_degrade(bad)
+
+
+def test_time_budget_and_early_stopping():
+    img = bird()
+    frames = [img, np.roll(img, 40, 1), np.roll(img, 80, 0), np.roll(img, 120, 1)]
+    stats = finetune(tiny_model(), frames, TrainConfig(steps=10_000, patch_size=48, batch_size=4, max_seconds=1.0), 2, CPU, seed=0)
+    assert stats["steps"] < 10_000 and stats["seconds"] < 10
+    # a learning rate far too high makes validation worse: it stops early and keeps the best weights
+    m = tiny_model()
+    cfg = TrainConfig(steps=200, patch_size=48, batch_size=4, lr=0.05, holdout=1, eval_every=2, patience=2)
+    stats = finetune(m, frames, cfg, 2, CPU, seed=0)
+    assert stats["steps"] < 200 and stats["best_step"] <= stats["steps"] and stats["val_best"] <= stats["val_first"]
+    with pytest.raises(ValueError, match="at least 2 training frames"):
+        finetune(tiny_model(), [img], TrainConfig(steps=2, patch_size=48, batch_size=2, holdout=1), 2, CPU, seed=0)
+
+
+def test_choices_are_validated_config_fields():
+    cfg = build_config("tiny", overrides=["train.loss=l1:1,ssim:0.2", "train.patches=texture", "train.train_last=1",
+                                          "train.degrade=noise:2", "train.multiscale=true", "train.dedup=1.5", "train.holdout=2"])
+    assert parse_loss(cfg.train.loss) == {"l1": 1.0, "ssim": 0.2}
+    assert cfg.hash() != build_config("tiny").hash()  # they change the result, so the output folder
+    for bad, msg in (("train.loss=l3", "unknown term"), ("train.loss=l1:-1", "> 0"), ("train.loss=l1,l1", "twice"),
+                     ("train.patches=random", "uniform or texture"), ("train.dedup=300", "0..255"), ("train.train_last=-1", ">= 0")):
+        with pytest.raises(ValueError, match=msg):
+            build_config("tiny", overrides=[bad])
