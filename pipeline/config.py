@@ -338,7 +338,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             raise ValueError(f"{key} must be an integer, got {value!r}")
         return v
     if typ is str:
-        return str(value)
+        return "" if value is None else str(value)  # "--set train.degrade=" clears a text field
     raise ValueError(f"{key}: unsupported type {typ}")
 
 

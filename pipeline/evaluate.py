@@ -17,10 +17,11 @@ if TYPE_CHECKING:
     from pipeline.orchestrate import Outcome
 
 
-def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
+def make_lr_clip(hr_path: str, lr_path: str, scale: int, max_frames: int | None = None) -> tuple[int, int]:
     """Write the bicubic x``scale`` downscale of ``hr_path`` to ``lr_path`` (x264 lossless,
     a keyframe every second so the restore has several chunks, audio copied, timestamps kept). The HR frame is first cropped (top-left) to a multiple
-    of 2*scale so the LR size is even. Returns the LR (width, height)."""
+    of 2*scale so the LR size is even. ``max_frames``: only the first frames (a shorter
+    clip). Returns the LR (width, height)."""
     info = probe(hr_path)
     m = 2 * scale
     hr_w, hr_h = info.width - info.width % m, info.height - info.height % m
@@ -31,9 +32,13 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int) -> tuple[int, int]:
     tmp = lr_path + ".video" + os.path.splitext(lr_path)[1]
     with ChunkWriter(tmp, width=w, height=h, time_base=info.time_base, rate=info.rate, colorspace=info.colorspace, crf=0, preset="veryfast",
                      gop_size=max(1, round(float(info.rate)))) as writer:
+        written = 0
         for c in plan_chunks(info, info.frames):
             for pts, rgb in decode_chunk(hr_path, c, info):
+                if max_frames is not None and written >= max_frames:
+                    break
                 writer.write(pts, bicubic_resize_uint8(rgb[:hr_h, :hr_w], (h, w)))
+                written += 1
     assemble([tmp], hr_path, lr_path)
     os.unlink(tmp)
     return w, h

@@ -27,14 +27,15 @@ from pipeline import storage
 from pipeline.storage import Store
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-TABLES = ("videos", "frames")
+TABLES = ("videos", "frames")  # the restore reports; "experiment" is jobs.experiment's table
+SCHEMAS = TABLES + ("experiment",)
 _TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 
 
 @cache
 def schema_doc(table: str) -> dict[str, Any]:
-    if table not in TABLES:
-        raise ValueError(f"unknown report table {table!r}; tables are {', '.join(TABLES)}")
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown report table {table!r}; tables are {', '.join(SCHEMAS)}")
     with open(SCHEMA_DIR / f"{table}.json", encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -83,6 +84,12 @@ def write(root: str, table: str, run_id: str, rows: list[dict[str, Any]], store:
     tbl = to_table(table, rows)
     uri = storage.join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet")
     (store or Store()).write_bytes(uri, to_parquet(tbl))
+    return uri
+
+
+def write_file(uri: str, table: str, rows: list[dict[str, Any]], store: Store | None = None) -> str:
+    """Write ``rows`` as one Parquet file at ``uri``, checked against the schema, atomically."""
+    (store or Store()).write_bytes(uri, to_parquet(to_table(table, rows)))
     return uri
 
 

@@ -1,0 +1,280 @@
+"""The self-transfer study: a grid of fine-tuning variants measured with the evaluation
+protocol (bicubic downscale of a high-resolution clip, restore, compare with the
+original).
+
+For each clip (and each cut of it to the grid's ``lengths``): the low-resolution input is
+made once; bicubic and the pretrained model are measured once; then each variant (a set
+of config overrides on the base config) takes its training frames from the input,
+fine-tunes a copy of the pretrained model in this process (CUDA when there is a GPU), and
+is measured on the same sampled frames against the original. Results: one Parquet row per
+clip x method (``bicubic``, ``pretrained``, each variant), a Markdown summary, PNG plots,
+and side-by-side crops per clip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from pipeline import inference, reports
+from pipeline.config import RestoreConfig, build_config
+from pipeline.evaluate import make_lr_clip
+from pipeline.measure import frames_at, measure_video, sample_indices
+from pipeline.media.chunks import iter_training_frames
+from pipeline.media.probe import probe
+from pipeline.metrics.resize import bicubic_resize_uint8
+from pipeline.models import checkpoint
+from pipeline.storage import Store
+from pipeline.training import build_start_model, drop_near_duplicates, finetune, reservoir
+
+
+@dataclass(frozen=True)
+class Grid:
+    variants: dict[str, dict[str, Any]]  # name -> {"train.loss": ..., ...}
+    lengths: tuple[float, ...]  # extra cuts of each clip, in seconds (the whole clip is always in)
+
+    @classmethod
+    def load(cls, path: str) -> Grid:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh) or {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("variants"), dict) or not doc["variants"]:
+            raise ValueError(f"{path}: needs a 'variants' mapping of name -> overrides (may be empty: {{}})")
+        unknown = set(doc) - {"variants", "lengths"}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: variants, lengths)")
+        variants = {}
+        for name, over in doc["variants"].items():
+            if name in ("bicubic", "pretrained"):
+                raise ValueError(f"{path}: variant name {name!r} is reserved for the baselines")
+            over = over or {}
+            if not isinstance(over, dict):
+                raise ValueError(f"{path}: variant {name!r} must map config keys to values, got {over!r}")
+            variants[str(name)] = {str(k): v for k, v in over.items()}
+        lengths = tuple(float(x) for x in doc.get("lengths") or ())
+        if any(x <= 0 for x in lengths):
+            raise ValueError(f"{path}: lengths must be > 0 seconds, got {list(lengths)}")
+        return cls(variants, lengths)
+
+    def config(self, base: RestoreConfig, name: str) -> RestoreConfig:
+        """The base config with the variant's overrides (validated like --set)."""
+        flat: dict[str, Any] = {}
+        for section, value in base.to_dict().items():
+            if isinstance(value, dict):
+                flat.update({f"{section}.{k}": v for k, v in value.items()})
+            else:
+                flat[section] = value
+        flat.update(self.variants[name])
+        try:
+            return build_config(None, None, None, **flat)
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from None
+
+
+def _clips(hr_input: str, lengths: tuple[float, ...]) -> list[tuple[str, str, int | None, float]]:
+    """(name, HR path, frames to keep or None, seconds) per clip and cut."""
+    entries = [e for e in Store().list_files(hr_input)] if os.path.isdir(hr_input) else [Store().entry(hr_input)]
+    out = []
+    for e in entries:
+        if not e.rel.lower().endswith((".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")):
+            continue
+        info = probe(e.uri)
+        out.append((e.rel, e.uri, None, info.duration))
+        for s in lengths:
+            n = int(round(s * float(info.rate)))
+            if 0 < n < info.frames:
+                out.append((f"{e.rel}@{s:g}s", e.uri, n, n / float(info.rate)))
+    if not out:
+        raise ValueError(f"no videos found under {hr_input}")
+    return out
+
+
+def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) -> list[dict[str, Any]]:
+    """Run the grid; writes OUT/experiment/results/*.parquet and OUT/experiment/report/;
+    returns the result rows."""
+    out = os.path.abspath(output)
+    lr_root = os.path.join(out, "experiment", "inputs", f"x{base.scale}")
+    report_dir = os.path.join(out, "experiment", "report")
+    os.makedirs(report_dir, exist_ok=True)
+    for name in grid.variants:
+        grid.config(base, name)  # every variant is valid before any work
+    pretrained = _pretrained(base)
+    device = inference.pick_device()
+    clips = _clips(hr_input, grid.lengths)
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    print(f"experiment {run_id}: {len(clips)} clip(s) x {len(grid.variants)} variant(s), x{base.scale}, on {device}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for clip, hr, keep, seconds in clips:
+        lr = os.path.join(lr_root, clip.replace("@", "_") + ("" if clip.endswith(".mp4") else ".mp4"))
+        if not os.path.exists(lr):
+            make_lr_clip(hr, lr, base.scale, max_frames=keep)
+        info = probe(lr)
+        common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height}
+        measured = _measure(clip, lr, hr, info.frames, base, pretrained, None)
+        base_rows = {}
+        for method in ("bicubic", "pretrained"):
+            base_rows[method] = _row(common, method, {}, measured, method)
+            rows.append(base_rows[method])
+        print(f"[{clip}] bicubic PSNR {_f(base_rows['bicubic']['psnr'])}, pretrained {_f(base_rows['pretrained']['psnr'])}", flush=True)
+        best = None
+        for name in grid.variants:
+            cfg = grid.config(base, name)
+            t0 = time.perf_counter()
+            frames = reservoir(drop_near_duplicates((rgb for _, rgb in iter_training_frames(lr, cfg.train.frames)), cfg.train.dedup),
+                               cfg.train.max_frames, cfg.train.seed)
+            arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+            model = build_start_model(arch, pretrained, cfg.train.seed)
+            try:
+                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed)
+                blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
+                m = _measure(clip, lr, hr, info.frames, cfg, pretrained, blob)
+                row = _row(common, name, grid.variants[name], m, "finetuned")
+                row.update(train_frames=len(frames), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
+                           total_seconds=time.perf_counter() - t0)
+            except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
+                row = _row(common, name, grid.variants[name], None, "finetuned")
+                row.update(train_frames=len(frames), error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
+                blob = None
+            for k in ("psnr", "ssim"):
+                row[f"{k}_gain"] = None if row[k] is None or base_rows["pretrained"][k] is None else row[k] - base_rows["pretrained"][k]
+            row["niqe_gain"] = None if row["niqe"] is None or base_rows["pretrained"]["niqe"] is None else base_rows["pretrained"]["niqe"] - row["niqe"]
+            rows.append(row)
+            print(f"[{clip}] {name}: PSNR {_f(row['psnr'])} (gain {_f(row['psnr_gain'], '+.3f')} dB), NIQE {_f(row['niqe'])}, "
+                  f"{row['train_frames']} frames, {row['train_steps']} steps, {_f(row['train_seconds'], '.1f')} s"
+                  + (f"  FAILED: {row['error']}" if row["error"] else ""), flush=True)
+            if blob is not None and (best is None or (row["psnr"] or -1) > best[0]):
+                best = (row["psnr"] or -1, name, blob)
+        if best is not None:
+            _crops(clip, lr, hr, info.frames, base.scale, pretrained, best[2], best[1], report_dir)
+    for r in rows:
+        r["run_id"] = run_id
+    reports.write_file(os.path.join(out, "experiment", "results", f"run-{run_id}.parquet"), "experiment", rows)
+    write_report(rows, report_dir, base)
+    return rows
+
+
+def _f(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _pretrained(cfg: RestoreConfig) -> bytes | None:
+    path = checkpoint.resolve(cfg.model.pretrained, cfg.scale)
+    return Store().read_bytes(path) if path else None
+
+
+def _measure(clip, lr, hr, frames, cfg, pretrained, finetuned) -> dict[str, Any]:
+    return measure_video(video=clip, source=lr, output=None, reference=hr, scale=cfg.scale, total_frames=frames,
+                         sample_frames=cfg.metrics.sample_frames, pretrained=pretrained, finetuned=finetuned,
+                         niqe=cfg.metrics.niqe, precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap)["summary"]
+
+
+def _row(common: dict[str, Any], method: str, overrides: dict[str, Any], measured: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    m = measured or {}
+    return {**common, "method": method, "overrides_json": json.dumps(overrides, sort_keys=True),
+            "psnr": m.get(f"psnr_{key}"), "ssim": m.get(f"ssim_{key}"), "niqe": m.get(f"niqe_{key}"),
+            "psnr_gain": None, "ssim_gain": None, "niqe_gain": None, "train_frames": None, "train_steps": None,
+            "train_seconds": None, "total_seconds": None, "error": None}
+
+
+def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_dir) -> str:
+    """bicubic | pretrained | fine-tuned | ground truth, on the most textured 96 px (LR)
+    window of the middle sampled frame, enlarged 2x with nearest neighbour for viewing."""
+    from PIL import Image, ImageDraw
+
+    i = sample_indices(total, 3)[len(sample_indices(total, 3)) // 2]
+    (_, src), = frames_at(lr, [i])
+    (_, ref), = frames_at(hr, [i])
+    device = inference.pick_device()
+    outs = [bicubic_resize_uint8(src, (src.shape[0] * scale, src.shape[1] * scale))]
+    for blob in (pretrained, finetuned):
+        model, _ = checkpoint.load(blob, map_location=device)
+        outs.append(inference.upscale_frames(model, src[None], scale, device=device)[0])
+    h, w = outs[0].shape[:2]
+    outs.append(ref[:h, :w])
+    side = min(96 * scale, h, w)
+    g = ref[:h, :w].mean(axis=2)
+    energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
+    best, by, bx = -1.0, 0, 0
+    for y in range(0, h - side + 1, max(1, side // 4)):
+        for x in range(0, w - side + 1, max(1, side // 4)):
+            e = float(energy[y:y + side - 1, x:x + side - 1].mean())
+            if e > best:
+                best, by, bx = e, y, x
+    labels = ["bicubic", "pretrained", f"fine-tuned ({variant})", "ground truth"]
+    zoom = 2 if side <= 192 else 1
+    tile = side * zoom
+    canvas = Image.new("RGB", (4 * tile + 30, tile + 22), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (img, label) in enumerate(zip(outs, labels, strict=True)):
+        crop = Image.fromarray(np.ascontiguousarray(img[by:by + side, bx:bx + side])).resize((tile, tile), Image.NEAREST)
+        canvas.paste(crop, (k * (tile + 10), 22))
+        draw.text((k * (tile + 10) + 2, 4), label, fill="black")
+    path = os.path.join(report_dir, "crops_" + clip.replace("/", "_").replace("@", "_") + ".png")
+    canvas.save(path)
+    return path
+
+
+def write_report(rows: list[dict[str, Any]], report_dir: str, base: RestoreConfig) -> str:
+    """summary.md (mean per method over clips), and PNG plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    variants = [m for m in methods if m not in ("bicubic", "pretrained")]
+
+    def mean(method: str, key: str) -> float | None:
+        vals = [r[key] for r in rows if r["method"] == method and r[key] is not None]
+        return float(np.mean(vals)) if vals else None
+
+    lines = [f"# Self-transfer grid: x{base.scale}, EDSR {base.model.n_resblocks}x{base.model.n_feats}, "
+             f"start {base.model.pretrained}, {len({r['clip'] for r in rows})} clips", "",
+             "Mean over clips. Gains are over the pretrained model (NIQE gain: pretrained minus variant; higher is better).", "",
+             "| method | PSNR dB | SSIM | NIQE | PSNR gain dB | SSIM gain | NIQE gain | train s | clips failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        failed = sum(1 for r in rows if r["method"] == m and r["error"])
+        lines.append(f"| {m} | {_f(mean(m, 'psnr'))} | {_f(mean(m, 'ssim'), '.4f')} | {_f(mean(m, 'niqe'))} | "
+                     f"{_f(mean(m, 'psnr_gain'), '+.3f')} | {_f(mean(m, 'ssim_gain'), '+.4f')} | {_f(mean(m, 'niqe_gain'), '+.3f')} | "
+                     f"{_f(mean(m, 'train_seconds'), '.1f')} | {failed} |")
+    lines += ["", "Per clip (PSNR dB):", "", "| clip | s | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for clip in dict.fromkeys(r["clip"] for r in rows):
+        by = {r["method"]: r for r in rows if r["clip"] == clip}
+        lines.append(f"| {clip} | {by[methods[0]]['clip_seconds']:.1f} | " + " | ".join(_f(by[m]["psnr"]) if m in by else "-" for m in methods) + " |")
+    path = os.path.join(report_dir, "summary.md")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(variants) + 4), 4))
+    for ax, key, title in ((axes[0], "psnr_gain", "PSNR gain over pretrained (dB)"), (axes[1], "niqe", "NIQE (lower is better)")):
+        names = variants if key == "psnr_gain" else methods
+        vals = [mean(m, key) or 0.0 for m in names]
+        errs = [float(np.std([r[key] for r in rows if r["method"] == m and r[key] is not None] or [0])) for m in names]
+        ax.bar(range(len(names)), vals, yerr=errs, color="tab:blue", capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(os.path.join(report_dir, "per_variant.png"), dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, x, label in ((axes[0], "clip_seconds", "clip length (s)"), (axes[1], "train_frames", "training frames")):
+        for m in variants:
+            pts = [(r[x], r["psnr_gain"]) for r in rows if r["method"] == m and r["psnr_gain"] is not None and r[x] is not None]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), label=m, s=18)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("PSNR gain over pretrained (dB)")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(report_dir, "gain_vs_length_and_frames.png"), dpi=110)
+    plt.close(fig)
+    return path

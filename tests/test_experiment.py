@@ -1,0 +1,55 @@
+"""jobs.experiment on a real clip: the grid's rows, the Parquet results, the report."""
+
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import reports
+from pipeline.config import build_config
+from pipeline.experiment import Grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
+
+
+def test_grid_runs_and_reports(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("lengths: [0.5]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "jobs.experiment", "--grid", str(grid), "--input", CLIP, "--output", str(out),
+                           "--preset", "tiny", "--set", "train.steps=4", "--set", "metrics.sample_frames=3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the "broken" variant fails (a vgg term without weights)
+    files = list((out / "experiment" / "results").glob("run-*.parquet"))
+    assert len(files) == 1
+    assert pq.read_schema(files[0]).remove_metadata() == reports.schema("experiment").remove_metadata()
+    rows = pq.read_table(files[0]).to_pylist()
+    assert {r["clip"] for r in rows} == {"carphone_gop10.mp4", "carphone_gop10.mp4@0.5s"}
+    assert len(rows) == 2 * 5  # clips x (bicubic, pretrained, 3 variants)
+    by = {(r["clip"], r["method"]): r for r in rows}
+    full = "carphone_gop10.mp4"
+    assert by[(full, "pretrained")]["psnr"] > by[(full, "bicubic")]["psnr"] + 1  # the shipped base model beats bicubic
+    for v in ("l1", "last1"):
+        r = by[(full, v)]
+        assert r["error"] is None and r["train_steps"] == 4 and r["train_frames"] >= 1
+        assert r["psnr_gain"] == pytest.approx(r["psnr"] - by[(full, "pretrained")]["psnr"])
+    assert "vgg_weights" in by[(full, "broken")]["error"] and by[(full, "broken")]["psnr"] is None
+    assert by[("carphone_gop10.mp4@0.5s", "l1")]["clip_frames"] == 15
+    report = out / "experiment" / "report"
+    for name in ("summary.md", "per_variant.png", "gain_vs_length_and_frames.png", "crops_carphone_gop10.mp4.png"):
+        assert (report / name).stat().st_size > 500, name
+    assert "| last1 |" in (report / "summary.md").read_text()
+
+
+def test_grid_files_are_checked(tmp_path):
+    bad = tmp_path / "g.yaml"
+    for text, msg in (("{}", "variants"), ("variants: {a: {train.steps: -1}}", "variant 'a'"), ("variants: {bicubic: {}}", "reserved"),
+                      ("variants: {a: {}}\nlength: [1]", "unknown keys")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            g = Grid.load(str(bad))
+            for name in g.variants:
+                g.config(build_config("tiny"), name)
