@@ -266,10 +266,11 @@ def write_report(rows: list[dict[str, Any]], report_dir: str, base: RestoreConfi
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, x, label in ((axes[0], "clip_seconds", "clip length (s)"), (axes[1], "train_frames", "training frames")):
-        for m in variants:
+        colors = plt.get_cmap("tab20").colors
+        for k, m in enumerate(variants):
             pts = [(r[x], r["psnr_gain"]) for r in rows if r["method"] == m and r["psnr_gain"] is not None and r[x] is not None]
             if pts:
-                ax.scatter(*zip(*pts, strict=True), label=m, s=18)
+                ax.scatter(*zip(*pts, strict=True), label=m, s=22, color=colors[k % 20], marker="osD^v<>"[k % 7])
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xlabel(label)
         ax.set_ylabel("PSNR gain over pretrained (dB)")
