@@ -113,7 +113,7 @@ def parse_loss(spec: str) -> dict[str, float]:
 @dataclass(frozen=True)
 class TrainConfig:
     finetune: bool = _f(True, "Fine-tune on the video's own frames. False (--no-finetune): restore with the starting model as it is.")
-    frames: str = _f("fps:4", f"Training frames: {FRAME_POLICIES_HELP}. fps:4 measured better than iframes at every budget (docs/RESULTS.md).")
+    frames: str = _f("fps:4", f"Training frames: {FRAME_POLICIES_HELP}. fps:4 measured better than iframes on average at every budget, by small margins (docs/RESULTS.md).")
     dedup: float = _f(0.0, "Drop a training frame whose mean absolute difference from the last kept one is below this (0-255 scale, on a 1/4-size grey copy), so long static shots do not dominate. 0: keep all.")
     max_frames: int = _f(200, "At most this many training frames are kept per video (uniform reservoir sample), bounding memory.")
     steps: int = _f(1000, "Optimisation steps of the per-video fine-tune (the budget's upper bound).")
@@ -154,7 +154,8 @@ class TrainConfig:
             raise ValueError(f"train.patches must be uniform or texture, got {self.patches!r}")
         if self.seed < 0:
             raise ValueError(f"train.seed must be >= 0, got {self.seed}")
-        parse_loss(self.loss)
+        if "vgg" in parse_loss(self.loss) and not self.vgg_weights:
+            raise ValueError("train.loss has a vgg term: set train.vgg_weights to a local VGG-19 checkpoint (nothing is downloaded)")
         parse_degrade(self.degrade)
 
 
@@ -170,8 +171,8 @@ def parse_degrade(spec: str) -> dict[str, float]:
             raise ValueError(f"train.degrade: {name} needs a number, e.g. {name}:{ {'noise': 2, 'blur': 0.8, 'jpeg': 75}[name]}, got {v!r}") from None
         if name == "jpeg" and not 5 <= value <= 100:
             raise ValueError(f"train.degrade: jpeg quality must be in 5..100, got {value}")
-        if name != "jpeg" and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"train.degrade: {name} sigma must be > 0, got {value}")
+        if name != "jpeg" and not (math.isfinite(value) and 0 < value <= (5 if name == "blur" else 50)):
+            raise ValueError(f"train.degrade: {name} sigma must be in (0, {5 if name == 'blur' else 50}], got {value}")
         out[name] = value
     return out
 
@@ -250,6 +251,8 @@ class RestoreConfig:
             raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
         if self.train.patch_size % self.scale:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
+        if self.train.train_last > self.model.n_resblocks:
+            raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
         if not self.train.finetune and not self.model.pretrained:
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
 

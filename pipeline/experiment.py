@@ -55,6 +55,10 @@ class Grid:
             over = over or {}
             if not isinstance(over, dict):
                 raise ValueError(f"{path}: variant {name!r} must map config keys to values, got {over!r}")
+            other = [k for k in over if not str(k).startswith("train.")]
+            if other:
+                # the input, the starting model and the sampled frames are the base config's, shared by all variants
+                raise ValueError(f"{path}: variant {name!r} may set train.* fields only, got {other}: set the others with --set")
             variants[str(name)] = {str(k): v for k, v in over.items()}
         lengths = tuple(float(x) for x in doc.get("lengths") or ())
         if any(x <= 0 for x in lengths):
@@ -132,10 +136,12 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             try:
                 stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed)
                 blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
-                m = _measure(clip, lr, hr, info.frames, cfg, pretrained, blob)
+                m = _measure(clip, lr, hr, info.frames, cfg, None, blob)  # the baselines were measured once, above
                 row = _row(common, name, grid.variants[name], m, "finetuned")
-                row.update(train_frames=len(frames), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
+                row.update(train_frames=int(stats["train_frames"]), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
                            total_seconds=time.perf_counter() - t0)
+                if cfg.train.multiscale and not stats["multiscale_used"]:
+                    print(f"[{clip}] {name}: frames too small to halve for train.multiscale: trained without it", flush=True)
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
                 row = _row(common, name, grid.variants[name], None, "finetuned")
                 row.update(train_frames=len(frames), error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
@@ -150,10 +156,14 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             if blob is not None and (best is None or (row["psnr"] or -1) > best[0]):
                 best = (row["psnr"] or -1, name, blob)
         if best is not None:
-            _crops(clip, lr, hr, info.frames, base.scale, pretrained, best[2], best[1], report_dir)
-    for r in rows:
-        r["run_id"] = run_id
-    reports.write_file(os.path.join(out, "experiment", "results", f"run-{run_id}.parquet"), "experiment", rows)
+            try:
+                _crops(clip, lr, hr, info.frames, base.scale, pretrained, best[2], best[1], report_dir)
+            except Exception as e:  # noqa: BLE001 - the measurements stand without the picture
+                print(f"[{clip}] WARNING: no crops: {type(e).__name__}: {e}", flush=True)
+        for r in rows:
+            r["run_id"] = run_id
+        # rewritten after every clip: an interrupted grid keeps what it measured
+        reports.write_file(os.path.join(out, "experiment", "results", f"run-{run_id}.parquet"), "experiment", rows)
     write_report(rows, report_dir, base)
     return rows
 
@@ -191,11 +201,15 @@ def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_di
     (_, ref), = frames_at(hr, [i])
     device = inference.pick_device()
     outs = [bicubic_resize_uint8(src, (src.shape[0] * scale, src.shape[1] * scale))]
-    for blob in (pretrained, finetuned):
-        model, _ = checkpoint.load(blob, map_location=device)
-        outs.append(inference.upscale_frames(model, src[None], scale, device=device)[0])
+    labels = ["bicubic"]
+    for blob, label in ((pretrained, "pretrained"), (finetuned, f"fine-tuned ({variant})")):
+        if blob is not None:  # no starting model: no "pretrained" panel
+            model, _ = checkpoint.load(blob, map_location=device)
+            outs.append(inference.upscale_frames(model, src[None], scale, device=device)[0])
+            labels.append(label)
     h, w = outs[0].shape[:2]
     outs.append(ref[:h, :w])
+    labels.append("ground truth")
     side = min(96 * scale, h, w)
     g = ref[:h, :w].mean(axis=2)
     energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
@@ -205,10 +219,9 @@ def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_di
             e = float(energy[y:y + side - 1, x:x + side - 1].mean())
             if e > best:
                 best, by, bx = e, y, x
-    labels = ["bicubic", "pretrained", f"fine-tuned ({variant})", "ground truth"]
     zoom = 2 if side <= 192 else 1
     tile = side * zoom
-    canvas = Image.new("RGB", (4 * tile + 30, tile + 22), "white")
+    canvas = Image.new("RGB", (len(outs) * (tile + 10) - 10, tile + 22), "white")
     draw = ImageDraw.Draw(canvas)
     for k, (img, label) in enumerate(zip(outs, labels, strict=True)):
         crop = Image.fromarray(np.ascontiguousarray(img[by:by + side, bx:bx + side])).resize((tile, tile), Image.NEAREST)

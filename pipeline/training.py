@@ -76,6 +76,7 @@ class PatchSampler:
             half = [bicubic_resize_uint8(f, (f.shape[0] // 2, f.shape[1] // 2)) for f in frames if min(f.shape[:2]) // 2 >= patch]
             if half:
                 self.sources.append(half)
+        self.multiscale = len(self.sources) > 1  # False when the frames are too small to halve
         self._weights = [[self._texture(f) for f in src] for src in self.sources] if mode == "texture" else None
 
     def _texture(self, f: np.ndarray) -> tuple[np.ndarray, int]:
@@ -85,13 +86,13 @@ class PatchSampler:
         energy = np.zeros_like(g)
         energy[:, 1:] += np.abs(np.diff(g, axis=1))
         energy[1:, :] += np.abs(np.diff(g, axis=0))
-        ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        ii = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         step = max(1, self.patch // 4)
         ys = np.arange(0, g.shape[0] - self.patch + 1, step)
         xs = np.arange(0, g.shape[1] - self.patch + 1, step)
         p = self.patch
         e = ii[ys[:, None] + p, xs[None, :] + p] - ii[ys[:, None], xs[None, :] + p] - ii[ys[:, None] + p, xs[None, :]] + ii[ys[:, None], xs[None, :]]
-        w = e.ravel().astype(np.float64) + 1e-6 * p * p  # flat patches stay possible, just rare
+        w = np.maximum(e.ravel(), 0.0) + 1e-6 * p * p  # flat patches stay possible, just rare
         return w / w.sum(), len(xs)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
@@ -118,7 +119,7 @@ def degrade_lr(lr: torch.Tensor, spec: dict[str, float], rng: np.random.Generato
     for img in lr:
         if "blur" in spec and rng.random() < 0.5:
             sigma = spec["blur"]
-            r = max(1, int(math.ceil(3 * sigma)))
+            r = max(1, min(int(math.ceil(3 * sigma)), min(img.shape[-2:]) - 1))  # reflect padding needs r < side
             k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma * sigma))
             k = (k / k.sum()).to(img)
             x = F.pad(img[None], (r, r, r, r), mode="reflect")
@@ -168,19 +169,6 @@ def sample_pairs(
     return degrade_lr(lr, degrade or {}, rng), hr
 
 
-def native_patches(frames: list[np.ndarray], batch: int, side: int, rng: np.random.Generator) -> torch.Tensor:
-    """Patches of the frames at their own resolution (inputs without any target, for
-    no-reference terms)."""
-    side = min(side, min(min(f.shape[:2]) for f in frames))
-    out = []
-    for _ in range(batch):
-        f = frames[int(rng.integers(len(frames)))]
-        y = int(rng.integers(0, f.shape[0] - side + 1))
-        x = int(rng.integers(0, f.shape[1] - side + 1))
-        out.append(np.ascontiguousarray(f[y:y + side, x:x + side]))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255)
-
-
 def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> EDSR:
     """The starting model: the pretrained checkpoint, or a fresh initialisation."""
     if start is not None:
@@ -207,12 +195,13 @@ def freeze_except_last(model: EDSR, k: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _agree(flag: bool) -> bool:
-    """True on every rank when any rank says so (data-parallel workers stop together)."""
+def _agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when any rank says so (data-parallel workers stop together).
+    The tensor lives on ``device``: NCCL reduces CUDA tensors only."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
     return flag
@@ -248,9 +237,11 @@ def finetune(
     sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
     degrade = parse_degrade(cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
-    val = _validation_pairs(held, patch, scale, seed) if held else None
+    val = _validation_pairs(held, patch, scale, cfg.seed) if held else None  # the same pairs on every rank
     stats: dict[str, float] = {"patch": float(patch), "trainable": float(trainable)}
     best_state, bad = None, 0
+    native: PatchSampler | None = None
+    skipped = 0  # steps whose loss was not finite (skipped, not applied)
     losses = []
     t0 = time.perf_counter()
     step = 0
@@ -264,9 +255,21 @@ def finetune(
             if objective.disc is not None:
                 objective.discriminator_step(out, hr)
         if "niqe" in objective.weights:
-            side = -(-192 // scale)  # NIQE fits its statistics over 96 px blocks: 4 blocks per output at least
-            out_native = model(native_patches(frames, max(2, cfg.batch_size // 4), side, rng).to(device))
-        loss, _ = objective.generator_loss(out, hr, out_native)
+            if native is None:
+                side = min(-(-192 // scale), min(min(f.shape[:2]) for f in frames))  # NIQE: 96 px blocks, 4 per output
+                native = PatchSampler(frames, side, "texture")  # flat patches (letterbox, fades) break NIQE's statistics
+            out_native = model(torch.from_numpy(np.stack([np.ascontiguousarray(native.sample(rng)) for _ in range(max(2, cfg.batch_size // 4))]))
+                               .permute(0, 3, 1, 2).float().div_(255).to(device))
+        try:
+            loss, _ = objective.generator_loss(out, hr, out_native)
+        except (torch.linalg.LinAlgError, RuntimeError) as e:  # NIQE on a degenerate patch
+            loss, skipped = None, skipped + 1
+            if skipped > max(10, cfg.steps // 10):
+                raise RuntimeError(f"fine-tune: {skipped} steps without a usable loss, last: {e}") from e
+        if loss is None or not torch.isfinite(loss):
+            skipped += loss is not None
+            opt.zero_grad(set_to_none=True)
+            continue
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -283,13 +286,16 @@ def finetune(
             else:
                 bad += 1
                 stop = stop or bad >= cfg.patience
-        if _agree(stop):
+        if (cfg.max_seconds or val is not None) and _agree(stop, device):
             break
     if best_state is not None:
         inner.load_state_dict(best_state)
+    if not losses:
+        raise RuntimeError("fine-tune: no step had a finite loss")
     k = max(1, len(losses) // 10)
     stats.update(loss_first=float(np.mean(losses[:k])), loss_last=float(np.mean(losses[-k:])), steps=float(step),
-                 seconds=time.perf_counter() - t0)
+                 seconds=time.perf_counter() - t0, skipped_steps=float(skipped), train_frames=float(len(frames)),
+                 multiscale_used=float(sampler.multiscale))
     return stats
 
 
@@ -335,6 +341,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     if config.get("threads"):
         torch.set_num_threads(config["threads"])
     model = build_start_model(config["arch"], config["start"], cfg.seed)
+    freeze_except_last(model, cfg.train_last)  # before DDP wraps it: DDP records the trainable parameters once
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     label = config["label"]

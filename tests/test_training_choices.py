@@ -155,3 +155,36 @@ def test_choices_are_validated_config_fields():
                      ("train.patches=random", "uniform or texture"), ("train.dedup=300", "0..255"), ("train.train_last=-1", ">= 0")):
         with pytest.raises(ValueError, match=msg):
             build_config("tiny", overrides=[bad])
+
+
+def test_texture_sampling_on_large_frames_with_flat_areas():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    frame[:540, :960] = 16  # a flat quadrant: float32 sums used to make its weights negative
+    s = PatchSampler([frame], 96, "texture")
+    assert all(p.shape == (96, 96, 3) for p in (s.sample(rng) for _ in range(50)))
+
+
+def test_niqe_term_survives_letterboxed_frames():
+    img = bird().copy()
+    img[:80] = 0  # black bars
+    img[-80:] = 0
+    stats = finetune(tiny_model(), [img], TrainConfig(steps=6, patch_size=48, batch_size=8, lr=1e-4, loss="l1:1,niqe:0.05"), 2, CPU, seed=1)
+    assert np.isfinite(stats["loss_last"]) and stats["steps"] == 6
+
+
+def test_multiscale_says_when_frames_are_too_small():
+    small = np.asarray(Image.fromarray(bird()).resize((88, 72)))
+    stats = finetune(tiny_model(), [small], TrainConfig(steps=2, patch_size=48, batch_size=2, multiscale=True), 2, CPU, seed=0)
+    assert stats["multiscale_used"] == 0.0
+    stats = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, multiscale=True), 2, CPU, seed=0)
+    assert stats["multiscale_used"] == 1.0
+
+
+def test_train_last_and_blur_are_bounded():
+    with pytest.raises(ValueError, match="more than the model's 2 residual blocks"):
+        build_config("tiny", overrides=["train.train_last=3"])
+    with pytest.raises(ValueError, match="blur sigma must be in"):
+        build_config("tiny", overrides=["train.degrade=blur:9"])
+    lr = torch.rand(8, 3, 12, 12)
+    assert degrade_lr(lr, {"blur": 5.0}, np.random.default_rng(0)).shape == lr.shape  # radius clamped to the patch
