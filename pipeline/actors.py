@@ -69,14 +69,15 @@ def probe_task(store: Store, source: str, version: str) -> VideoInfo:
 
 @ray.remote(num_cpus=1, num_returns=2)
 def extract_training_frames(
-    store: Store, source: str, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0
+    store: Store, info: VideoInfo, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0
 ) -> tuple[list[np.ndarray], int]:
-    """(training frames of a video by policy, near-duplicates dropped, at most
-    ``max_frames`` as a uniform sample; their count). Two returns, so the driver can read
-    the count without fetching the frames."""
+    """(training frames of the video ``info.path`` (a store URI) by policy, near-duplicates
+    dropped, at most ``max_frames`` as a uniform sample; their count). Two returns, so the
+    driver can read the count without fetching the frames."""
+    source = info.path
     path = store.local_copy(source, version)
     with _named(path, source):
-        kept = drop_near_duplicates((rgb for _, rgb in iter_training_frames(path, policy)), dedup)
+        kept = drop_near_duplicates((rgb for _, rgb in iter_training_frames(path, policy, dataclasses.replace(info, path=path))), dedup)
         frames = reservoir(kept, max_frames, seed)
     return frames, len(frames)
 

@@ -227,6 +227,7 @@ def run_chunks(
     what = "1 GPU" if pool.use_gpu else f"{pool.cpus_per_actor} CPU"
     say(label, f"infer: {len(work)} chunks on {pool.actors} actor(s) ({what} each)")
     ckpt_box = [ray.put(ckpt)]  # boxed: actors fetch it once, not per chunk
+    info_ref = ray.put(info)  # the keyframe index grows with the video: stored once, not pickled into every call
     key = hashlib.sha256(ckpt).hexdigest()
     queue = list(work)
     starting = {a.__ray_ready__.remote(): a for a in actors}
@@ -237,7 +238,7 @@ def run_chunks(
     def give(actor) -> None:
         if queue:
             c, uri = queue.pop(0)
-            working[actor.restore.remote(key, ckpt_box, cfg.scale, info, c, store, version, uri, cfg.media)] = actor
+            working[actor.restore.remote(key, ckpt_box, cfg.scale, info_ref, c, store, version, uri, cfg.media)] = actor
 
     waiting = False
 
@@ -337,7 +338,7 @@ class Run:
             self.heartbeat.video(-1)
         return base, frames
 
-    def finetuned(self, job: VideoJob, gpu: bool, row: dict[str, Any]) -> bytes:
+    def finetuned(self, job: VideoJob, info, gpu: bool, row: dict[str, Any]) -> bytes:
         """The video's fine-tuned checkpoint: an earlier run's when there is one, else
         trained now (rank 0 commits it to the store)."""
         from pipeline.actors import extract_training_frames
@@ -363,7 +364,7 @@ class Run:
         if note:
             say(label, f"train: {note}")
         frames_ref, count_ref = extract_training_frames.remote(
-            self.store, job.source, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed, cfg.train.dedup)
+            self.store, info, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed, cfg.train.dedup)
         n_frames = ray.get(count_ref)
         if n_frames == 0:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
@@ -410,7 +411,7 @@ class Run:
 
         # --- fine-tune (or reuse a finished one) -------------------------------
         t0 = time.perf_counter()
-        ckpt = self.finetuned(job, gpu, row)
+        ckpt = self.finetuned(job, info, gpu, row)
         row["train_seconds"] = time.perf_counter() - t0
 
         # --- inference: chunks not committed yet, on a pool of actors; assembly --

@@ -225,7 +225,7 @@ def _parse_policy(policy: str) -> tuple[str, Fraction | None]:
     )
 
 
-def iter_training_frames(path: str, policy: str) -> Iterator[tuple[float, np.ndarray]]:
+def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Sample frames of `path` for training.
 
     Yields (t, rgb): t is seconds from the first frame of the video stream
@@ -235,10 +235,11 @@ def iter_training_frames(path: str, policy: str) -> Iterator[tuple[float, np.nda
       "fps:N"   -- N frames per second (N a positive float): for each multiple
                    m of 1/N s, the first frame with t >= m (each frame at most once);
       "all"     -- every frame.
+    `info`: the file's probe when the caller has it (else it is probed here).
     Raises ValueError naming the policy if it is malformed.
     """
     kind, fps = _parse_policy(policy)
-    info = probe(path)
+    info = info or probe(path)
     with av.open(path) as container:
         stream = container.streams.video[0]
         if kind == "iframes":
