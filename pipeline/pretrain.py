@@ -25,13 +25,15 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.benchmark import IMAGE_EXTENSIONS, load_rgb, modcrop
+from pipeline.config import _f
 from pipeline.inference import upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -39,12 +41,6 @@ from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
 from pipeline.storage import Store
 from pipeline.training import sample_pairs
-
-IMAGE_EXT = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -91,20 +87,18 @@ def list_images(folder: str) -> list[str]:
     folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
-    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXT))
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXT)}) under {folder}")
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     return paths
 
 
 def load_images(paths: list[str], min_side: int = 0) -> list[np.ndarray]:
     """uint8 RGB (H, W, 3) images (grey ones repeated to 3 channels), those with a side
     shorter than ``min_side`` left out."""
-    from PIL import Image
-
     out = []
     for p in paths:
-        im = np.asarray(Image.open(p).convert("RGB"))
+        im = load_rgb(p)[0]
         if min(im.shape[:2]) >= min_side:
             out.append(im)
     return out
@@ -114,8 +108,8 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], scale: int, devic
     """Mean Y-PSNR (``scale`` px cropped) on HR images, LR made by the MATLAB-compatible bicubic."""
     vals = []
     for hr in images:
-        h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
-        hr = hr[:h, :w]
+        hr = modcrop(hr, scale)
+        h, w = hr.shape[:2]
         lr = bicubic_resize_uint8(hr, (h // scale, w // scale))
         sr = upscale_frames(model, lr[None], scale, device=device)[0]
         vals.append(psnr_y(sr, hr, crop=scale))
