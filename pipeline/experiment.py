@@ -25,13 +25,14 @@ import yaml
 from pipeline import inference, reports
 from pipeline.config import RestoreConfig, build_config
 from pipeline.evaluate import make_lr_clip
-from pipeline.measure import frames_at, measure_video, sample_indices
+from pipeline.measure import Samples, bicubic_outputs, frames_at, load_samples, model_outputs, sample_indices, score
 from pipeline.media.chunks import iter_training_frames
 from pipeline.media.probe import probe
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
+from pipeline.orchestrate import load_pretrained
 from pipeline.storage import Store
-from pipeline.training import build_start_model, drop_near_duplicates, finetune, reservoir
+from pipeline.training import build_start_model, drop_near_duplicates, finetune, reservoir, texture_grid
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
     os.makedirs(report_dir, exist_ok=True)
     for name in grid.variants:
         grid.config(base, name)  # every variant is valid before any work
-    pretrained = _pretrained(base)
+    pretrained = load_pretrained(base, Store())  # checked against the base architecture
     device = inference.pick_device()
     clips = _clips(hr_input, grid.lengths)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -119,7 +120,13 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             make_lr_clip(hr, lr, base.scale, max_frames=keep)
         info = probe(lr)
         common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height}
-        measured = _measure(clip, lr, hr, info.frames, base, pretrained, None)
+        # the sampled frames are decoded, and the baselines scored, once per clip; variants only add their own outputs
+        samples = load_samples(lr, hr, base.scale, info.frames, base.metrics.sample_frames)
+        outputs = {"bicubic": bicubic_outputs(samples, base.scale)}
+        if pretrained is not None:
+            outputs["pretrained"] = _outputs(samples, pretrained, base)
+        measured = score(clip, samples, outputs, base.scale, base.metrics.niqe)["summary"]
+        training_frames: dict[tuple, list] = {}  # variants with the same frame choices share one extraction
         base_rows = {}
         for method in ("bicubic", "pretrained"):
             base_rows[method] = _row(common, method, {}, measured, method)
@@ -129,14 +136,18 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         for name in grid.variants:
             cfg = grid.config(base, name)
             t0 = time.perf_counter()
-            frames = reservoir(drop_near_duplicates((rgb for _, rgb in iter_training_frames(lr, cfg.train.frames)), cfg.train.dedup),
-                               cfg.train.max_frames, cfg.train.seed)
+            key = (cfg.train.frames, cfg.train.dedup, cfg.train.max_frames, cfg.train.seed)
+            if key not in training_frames:
+                training_frames[key] = reservoir(
+                    drop_near_duplicates((rgb for _, rgb in iter_training_frames(lr, cfg.train.frames, info)), cfg.train.dedup),
+                    cfg.train.max_frames, cfg.train.seed)
+            frames = training_frames[key]
             arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
             model = build_start_model(arch, pretrained, cfg.train.seed)
             try:
                 stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed)
                 blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
-                m = _measure(clip, lr, hr, info.frames, cfg, None, blob)  # the baselines were measured once, above
+                m = score(clip, samples, {"finetuned": _outputs(samples, blob, cfg)}, cfg.scale, cfg.metrics.niqe)["summary"]
                 row = _row(common, name, grid.variants[name], m, "finetuned")
                 row.update(train_frames=int(stats["train_frames"]), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
                            total_seconds=time.perf_counter() - t0)
@@ -172,15 +183,8 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _pretrained(cfg: RestoreConfig) -> bytes | None:
-    path = checkpoint.resolve(cfg.model.pretrained, cfg.scale)
-    return Store().read_bytes(path) if path else None
-
-
-def _measure(clip, lr, hr, frames, cfg, pretrained, finetuned) -> dict[str, Any]:
-    return measure_video(video=clip, source=lr, output=None, reference=hr, scale=cfg.scale, total_frames=frames,
-                         sample_frames=cfg.metrics.sample_frames, pretrained=pretrained, finetuned=finetuned,
-                         niqe=cfg.metrics.niqe, precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap)["summary"]
+def _outputs(samples: Samples, blob: bytes, cfg: RestoreConfig) -> list[np.ndarray]:
+    return model_outputs(samples, blob, cfg.scale, cfg.infer.precision, cfg.infer.tile, cfg.infer.tile_overlap)
 
 
 def _row(common: dict[str, Any], method: str, overrides: dict[str, Any], measured: dict[str, Any] | None, key: str) -> dict[str, Any]:
@@ -196,7 +200,8 @@ def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_di
     window of the middle sampled frame, enlarged 2x with nearest neighbour for viewing."""
     from PIL import Image, ImageDraw
 
-    i = sample_indices(total, 3)[len(sample_indices(total, 3)) // 2]
+    three = sample_indices(total, 3)
+    i = three[len(three) // 2]
     (_, src), = frames_at(lr, [i])
     (_, ref), = frames_at(hr, [i])
     device = inference.pick_device()
@@ -211,14 +216,9 @@ def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_di
     outs.append(ref[:h, :w])
     labels.append("ground truth")
     side = min(96 * scale, h, w)
-    g = ref[:h, :w].mean(axis=2)
-    energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
-    best, by, bx = -1.0, 0, 0
-    for y in range(0, h - side + 1, max(1, side // 4)):
-        for x in range(0, w - side + 1, max(1, side // 4)):
-            e = float(energy[y:y + side - 1, x:x + side - 1].mean())
-            if e > best:
-                best, by, bx = e, y, x
+    energy, cols, step = texture_grid(np.ascontiguousarray(ref[:h, :w]), side)
+    k = int(np.argmax(energy))
+    by, bx = (k // cols) * step, (k % cols) * step
     zoom = 2 if side <= 192 else 1
     tile = side * zoom
     canvas = Image.new("RGB", (len(outs) * (tile + 10) - 10, tile + 22), "white")

@@ -17,6 +17,7 @@ when a high-resolution reference video is given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,76 @@ def _fit_reference(ref: np.ndarray, shape: tuple[int, ...], scale: int, path: st
     return ref[:h, :w]
 
 
+@dataclass(frozen=True)
+class Samples:
+    """The sampled source frames of a video (and the reference's, cut to the output size)."""
+
+    idx: list[int]
+    src: list[tuple[float, np.ndarray]]  # (time s, uint8 RGB)
+    refs: list[np.ndarray] | None
+
+
+def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int) -> Samples:
+    """Decode the evenly spaced sampled frames of ``source`` (and ``reference``) once."""
+    idx = sample_indices(total_frames, sample_frames)
+    src = frames_at(source, idx)
+    refs = None
+    if reference is not None:
+        h, w = src[0][1].shape[:2]
+        refs = [_fit_reference(rgb, (h * scale, w * scale), scale, reference) for _, rgb in frames_at(reference, idx)]
+    return Samples(idx, src, refs)
+
+
+def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
+    return [bicubic_resize_uint8(rgb, (rgb.shape[0] * scale, rgb.shape[1] * scale)) for _, rgb in samples.src]
+
+
+def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "auto", tile: int = 512, tile_overlap: int = 16) -> list[np.ndarray]:
+    """The checkpoint's outputs on the sampled frames (on this process's device)."""
+    device = inference.pick_device()
+    amp = inference.autocast_dtype(precision, device)
+    model, _ = checkpoint.load(blob, map_location=device)
+    out = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for _, rgb in samples.src]
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], scale: int, niqe: bool) -> dict[str, Any]:
+    """NIQE (and PSNR/SSIM against the reference) of each method's outputs on the samples;
+    returns {"summary": {column: mean}, "frames": rows}."""
+    scorer = None
+    if niqe and min(next(iter(outputs.values()))[0].shape[:2]) < NIQE_BLOCK:
+        niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
+    if niqe:
+        from pipeline.metrics.niqe import NiqeScorer
+
+        scorer = NiqeScorer(device=str(inference.pick_device()))
+    refs = samples.refs
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"metric_frames": len(samples.idx)}
+    for method, frames in outputs.items():
+        vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
+        for j, (i, (t, _)) in enumerate(zip(samples.idx, samples.src, strict=True)):
+            row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
+            if scorer is not None:
+                value = float(scorer(frames[j]))
+                row["niqe"] = value if np.isfinite(value) else None
+            if refs is not None:
+                row["psnr"] = float(psnr_y(frames[j], refs[j], crop=scale))
+                row["ssim"] = float(ssim_y(frames[j], refs[j], crop=scale))
+            for k in vals:
+                if row[k] is not None:
+                    vals[k].append(row[k])
+            rows.append(row)
+        for k, v in vals.items():
+            finite = [x for x in v if np.isfinite(x) or x == float("inf")]
+            # NIQE is undefined (nan) on flat frames: averaged over the frames where it is defined.
+            summary[f"{k}_{method}"] = float(np.mean(finite)) if finite else None
+    return {"summary": summary, "frames": rows}
+
+
 def measure_video(
     *,
     video: str,
@@ -85,55 +156,11 @@ def measure_video(
     tile_overlap: int = 16,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
-    idx = sample_indices(total_frames, sample_frames)
-    src = frames_at(source, idx)
-    outputs: dict[str, list[np.ndarray]] = {}
-    h, w = src[0][1].shape[:2]
-    outputs["bicubic"] = [bicubic_resize_uint8(rgb, (h * scale, w * scale)) for _, rgb in src]
-    device = inference.pick_device()
-    amp = inference.autocast_dtype(precision, device)
+    samples = load_samples(source, reference, scale, total_frames, sample_frames)
+    outputs: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(samples, scale)}
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:
-            model, _ = checkpoint.load(blob, map_location=device)
-            outputs[method] = [
-                inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0]
-                for _, rgb in src
-            ]
-            del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+            outputs[method] = model_outputs(samples, blob, scale, precision, tile, tile_overlap)
     if output is not None:
-        outputs["output"] = [rgb for _, rgb in frames_at(output, idx)]
-    refs = None
-    if reference is not None:
-        refs = [_fit_reference(rgb, outputs["bicubic"][0].shape, scale, reference) for _, rgb in frames_at(reference, idx)]
-
-    scorer = None
-    if niqe and min(outputs["bicubic"][0].shape[:2]) < NIQE_BLOCK:
-        niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
-    if niqe:
-        from pipeline.metrics.niqe import NiqeScorer
-
-        scorer = NiqeScorer(device=str(device))
-
-    rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"metric_frames": len(idx)}
-    for method, frames in outputs.items():
-        vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
-        for j, (i, (t, _)) in enumerate(zip(idx, src, strict=True)):
-            row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
-            if scorer is not None:
-                score = float(scorer(frames[j]))
-                row["niqe"] = score if np.isfinite(score) else None
-            if refs is not None:
-                row["psnr"] = float(psnr_y(frames[j], refs[j], crop=scale))
-                row["ssim"] = float(ssim_y(frames[j], refs[j], crop=scale))
-            for k in vals:
-                if row[k] is not None:
-                    vals[k].append(row[k])
-            rows.append(row)
-        for k, v in vals.items():
-            finite = [x for x in v if np.isfinite(x) or x == float("inf")]
-            # NIQE is undefined (nan) on flat frames: averaged over the frames where it is defined.
-            summary[f"{k}_{method}"] = float(np.mean(finite)) if finite else None
-    return {"summary": summary, "frames": rows}
+        outputs["output"] = [rgb for _, rgb in frames_at(output, samples.idx)]
+    return score(video, samples, outputs, scale, niqe)

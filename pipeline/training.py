@@ -64,6 +64,23 @@ def effective_patch(frames: list[np.ndarray], patch: int, scale: int) -> int:
     return p
 
 
+def texture_grid(f: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
+    """Gradient energy (sum of |dx|+|dy| of the grey frame) of every ``patch``-side
+    window on a grid of stride patch/4, from an integral image: (energies, flattened
+    row-major; the grid's column count; the stride)."""
+    g = f.mean(axis=2, dtype=np.float32)
+    energy = np.zeros_like(g)
+    energy[:, 1:] += np.abs(np.diff(g, axis=1))
+    energy[1:, :] += np.abs(np.diff(g, axis=0))
+    ii = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    step = max(1, patch // 4)
+    ys = np.arange(0, g.shape[0] - patch + 1, step)
+    xs = np.arange(0, g.shape[1] - patch + 1, step)
+    p = patch
+    e = ii[ys[:, None] + p, xs[None, :] + p] - ii[ys[:, None], xs[None, :] + p] - ii[ys[:, None] + p, xs[None, :]] + ii[ys[:, None], xs[None, :]]
+    return np.maximum(e.ravel(), 0.0), len(xs), step
+
+
 class PatchSampler:
     """Random patches of frames: uniform positions, or positions weighted by the patch's
     gradient energy (``texture``), so flat sky and black borders rarely make a batch.
@@ -80,20 +97,10 @@ class PatchSampler:
         self._weights = [[self._texture(f) for f in src] for src in self.sources] if mode == "texture" else None
 
     def _texture(self, f: np.ndarray) -> tuple[np.ndarray, int]:
-        """Patch energies on a grid of stride patch/4 (from an integral image of |dx|+|dy|
-        of the grey frame), as a probability vector, and the grid's column count."""
-        g = f.mean(axis=2, dtype=np.float32)
-        energy = np.zeros_like(g)
-        energy[:, 1:] += np.abs(np.diff(g, axis=1))
-        energy[1:, :] += np.abs(np.diff(g, axis=0))
-        ii = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        step = max(1, self.patch // 4)
-        ys = np.arange(0, g.shape[0] - self.patch + 1, step)
-        xs = np.arange(0, g.shape[1] - self.patch + 1, step)
-        p = self.patch
-        e = ii[ys[:, None] + p, xs[None, :] + p] - ii[ys[:, None], xs[None, :] + p] - ii[ys[:, None] + p, xs[None, :]] + ii[ys[:, None], xs[None, :]]
-        w = np.maximum(e.ravel(), 0.0) + 1e-6 * p * p  # flat patches stay possible, just rare
-        return w / w.sum(), len(xs)
+        """Patch sampling probabilities on the texture grid, and the grid's column count."""
+        energy, cols, _ = texture_grid(f, self.patch)
+        w = energy + 1e-6 * self.patch * self.patch  # flat patches stay possible, just rare
+        return w / w.sum(), cols
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         s = int(rng.integers(len(self.sources)))
