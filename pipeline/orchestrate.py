@@ -523,16 +523,22 @@ def restore(
         reports.write(out_root, "videos", run_id, skipped_rows, store)
         skipped_rows.clear()
 
-    for job, error in failed_before or []:
+    def fail(job: VideoJob, error: str, announce: bool = True) -> None:
+        """A failed row for a video that never reached the restore flow, reported now."""
         base = _base_row(job, cfg, preset)
         base["error"] = error
+        if announce:
+            say(job.rel, f"FAILED: {error}")
         reports.write(out_root, "videos", run_id, [base], store)
         rows.append(base)
 
+    for job, error in failed_before or []:
+        fail(job, error, announce=False)  # the preparation step said so already
+
     in_flight: dict[Future, VideoJob] = {}
 
-    def collect(block: bool) -> None:
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED, timeout=None if block else 0)
+    def collect() -> None:
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
         for fut in done:
             job = in_flight.pop(fut)
             try:
@@ -550,11 +556,7 @@ def restore(
     with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="video") as pool:
         for n, job in enumerate(itertools.chain([first] if first else [], jobs), 1):
             if job.problem:
-                base = _base_row(job, cfg, preset)
-                base["error"] = job.problem
-                say(job.rel, f"FAILED: {job.problem}")
-                reports.write(out_root, "videos", run_id, [base], store)
-                rows.append(base)
+                fail(job, job.problem)
                 continue
             try:
                 state, other = run.done_state(job)
@@ -571,19 +573,15 @@ def restore(
                     flush_skipped()
                 continue
             if state in ("collision", "error") or busy:
-                base = _base_row(job, cfg, preset)
-                base["error"] = other if state == "error" else (
-                    f"{job.output} is the restored {other or busy}; {job.rel} would overwrite it: rename one, or set media.container")
-                say(job.rel, f"FAILED: {base['error']}")
-                reports.write(out_root, "videos", run_id, [base], store)
-                rows.append(base)
+                fail(job, other if state == "error" else
+                     f"{job.output} is the restored {other or busy}; {job.rel} would overwrite it: rename one, or set media.container")
                 continue
             say(job.rel, f"video {n}" + (f": source changed since run {other}, restoring again" if state == "changed" else ""))
             while len(in_flight) >= at_once:
-                collect(block=True)
+                collect()
             in_flight[pool.submit(run.process, job)] = job
         while in_flight:
-            collect(block=True)
+            collect()
     flush_skipped()
     outcome = Outcome(rows, skipped, run_id, layout)
     print_summary(outcome)

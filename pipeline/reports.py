@@ -81,10 +81,7 @@ def write(root: str, table: str, run_id: str, rows: list[dict[str, Any]], store:
     """
     if not rows:
         return None
-    tbl = to_table(table, rows)
-    uri = storage.join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet")
-    (store or Store()).write_bytes(uri, to_parquet(tbl))
-    return uri
+    return write_file(storage.join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet"), table, rows, store)
 
 
 def write_file(uri: str, table: str, rows: list[dict[str, Any]], store: Store | None = None) -> str:

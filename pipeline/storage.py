@@ -41,6 +41,11 @@ _clients: dict[Any, Any] = {}
 _clients_lock = threading.Lock()
 
 
+def _missing(e: Exception) -> bool:
+    """Whether a botocore ClientError says the object does not exist."""
+    return e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
@@ -181,7 +186,7 @@ class Store:
             self.client().head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(e):
                 return False
             raise
 
@@ -197,7 +202,7 @@ class Store:
         try:
             head = self.client().head_object(Bucket=bucket, Key=key)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(e):
                 raise FileNotFoundError(f"not found: {uri}") from None
             raise
         return Entry(rel, uri, int(head["ContentLength"]), "etag:" + head["ETag"].strip('"'))
@@ -219,7 +224,7 @@ class Store:
         try:
             return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(e):
                 if missing_ok:
                     return None
                 raise FileNotFoundError(f"not found: {uri}") from None
