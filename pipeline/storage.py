@@ -294,7 +294,7 @@ class Store:
             bucket, key = split(uri)
             self.client().put_object(Bucket=bucket, Key=key, Body=data)
             return
-        folder, name = os.path.split(uri)
+        folder, name = os.path.split(os.path.abspath(uri))
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -314,7 +314,7 @@ class Store:
             bucket, key = split(uri)
             self.client().upload_file(local_path, bucket, key)
             return
-        folder, name = os.path.split(uri)
+        folder, name = os.path.split(os.path.abspath(uri))
         os.makedirs(folder, exist_ok=True)
         try:
             os.replace(local_path, uri)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from typing import Any
 
 import torch
@@ -51,20 +50,10 @@ def to_bytes(model: EDSR, provenance: dict[str, Any]) -> bytes:
 
 
 def save(model: EDSR, path: str, provenance: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees a half-written checkpoint at ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(to_bytes(model, provenance))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically (local path or s3://): a reader never sees a half-written checkpoint at ``path``."""
+    from pipeline.storage import Store
+
+    Store().write_bytes(path, to_bytes(model, provenance))
 
 
 def _official_arch(state: dict[str, torch.Tensor]) -> dict[str, Any]:
