@@ -23,6 +23,7 @@ file object would run FFmpeg's reads through the GIL). The scratch space is boun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -39,6 +40,49 @@ from typing import Any
 
 _clients: dict[Any, Any] = {}
 _clients_lock = threading.Lock()
+
+
+class StorageError(OSError):
+    """A storage operation failed for a reason other than a missing object (access
+    denied, no space left, the endpoint failing after every retry); the message names
+    the URI and the store's reason, never credentials."""
+
+
+@contextlib.contextmanager
+def errors_about(uri: str, verb: str) -> Iterator[None]:
+    """Re-raise storage failures inside the block as ``StorageError("cannot <verb> <uri>:
+    <reason>")``: boto3's own messages name the operation, not the key, and an OSError
+    from writing (ENOSPC) names no file. FileNotFoundError passes unchanged."""
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except OSError as e:
+        err = StorageError(f"cannot {verb} {uri}: {e.strerror or e}")
+        err.errno = e.errno  # (ENOSPC, EACCES ...) for callers that test it
+        raise err from e
+    except Exception as e:
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(e, S3UploadFailedError) and isinstance(e.__context__, ClientError):
+            e = e.__context__  # the store's answer, without boto3's local temporary path
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            why = f"{err.get('Code', '?')} ({err.get('Message') or e.operation_name})"
+        elif isinstance(e, S3UploadFailedError):
+            why = str(e).rpartition(": An error occurred ")[2] or str(e)
+        elif isinstance(e, BotoCoreError):
+            why = str(e)
+        else:
+            raise
+        raise StorageError(f"cannot {verb} {uri}: {why}") from e
+
+
+def _tmp_name(folder: str) -> str:
+    """A hidden temporary name in ``folder``, of fixed length whatever the final name's
+    (a final name near the 255-byte limit must still be writable)."""
+    return os.path.join(folder, f".reelsr-{uuid.uuid4().hex[:12]}.tmp")
 
 
 def _missing(e: Exception) -> bool:
@@ -147,7 +191,7 @@ class Store:
                 from botocore.config import Config
 
                 cfg = Config(
-                    retries={"max_attempts": self.retries, "mode": "standard"},
+                    retries={"total_max_attempts": self.retries, "mode": "standard"},
                     s3={"addressing_style": self.addressing_style},
                     max_pool_connections=32,
                 )
@@ -182,13 +226,14 @@ class Store:
         bucket, key = split(uri)
         if not key or key.endswith("/"):
             return False  # a bucket or a "folder", not an object
-        try:
-            self.client().head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as e:
-            if _missing(e):
-                return False
-            raise
+        with errors_about(uri, "read"):
+            try:
+                self.client().head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError as e:
+                if _missing(e):
+                    return False
+                raise
 
     def entry(self, uri: str, rel: str = "") -> Entry:
         """Size and version of one file; FileNotFoundError when it is not there."""
@@ -199,12 +244,13 @@ class Store:
         from botocore.exceptions import ClientError
 
         bucket, key = split(uri)
-        try:
-            head = self.client().head_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if _missing(e):
-                raise FileNotFoundError(f"not found: {uri}") from None
-            raise
+        with errors_about(uri, "read"):
+            try:
+                head = self.client().head_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if _missing(e):
+                    raise FileNotFoundError(f"not found: {uri}") from None
+                raise
         return Entry(rel, uri, int(head["ContentLength"]), "etag:" + head["ETag"].strip('"'))
 
     def read_bytes(self, uri: str, missing_ok: bool = False) -> bytes | None:
@@ -221,14 +267,23 @@ class Store:
         from botocore.exceptions import ClientError
 
         bucket, key = split(uri)
-        try:
-            return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as e:
-            if _missing(e):
-                if missing_ok:
-                    return None
-                raise FileNotFoundError(f"not found: {uri}") from None
-            raise
+        from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        with errors_about(uri, "read"):
+            for attempt in range(1, self.retries + 1):
+                try:
+                    return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+                except ClientError as e:
+                    if _missing(e):
+                        if missing_ok:
+                            return None
+                        raise FileNotFoundError(f"not found: {uri}") from None
+                    raise
+                except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError):
+                    # botocore retries the request, not the body: a connection cut mid-body is retried here
+                    if attempt == self.retries:
+                        raise
+                    time.sleep(min(5.0, 0.1 * 2**attempt))
 
     def list_files(self, root: str, skip: str | None = None) -> Iterator[Entry]:
         """Files under ``root``, streamed in sorted order (S3: one page of 1,000 keys at a
@@ -240,15 +295,18 @@ class Store:
             skip_key = _folder_prefix(split(skip)[1]) if skip and is_s3(skip) and split(skip)[0] == bucket else None
             if skip_key is not None and not (skip_key.startswith(prefix) and skip_key != prefix):
                 skip_key = None  # the output is not inside the input: nothing to leave out
-            pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
+            pages = iter(self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+            while True:
+                with errors_about(root, "list"):
+                    page = next(pages, None)
+                if page is None:
+                    return
                 for obj in page.get("Contents", []):
                     key = obj["Key"]
                     rel = key[len(prefix):]
                     if not rel or key.endswith("/") or _hidden(rel) or (skip_key and key.startswith(skip_key)):
                         continue
                     yield Entry(rel, f"s3://{bucket}/{key}", int(obj["Size"]), "etag:" + obj["ETag"].strip('"'))
-            return
         skip_abs = os.path.abspath(skip) if skip and not is_s3(skip) else None
         seen: set[tuple[int, int]] = set()  # folders entered (device, inode): symlink loops end
 
@@ -283,52 +341,58 @@ class Store:
         bucket, prefix = split(folder)
         prefix = _folder_prefix(prefix)
         out = set()
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            out.update(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
+        with errors_about(folder, "list"):
+            for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                out.update(obj["Key"][len(prefix):] for obj in page.get("Contents", []))
         return out
 
     # ------------------------------------------------------------------ writing (atomic)
 
     def write_bytes(self, uri: str, data: bytes) -> None:
-        if is_s3(uri):
-            bucket, key = split(uri)
-            self.client().put_object(Bucket=bucket, Key=key, Body=data)
-            return
-        folder, name = os.path.split(os.path.abspath(uri))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, uri)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Commit ``data`` to ``uri`` (S3: one PUT; local: a hidden temporary file in the
+        same folder, renamed). On failure nothing is left: StorageError names ``uri``."""
+        with errors_about(uri, "write"):
+            if is_s3(uri):
+                bucket, key = split(uri)
+                self.client().put_object(Bucket=bucket, Key=key, Body=data)
+                return
+            folder = os.path.dirname(os.path.abspath(uri))
+            os.makedirs(folder, exist_ok=True)
+            tmp = _tmp_name(folder)
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, uri)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def put_file(self, local_path: str, uri: str) -> None:
         """Commit a finished local file to ``uri`` (S3: upload, multipart for big files;
         local: rename when on the same file system, else copy to a temporary name and
-        rename)."""
-        if is_s3(uri):
-            bucket, key = split(uri)
-            self.client().upload_file(local_path, bucket, key)
-            return
-        folder, name = os.path.split(os.path.abspath(uri))
-        os.makedirs(folder, exist_ok=True)
-        try:
-            os.replace(local_path, uri)
-            return
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, uri)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        rename). On failure nothing is left under ``uri`` (a failed multipart upload is
+        aborted by boto3); StorageError names ``uri``."""
+        with errors_about(uri, "write"):
+            if is_s3(uri):
+                bucket, key = split(uri)
+                self.client().upload_file(local_path, bucket, key)
+                return
+            folder = os.path.dirname(os.path.abspath(uri))
+            os.makedirs(folder, exist_ok=True)
+            try:
+                os.replace(local_path, uri)
+                return
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+            tmp = _tmp_name(folder)
+            try:
+                shutil.copyfile(local_path, tmp)
+                os.replace(tmp, uri)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def delete_tree(self, uri: str) -> None:
         """Remove ``uri`` and everything under it (best effort; missing is fine)."""
@@ -340,10 +404,11 @@ class Store:
         if not prefix:
             raise ValueError(f"refusing to delete a whole bucket: {uri}")
         client = self.client()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        with errors_about(uri, "delete"):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
     # ------------------------------------------------------------------ local copies
 
@@ -384,7 +449,8 @@ class Store:
                 self._evict(root, need=entry.size)
                 tmp = os.path.join(self.scratch("tmp"), f"{digest}.{uuid.uuid4().hex[:8]}.download")
                 try:
-                    self.client().download_file(*split(uri), tmp)
+                    with errors_about(uri, "download"):
+                        self.client().download_file(*split(uri), tmp)
                     if os.path.getsize(tmp) != entry.size:
                         raise RuntimeError(f"{uri}: downloaded {os.path.getsize(tmp)} bytes, expected {entry.size}")
                     os.replace(tmp, path)

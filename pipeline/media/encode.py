@@ -221,22 +221,23 @@ def _audio_reencoded(source, in_stream, out_stream):
         yield packet.dts * packet.time_base, packet
 
 
-def assemble(chunk_paths: list[str], source_path: str, out_path: str) -> None:
+def assemble(chunk_paths: list[str], source_path: str, out_path: str, rotation: int = 0) -> None:
     """Join the chunks' video and the source's audio into `out_path`.
 
     Video packets of `chunk_paths` are copied in order (they must share codec
     parameters and have increasing DTS); every audio stream of `source_path` is
     copied unchanged, or re-encoded to AAC if the output container cannot hold
     its codec. The container follows out_path's extension (.mp4/.m4v, .mov,
-    .mkv; mp4 otherwise). The file is written under a temporary name in the same
-    directory and renamed to `out_path` only when complete.
+    .mkv; mp4 otherwise). `rotation` (degrees, counter-clockwise) is written as the
+    video's display matrix, so players turn it as they turned the source. The file is
+    written under a temporary name in the same directory and renamed to `out_path`
+    only when complete.
     """
     if not chunk_paths:
         raise ValueError("assemble: no chunks")
-    out_dir, name = os.path.split(os.path.abspath(out_path))
-    tmp_path = os.path.join(
-        out_dir, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
-    )
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    # fixed length: a final name near the file system's 255-byte limit stays writable
+    tmp_path = os.path.join(out_dir, f".reelsr-{uuid.uuid4().hex[:12]}.partial")
     try:
         with contextlib.ExitStack() as stack:
             first = stack.enter_context(av.open(chunk_paths[0]))
@@ -253,6 +254,8 @@ def assemble(chunk_paths: list[str], source_path: str, out_path: str) -> None:
             )
             video_out = out.add_stream_from_template(template)
             video_out.time_base = template.time_base
+            if rotation:
+                video_out.set_display_rotation(rotation)
             sources = [_video_packets(chunk_paths, video_out)]
             for index in range(len(source.streams.audio)):
                 # one demuxer per audio stream: the streams are read side by side
