@@ -26,7 +26,7 @@ from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
-from pipeline.storage import Store, is_s3, split
+from pipeline.storage import Store, errors_about, is_s3, split
 from pipeline.training import drop_near_duplicates, reservoir
 
 
@@ -83,9 +83,12 @@ def extract_training_frames(
 
 
 @ray.remote(num_cpus=1)
-def assemble_task(store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int) -> dict[str, int]:
-    """Join the restored chunks and the source's audio, check the frame count, and
-    commit the result to ``output``; returns the output's width, height and frames."""
+def assemble_task(
+    store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int, rotation: int = 0
+) -> dict[str, int]:
+    """Join the restored chunks and the source's audio (and display rotation), check the
+    frame count, and commit the result to ``output``; returns the output's width, height
+    and frames."""
     src = store.local_copy(source, version)
     work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch())
     tmp = _local_tmp(store, output, os.path.splitext(output)[1])
@@ -94,10 +97,12 @@ def assemble_task(store: Store, chunk_uris: list[str], source: str, version: str
         for i, uri in enumerate(chunk_uris):
             if is_s3(uri):
                 paths.append(os.path.join(work, f"{i:05d}{os.path.splitext(uri)[1]}"))
-                store.client().download_file(*split(uri), paths[-1])
+                with errors_about(uri, "download"):
+                    store.client().download_file(*split(uri), paths[-1])
             else:
                 paths.append(uri)
-        assemble(paths, src, tmp)
+        with errors_about(output, "write"):  # a full disk names the output, not its temporary name
+            assemble(paths, src, tmp, rotation)
         info = probe(tmp)
         if info.frames != expected_frames:
             raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
@@ -149,7 +154,8 @@ class ChunkRestorer:
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         tmp = _local_tmp(store, out_uri, "." + media.container)
         try:
-            n = self._encode(model, scale, info, chunk, tmp, media)
+            with errors_about(out_uri, "write"):
+                n = self._encode(model, scale, info, chunk, tmp, media)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
             store.put_file(tmp, out_uri)
@@ -160,10 +166,12 @@ class ChunkRestorer:
 
     def _encode(self, model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, tmp: str, media: MediaConfig) -> int:
         n = 0
+        # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
+        width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
         with ChunkWriter(
             tmp,
-            width=info.width * scale,
-            height=info.height * scale,
+            width=width,
+            height=height,
             time_base=info.time_base,
             rate=info.rate,
             colorspace=info.colorspace,
@@ -183,7 +191,7 @@ class ChunkRestorer:
                     amp=self.amp,
                 )
                 for (pts, _), frame in zip(batch, out, strict=True):
-                    writer.write(pts, frame)
+                    writer.write(pts, frame[:height, :width])
                 batch.clear()
 
             for pts, rgb in decode_chunk(info.path, chunk, info):

@@ -231,6 +231,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_pixels: int = _f(3840 * 2160, "Largest input frame (width x height, as the file declares it) a video may have; larger videos fail with the reason. 0: no limit.")
+    max_seconds: float = _f(6 * 3600.0, "Longest input (video stream duration, seconds) a video may have; longer videos fail with the reason. 0: no limit.")
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 0:
+            raise ValueError(f"limits.max_pixels must be >= 0, got {self.max_pixels}")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise ValueError(f"limits.max_seconds must be a number >= 0, got {self.max_seconds}")
+
+
+@dataclass(frozen=True)
 class RestoreConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
     device: str = _f("auto", 'Where training and inference run: "auto" (GPUs when the cluster has them now, else CPU), "gpu" (request GPUs: on an autoscaling cluster whose GPU workers start at zero), or "cpu".')
@@ -240,6 +252,7 @@ class RestoreConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     videos_at_once: int = _f(0, "Videos restored concurrently (their stages overlap on the cluster). 0: from the cluster, max(GPUs, CPUs // 4), at least 1, at most 16.")
 
     def __post_init__(self) -> None:

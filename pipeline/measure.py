@@ -17,6 +17,7 @@ when a high-resolution reference video is given.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,4 +164,9 @@ def measure_video(
             outputs[method] = model_outputs(samples, blob, scale, precision, tile, tile_overlap)
     if output is not None:
         outputs["output"] = [rgb for _, rgb in frames_at(output, samples.idx)]
+        # an odd output side was cut to even for yuv420p: every method is compared on that area
+        h, w = outputs["output"][0].shape[:2]
+        outputs = {m: [f[:h, :w] for f in frames] for m, frames in outputs.items()}
+        if samples.refs is not None:
+            samples = dataclasses.replace(samples, refs=[r[:h, :w] for r in samples.refs])
     return score(video, samples, outputs, scale, niqe)

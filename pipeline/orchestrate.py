@@ -31,13 +31,17 @@ import ray
 
 from pipeline import reports, storage
 from pipeline.config import RestoreConfig
-from pipeline.media.chunks import plan_chunks
+from pipeline.media.chunks import DamagedChunk, plan_chunks
 from pipeline.models import checkpoint
 from pipeline.resources import check_train_workers, inference_pool, use_gpu
 from pipeline.storage import Store, check_uri, is_s3, join
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 SKIPPED_ROWS_PER_FILE = 1000
+
+
+class DamagedVideo(ValueError):
+    """Frames of a video could not be decoded: it is not restored (frames would be lost)."""
 
 
 def reason(e: BaseException) -> str:
@@ -92,20 +96,44 @@ class Layout:
         return cls(root, f"x{cfg.scale}-{cfg.hash()}", cfg.media.container)
 
     def job(self, entry: storage.Entry, reference: str | None) -> VideoJob:
-        problem = storage.unsafe_rel(entry.rel)
+        out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
+        problem = storage.unsafe_rel(entry.rel) or self._too_long(out_rel)
         if problem:
             return VideoJob(entry.rel, entry.uri, entry.size, entry.version, "", "", None, problem)
-        out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
         return VideoJob(entry.rel, entry.uri, entry.size, entry.version, out_rel, join(self.root, self.tag, out_rel), reference)
 
+    def _too_long(self, out_rel: str) -> str | None:
+        """Why the output name cannot be stored (None when it can): a local file name
+        over 255 bytes, or an S3 key over 1,024 bytes."""
+        out = join(self.root, self.tag, out_rel)
+        if storage.is_s3(out):
+            n = len(storage.split(out)[1].encode())
+            return f"name too long: the output key would be {n} bytes (S3 allows 1024)" if n > 1024 else None
+        n = max(len(part.encode()) for part in out_rel.split("/"))
+        return f"name too long: an output file name would be {n} bytes (the file system allows {NAME_MAX})" if n > NAME_MAX else None
+
     def done(self, job: VideoJob) -> str:
-        return join(self.root, ".reelsr", "done", self.tag, job.out_rel + ".json")
+        return join(self.root, ".reelsr", "done", self.tag, _fit(job.out_rel, ".json"))
 
     def work(self, job: VideoJob) -> str:
-        return join(self.root, ".reelsr", "work", self.tag, f"{job.rel}.{job.fingerprint}")
+        return join(self.root, ".reelsr", "work", self.tag, _fit(job.rel, f".{job.fingerprint}"))
 
     def checkpoint(self, job: VideoJob, train_hash: str) -> str:
-        return join(self.root, "checkpoints", f"{job.rel}.{train_hash}.{job.fingerprint}.pt")
+        return join(self.root, "checkpoints", _fit(job.rel, f".{train_hash}.{job.fingerprint}.pt"))
+
+
+NAME_MAX = 255  # bytes per file name on Linux file systems
+
+
+def _fit(rel: str, suffix: str) -> str:
+    """``rel + suffix``, with the last name shortened (a prefix and a hash of the whole
+    name) when the suffix would push it over NAME_MAX bytes."""
+    folder, _, name = rel.rpartition("/")
+    if len((name + suffix).encode()) > NAME_MAX:
+        digest = "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        keep = name.encode()[: NAME_MAX - len(suffix.encode()) - len(digest) - 3].decode("utf-8", "ignore")
+        name = keep + digest
+    return f"{folder}/{name}{suffix}" if folder else name + suffix
 
 
 def iter_videos(store: Store, input_uri: str, layout: Layout, reference: str | None) -> Iterator[VideoJob]:
@@ -210,8 +238,10 @@ class Heartbeat:
 def run_chunks(
     label: str, info, work: list, ckpt: bytes, cfg: RestoreConfig, gpu: bool, store: Store, version: str,
     heartbeat: Heartbeat, done_frames: int = 0, start_timeout_s: float = 600.0,
-) -> None:
-    """Restore ``work`` ([(chunk, uri)]) on a pool of inference actors, printing progress.
+) -> list[DamagedChunk]:
+    """Restore ``work`` ([(chunk, uri)]) on a pool of inference actors, printing progress;
+    returns the chunks that could not be decoded whole (the others are still restored,
+    so the report can say how many frames of the video are damaged).
 
     Work goes only to actors that have started, so an actor waiting for resources the
     cluster does not have (yet), or that other videos hold, delays nothing; if none
@@ -221,7 +251,7 @@ def run_chunks(
     from pipeline.actors import restorer_actor
 
     if not work:
-        return
+        return []
     pool = inference_pool(cfg, len(work), gpu)
     actors = [restorer_actor(cfg.infer, pool.use_gpu, pool.cpus_per_actor) for _ in range(pool.actors)]
     what = "1 GPU" if pool.use_gpu else f"{pool.cpus_per_actor} CPU"
@@ -234,6 +264,7 @@ def run_chunks(
     working: dict[Any, Any] = {}
     t0 = time.perf_counter()
     first = done_frames
+    damaged: list[DamagedChunk] = []
 
     def give(actor) -> None:
         if queue:
@@ -265,7 +296,11 @@ def run_chunks(
                 give(starting.pop(ref))
                 continue
             actor = working.pop(ref)
-            done_frames += ray.get(ref)["frames"]
+            try:
+                done_frames += ray.get(ref)["frames"]
+            except DamagedChunk as e:  # (a RayTaskError that is also the DamagedChunk raised)
+                damaged.append(e)
+                say(label, f"infer: chunk {e.chunk}: {e.frames} frames could not be decoded")
             heartbeat.beat()
             rate = (done_frames - first) / (time.perf_counter() - t0)
             say(label, f"infer: {done_frames}/{info.frames} frames  {rate:.1f} fps")
@@ -274,6 +309,21 @@ def run_chunks(
         wait_state(False)
         for a in actors:
             ray.kill(a)
+    return damaged
+
+
+def check_input(info, cfg: RestoreConfig) -> None:
+    """Refuse, with the reason, a video the run should not restore: frames too small to
+    train on, or larger or longer than the configured limits (read from the file's
+    header, before anything is decoded)."""
+    lim = cfg.limits
+    side = 2 * cfg.scale
+    if min(info.width, info.height) < side:
+        raise ValueError(f"{info.width}x{info.height} is too small to restore x{cfg.scale} (each side needs at least {side} px)")
+    if lim.max_pixels and info.width * info.height > lim.max_pixels:
+        raise ValueError(f"{info.width}x{info.height} ({info.width * info.height:,} pixels) is over limits.max_pixels ({lim.max_pixels:,})")
+    if lim.max_seconds and info.duration > lim.max_seconds:
+        raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
 
 
 class Run:
@@ -370,7 +420,7 @@ class Run:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, EDSR {cfg.model.n_resblocks}x{cfg.model.n_feats}, "
             f"{cfg.train.workers} {'GPU' if gpu else 'CPU'} worker(s)")
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job.rel)[-80:]
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray Train run name
         arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
         train_with_ray(
             frames_ref, cfg=cfg.train, arch=arch, start=self.pretrained, scale=cfg.scale, use_gpu=gpu,
@@ -404,9 +454,12 @@ class Run:
         info = ray.get(probe_task.remote(store, job.source, job.version))
         chunks = plan_chunks(info, cfg.media.chunk_frames)
         row.update(width=info.width, height=info.height, fps=float(info.rate), duration_s=info.duration,
-                   has_audio=info.has_audio, chunks=len(chunks), frames_in=info.frames)
-        say(label, f"probe: {info.width}x{info.height} {float(info.rate):.3f} fps, {info.frames} frames, "
-            f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks")
+                   has_audio=info.has_audio, chunks=len(chunks), frames_in=info.frames, pix_fmt=info.pix_fmt,
+                   rotation=info.rotation, interlaced=info.interlaced)
+        say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
+            f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks"
+            + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else ""))
+        check_input(info, cfg)
         gpu = use_gpu(cfg)
 
         # --- fine-tune (or reuse a finished one) -------------------------------
@@ -424,8 +477,16 @@ class Run:
         reused_frames = sum(c.frames for c, u in zip(chunks, uris, strict=True) if storage.name_of(u) in have)
         if row["chunks_reused"]:
             say(label, f"infer: reusing {row['chunks_reused']}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
-        run_chunks(label, info, todo, ckpt, cfg, gpu, store, job.version, self.heartbeat, done_frames=reused_frames)
-        out = ray.get(assemble_task.remote(store, uris, job.source, job.version, job.output, info.frames))
+        damaged = run_chunks(label, info, todo, ckpt, cfg, gpu, store, job.version, self.heartbeat, done_frames=reused_frames)
+        row["frames_damaged"] = 0
+        if damaged:
+            row["frames_damaged"] = sum(d.frames for d in damaged)
+            raise DamagedVideo(
+                f"{job.source}: {row['frames_damaged']} of {info.frames} frames could not be decoded "
+                f"(chunks {', '.join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))}: "
+                f"{sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt); "
+                "not restored, so that no frame is silently lost")
+        out = ray.get(assemble_task.remote(store, uris, job.source, job.version, job.output, info.frames, info.rotation))
         row.update(frames_out=out["frames"], output=job.output)
         row["infer_seconds"] = time.perf_counter() - t0
         say(label, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
@@ -462,7 +523,8 @@ def _base_row(job: VideoJob, cfg: RestoreConfig, preset: str | None) -> dict[str
     return {
         "video": job.rel, "source": job.source, "source_bytes": job.size, "output": None, "status": "failed", "error": None,
         "restored_run_id": None, "config_hash": cfg.hash(), "preset": preset, "scale": cfg.scale, "width": None, "height": None,
-        "fps": None, "duration_s": None, "has_audio": None, "chunks": None, "frames_in": None, "frames_out": None,
+        "fps": None, "duration_s": None, "has_audio": None, "pix_fmt": None, "rotation": None, "interlaced": None,
+        "chunks": None, "frames_in": None, "frames_out": None, "frames_damaged": None,
         "train_frames": None, "train_steps": None, "train_loss_first": None, "train_loss_last": None,
         "checkpoint": None, "checkpoint_reused": None, "chunks_reused": None, "pretrained": cfg.model.pretrained, "metric_frames": None,
         **EMPTY_METRICS, "train_seconds": None, "infer_seconds": None, "metrics_seconds": None,

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.config import MediaConfig
 from pipeline.media.chunks import (
+    DamagedChunk,
     decode_chunk,
     from_rgb,
     iter_training_frames,
@@ -222,7 +223,7 @@ def test_decode_chunk_drops_frames_before_start(reference):
 def test_decode_chunk_raises_on_count_mismatch(reference):
     info, _ = reference[CARPHONE]
     chunk = plan_chunks(info, 10)[1]
-    with pytest.raises(RuntimeError, match="expected 11"):
+    with pytest.raises(DamagedChunk, match="1 of 11 frames could not be decoded"):
         list(decode_chunk(CARPHONE, dataclasses.replace(chunk, frames=11), info))
 
 

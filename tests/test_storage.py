@@ -11,7 +11,7 @@ from jobs.query import EXAMPLES, query
 from pipeline import reports
 from pipeline.config import build_config
 from pipeline.orchestrate import Layout, Run, iter_videos, list_videos
-from pipeline.storage import Store, check_uri
+from pipeline.storage import Entry, Store, check_uri
 from tests.test_reports import video_row
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -165,6 +165,35 @@ def test_names_that_would_escape_the_output_fail_alone(s3_env, tmp_path):
     assert jobs["ok.mp4"].problem is None and jobs["ok.mp4"].output.startswith(str(tmp_path / "out"))
     for rel in ("/abs.mp4", "a//b.mp4"):
         assert "unusable name" in jobs[rel].problem and jobs[rel].output == ""
+
+
+def test_hostile_keys_cannot_write_outside_the_output(s3_env, tmp_path):
+    """Keys with '..', absolute parts, NUL, unicode, and names too long for the output: each
+    either maps under OUT or fails alone with the reason; derived names stay within limits."""
+    bucket = s3_env.bucket()
+    long_key = "tapes/" + "v" * 1020 + ".mp4"  # S3 keys go to 1,024 bytes; OUT/x2-<hash>/ would pass it
+    for k in ("tapes/../../etc/passwd.mp4", "tapes/a/../b.mp4", "tapes/nul\x00.mp4", "tapes/\u6620\u50cf \u2615.mp4",
+              long_key, "tapes/" + "w" * 300 + ".mp4"):
+        s3_env.client().put_object(Bucket=bucket, Key=k, Body=b"x")
+    cfg = build_config("tiny")
+    for out in (f"s3://{bucket}/out", str(tmp_path / "out")):
+        jobs = {j.rel: j for j in list_videos(f"s3://{bucket}/tapes", out, cfg)}
+        assert "../../etc/passwd.mp4" not in jobs and "a/../b.mp4" not in jobs  # dot parts are hidden: never listed
+        assert "unusable name" in jobs["nul\x00.mp4"].problem
+        assert jobs["\u6620\u50cf \u2615.mp4"].problem is None
+        assert "name too long" in jobs[long_key[6:]].problem
+        long_local = jobs["w" * 300 + ".mp4"]
+        if out.startswith("s3://"):  # a 304-byte name is a fine S3 key; its derived names too
+            assert long_local.problem is None
+        else:
+            assert "name too long: an output file name would be 304 bytes" in long_local.problem
+        for j in jobs.values():
+            assert j.problem or (j.output.startswith(out + "/") and "/../" not in j.output)
+    layout = Layout.of(str(tmp_path / "out"), cfg)
+    job = layout.job(Entry("d/" + "\u00e9" * 125 + ".mp4", "u", 1, "v"), None)  # a 254-byte name
+    for derived in (layout.done(job), layout.checkpoint(job, "h" * 12), layout.work(job)):
+        name = os.path.basename(derived)
+        assert len(name.encode()) <= 255 and derived.startswith(str(tmp_path / "out") + "/"), derived
 
 
 def test_bucket_root_and_output_around_input(s3_env, tmp_path):

@@ -16,8 +16,9 @@ accurate rounding and full chroma interpolation in swscale. A decoded frame expl
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -166,6 +167,67 @@ def _packets_from(container, stream, chunk: Chunk, info: VideoInfo):
             return
 
 
+class DamagedChunk(ValueError):
+    """Frames of a chunk could not be decoded (damaged data): how many are missing, how
+    many came out flagged corrupt, and how many packets the decoder rejected."""
+
+    def __init__(self, message: str, chunk: int, missing: int, corrupt: int, errors: int) -> None:
+        super().__init__(message, chunk, missing, corrupt, errors)  # all in args: it pickles (Ray ships it)
+        self.chunk, self.missing, self.corrupt, self.errors = chunk, missing, corrupt, errors
+
+    @classmethod
+    def of(cls, path: str, chunk: Chunk, missing: int, corrupt: int, errors: int) -> DamagedChunk:
+        return cls(
+            f"{path}: chunk {chunk.index}: {missing + corrupt} of {chunk.frames} frames could not be decoded "
+            f"({missing} missing, {corrupt} flagged corrupt; {errors} packets rejected by the decoder)",
+            chunk.index, missing, corrupt, errors,
+        )
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    @property
+    def frames(self) -> int:
+        return self.missing + self.corrupt
+
+
+def _decode(stream, packet, errors: list[str]) -> list:
+    """``stream.decode(packet)``, a damaged packet counted in ``errors`` instead of raised
+    (the decoder goes on with the next one, as a player would)."""
+    try:
+        return stream.decode(packet)
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):  # reading the file failed: not damaged data
+            raise
+        errors.append(str(exc))
+        return []
+
+
+def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoFrame]:
+    """``frames`` with those flagged interlaced deinterlaced by FFmpeg's bwdif, one frame
+    out per frame in (timestamps kept); progressive frames pass unchanged. bwdif looks
+    one frame ahead, so each comes out once the next is in (the last on the flush)."""
+    graph = av.filter.Graph()
+    src = graph.add_buffer(template=stream)
+    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+    sink = graph.add("buffersink")
+    src.link_to(bwdif)
+    bwdif.link_to(sink)
+    graph.configure()
+    for frame in itertools.chain(frames, [None]):
+        graph.push(frame)
+        while True:
+            try:
+                out = graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                break
+            # bwdif halves the time base (it can also output one frame per field): back to the stream's
+            if out.time_base != stream.time_base:
+                out.pts = int(out.pts * Fraction(out.time_base) / stream.time_base)
+                out.time_base = stream.time_base
+            yield out
+
+
 def decode_chunk(
     path: str, chunk: Chunk, info: VideoInfo
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -174,38 +236,45 @@ def decode_chunk(
     Yields (pts, rgb) for exactly the frames whose pts is in
     [chunk.start_pts, chunk.end_pts), in presentation order; pts is in the
     video stream's time_base, rgb is uint8 (H, W, 3), full range 0..255,
-    converted with `info.colorspace`. Raises RuntimeError if the decoder
-    produced a different number of frames than chunk.frames, or out of order.
+    converted with `info.colorspace`. Packets the decoder rejects (and frames it puts
+    out of order) are counted, not raised; after the last frame, raises DamagedChunk if
+    frames are missing or came out flagged corrupt. An interlaced video
+    (``info.interlaced``) is deinterlaced (``_deinterlaced``); the frames before the
+    chunk that the decoder goes through serve as the first frame's neighbours.
     """
     count = 0
+    corrupt: set[int] = set()  # pts of frames the decoder flagged
+    errors: list[str] = []
     last_pts: int | None = None
     with av.open(path) as container:
         stream = container.streams.video[0]
-        done = False
-        for packet in _packets_from(container, stream, chunk, info):
-            for frame in stream.decode(packet):
-                if frame.pts is None:
-                    raise RuntimeError(
-                        f"{path}: decoded frame without pts in chunk {chunk.index}"
-                    )
-                if not chunk.contains(frame.pts):
-                    continue
-                if last_pts is not None and frame.pts <= last_pts:
-                    raise RuntimeError(
-                        f"{path}: chunk {chunk.index}: frame pts {frame.pts} after {last_pts}"
-                    )
-                last_pts = frame.pts
-                count += 1
-                yield frame.pts, to_rgb(frame, info.colorspace)
-                if count == chunk.frames:
-                    done = True
-                    break
-            if done:
+
+        def decoded() -> Iterator[av.VideoFrame]:
+            for packet in _packets_from(container, stream, chunk, info):
+                for frame in _decode(stream, packet, errors):
+                    if frame.is_corrupt and frame.pts is not None:
+                        corrupt.add(frame.pts)
+                    yield frame
+
+        frames = _deinterlaced(decoded(), stream) if info.interlaced else decoded()
+        for frame in frames:
+            if frame.pts is None:
+                raise RuntimeError(f"{path}: decoded frame without pts in chunk {chunk.index}")
+            if chunk.end_pts is not None and frame.pts >= chunk.end_pts:
+                break  # frames come in presentation order: the chunk's are all out
+            if not chunk.contains(frame.pts):
+                continue
+            if last_pts is not None and frame.pts <= last_pts:  # damaged data upset the reordering
+                errors.append(f"frame pts {frame.pts} after {last_pts}")
+                continue
+            last_pts = frame.pts
+            count += 1
+            yield frame.pts, to_rgb(frame, info.colorspace)
+            if count == chunk.frames:
                 break
-    if count != chunk.frames:
-        raise RuntimeError(
-            f"{path}: chunk {chunk.index} decoded {count} frames, expected {chunk.frames}"
-        )
+    flagged = sum(1 for pts in corrupt if chunk.contains(pts))
+    if count < chunk.frames or flagged:
+        raise DamagedChunk.of(path, chunk, chunk.frames - count, flagged, len(errors))
 
 
 def _parse_policy(policy: str) -> tuple[str, Fraction | None]:
@@ -245,7 +314,15 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
         if kind == "iframes":
             stream.codec_context.skip_frame = "NONKEY"
         next_k = 0  # index of the next multiple of 1/fps to satisfy
-        for frame in container.decode(stream):
+        errors: list[str] = []  # damaged packets are skipped here; inference reports them
+        decoded = (f for packet in container.demux(stream) for f in _decode(stream, packet, errors) if not f.is_corrupt)
+        if not info.interlaced:
+            frames: Iterable[av.VideoFrame] = decoded
+        elif kind == "iframes":  # keyframes are far apart: each deinterlaced on its own
+            frames = (d for f in decoded for d in _deinterlaced([f], stream))
+        else:
+            frames = _deinterlaced(decoded, stream)
+        for frame in frames:
             t = (frame.pts - info.start_pts) * info.time_base
             if kind == "fps":
                 if t < next_k / fps:

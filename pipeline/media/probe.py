@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import fractions
+import os
 from dataclasses import dataclass
 
 import av
@@ -38,6 +39,8 @@ class VideoInfo:
     colorspace: str  # "bt709" or "bt601"
     has_audio: bool
     audio_codec: str | None
+    rotation: int = 0  # display rotation in degrees (counter-clockwise, FFmpeg's sign), from the display matrix
+    interlaced: bool = False  # the stream is flagged interlaced (field order top/bottom first)
 
 
 def colorspace_of(stream_colorspace: int, height: int) -> str:
@@ -54,20 +57,44 @@ def colorspace_of(stream_colorspace: int, height: int) -> str:
     return "bt709" if height >= 720 else "bt601"
 
 
+# Demuxers FFmpeg uses for single images (a photo renamed .mp4 opens as one of these).
+_IMAGE_FORMATS = ("image2", "image2pipe")
+
+
+def _first_frame(path: str) -> av.VideoFrame:
+    """The first decodable frame of the video stream (its rotation and interlacing)."""
+    try:
+        with av.open(path) as container:
+            for frame in container.decode(video=0):
+                return frame
+    except av.FFmpegError as exc:
+        raise ValueError(f"{path}: cannot decode the first frame: {exc}") from exc
+    raise ValueError(f"{path}: no frame of the video stream can be decoded")
+
+
 def probe(path: str) -> VideoInfo:
     """Describe the first video stream of `path`.
 
     Raises ValueError (naming the file and the reason) if the container cannot be
-    read, has no video stream, has no video packets, or has video packets
-    without timestamps.
+    read, is a still image, has no video stream, has no video packets, has video
+    packets without timestamps, holds fewer video packets than its index declares
+    (a truncated file), or its first frame cannot be decoded.
     """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file (0 bytes)")
     try:
         container = av.open(path)
+    except av.InvalidDataError as exc:
+        raise ValueError(f"{path}: cannot read container: not a video, or truncated/damaged (no readable index): {exc}") from exc
     except (av.FFmpegError, OSError) as exc:
         raise ValueError(f"{path}: cannot read container: {exc}") from exc
     try:
+        fmt = container.format.name
+        if fmt in _IMAGE_FORMATS or fmt.endswith("_pipe"):
+            raise ValueError(f"{path}: a still image ({fmt}), not a video")
         if not container.streams.video:
-            raise ValueError(f"{path}: no video stream")
+            what = "audio only" if container.streams.audio else "no streams"
+            raise ValueError(f"{path}: no video stream ({what})")
         stream = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         time_base = stream.time_base
@@ -91,6 +118,12 @@ def probe(path: str) -> VideoInfo:
             raise ValueError(f"{path}: video stream has no packets")
         if not keyframes:
             raise ValueError(f"{path}: video stream has no keyframe")
+        if stream.frames and len(pts_list) < stream.frames:
+            raise ValueError(
+                f"{path}: truncated or damaged: its index declares {stream.frames} video frames, "
+                f"the file holds {len(pts_list)}"
+            )
+        first = _first_frame(path)
 
         start_pts = min(pts_list)
         keys = sorted(set(keyframes))
@@ -120,6 +153,8 @@ def probe(path: str) -> VideoInfo:
             colorspace=colorspace_of(ctx.colorspace, ctx.height),
             has_audio=audio is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
+            rotation=int(round(first.rotation or 0)) % 360,
+            interlaced=bool(first.interlaced_frame) or ctx.field_order > 1,
         )
     finally:
         container.close()
