@@ -26,7 +26,7 @@ from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
-from pipeline.storage import Store, errors_about, is_s3, split
+from pipeline.storage import StorageError, Store, errors_about, is_s3, split
 from pipeline.training import drop_near_duplicates, reservoir
 
 
@@ -44,7 +44,20 @@ def _local_tmp(store: Store, final_uri: str, suffix: str) -> str:
     same folder for local storage (the commit is a rename), the scratch space for S3."""
     folder = store.scratch() if is_s3(final_uri) else os.path.dirname(final_uri)
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f".{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    return os.path.join(folder, f".reelsr-{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def _writing(uri: str, tmp: str) -> Iterator[None]:
+    """An OSError about a file beside ``tmp`` (the temporary file, or the encoder's own
+    partial file: a full disk, a refused write) names ``uri``, the file the user will
+    look for; errors reading the inputs pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, StorageError) or os.path.dirname(str(getattr(e, "filename", "") or "")) != os.path.dirname(tmp):
+            raise
+        raise StorageError(f"cannot write {uri}: {e.strerror or e}", e.errno) from e
 
 
 @contextlib.contextmanager
@@ -59,12 +72,12 @@ def _named(local: str, uri: str) -> Iterator[None]:
 
 
 @ray.remote(num_cpus=1)
-def probe_task(store: Store, source: str, version: str) -> VideoInfo:
+def probe_task(store: Store, source: str, version: str, max_pixels: int = 0) -> VideoInfo:
     """Probe a video where it will be read (its scratch copy then serves later tasks on
     the node). The returned ``path`` is the store URI, not the node's copy."""
     local = store.local_copy(source, version)
     with _named(local, source):
-        return dataclasses.replace(probe(local), path=source)
+        return dataclasses.replace(probe(local, max_pixels), path=source)
 
 
 @ray.remote(num_cpus=1, num_returns=2)
@@ -101,7 +114,7 @@ def assemble_task(
                     store.client().download_file(*split(uri), paths[-1])
             else:
                 paths.append(uri)
-        with errors_about(output, "write"):  # a full disk names the output, not its temporary name
+        with _writing(output, tmp):
             assemble(paths, src, tmp, rotation)
         info = probe(tmp)
         if info.frames != expected_frames:
@@ -154,7 +167,7 @@ class ChunkRestorer:
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         tmp = _local_tmp(store, out_uri, "." + media.container)
         try:
-            with errors_about(out_uri, "write"):
+            with _writing(out_uri, tmp):
                 n = self._encode(model, scale, info, chunk, tmp, media)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")

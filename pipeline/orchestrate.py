@@ -97,18 +97,20 @@ class Layout:
 
     def job(self, entry: storage.Entry, reference: str | None) -> VideoJob:
         out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
-        problem = storage.unsafe_rel(entry.rel) or self._too_long(out_rel)
+        problem = storage.unsafe_rel(entry.rel) or self._too_long(entry.rel, out_rel)
         if problem:
             return VideoJob(entry.rel, entry.uri, entry.size, entry.version, "", "", None, problem)
         return VideoJob(entry.rel, entry.uri, entry.size, entry.version, out_rel, join(self.root, self.tag, out_rel), reference)
 
-    def _too_long(self, out_rel: str) -> str | None:
+    def _too_long(self, rel: str, out_rel: str) -> str | None:
         """Why the output name cannot be stored (None when it can): a local file name
-        over 255 bytes, or an S3 key over 1,024 bytes."""
+        over 255 bytes, or an S3 key over 1,024 bytes (the longest the video needs: a
+        chunk in its work folder)."""
         out = join(self.root, self.tag, out_rel)
         if storage.is_s3(out):
-            n = len(storage.split(out)[1].encode())
-            return f"name too long: the output key would be {n} bytes (S3 allows 1024)" if n > 1024 else None
+            chunk = join(self.root, ".reelsr", "work", self.tag, f"{rel}.{'0' * 8}", "0" * 12, f"chunk-00000.{self.container}")
+            n = max(len(storage.split(uri)[1].encode()) for uri in (out, chunk, join(self.root, ".reelsr", "done", self.tag, out_rel + ".json")))
+            return f"name too long: its keys under the output would be up to {n} bytes (S3 allows 1024)" if n > 1024 else None
         n = max(len(part.encode()) for part in out_rel.split("/"))
         return f"name too long: an output file name would be {n} bytes (the file system allows {NAME_MAX})" if n > NAME_MAX else None
 
@@ -314,14 +316,12 @@ def run_chunks(
 
 def check_input(info, cfg: RestoreConfig) -> None:
     """Refuse, with the reason, a video the run should not restore: frames too small to
-    train on, or larger or longer than the configured limits (read from the file's
-    header, before anything is decoded)."""
+    train on, or longer than limits.max_seconds (from the packet index, before the video
+    is decoded; limits.max_pixels is checked by the probe, from the header)."""
     lim = cfg.limits
     side = 2 * cfg.scale
     if min(info.width, info.height) < side:
         raise ValueError(f"{info.width}x{info.height} is too small to restore x{cfg.scale} (each side needs at least {side} px)")
-    if lim.max_pixels and info.width * info.height > lim.max_pixels:
-        raise ValueError(f"{info.width}x{info.height} ({info.width * info.height:,} pixels) is over limits.max_pixels ({lim.max_pixels:,})")
     if lim.max_seconds and info.duration > lim.max_seconds:
         raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
 
@@ -451,7 +451,7 @@ class Run:
                 ref_version = store.entry(job.reference).version
             except FileNotFoundError:
                 raise FileNotFoundError(f"reference not found: {job.reference}") from None
-        info = ray.get(probe_task.remote(store, job.source, job.version))
+        info = ray.get(probe_task.remote(store, job.source, job.version, cfg.limits.max_pixels))
         chunks = plan_chunks(info, cfg.media.chunk_frames)
         row.update(width=info.width, height=info.height, fps=float(info.rate), duration_s=info.duration,
                    has_audio=info.has_audio, chunks=len(chunks), frames_in=info.frames, pix_fmt=info.pix_fmt,
@@ -481,11 +481,11 @@ class Run:
         row["frames_damaged"] = 0
         if damaged:
             row["frames_damaged"] = sum(d.frames for d in damaged)
+            where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
             raise DamagedVideo(
                 f"{job.source}: {row['frames_damaged']} of {info.frames} frames could not be decoded "
-                f"(chunks {', '.join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))}: "
-                f"{sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt); "
-                "not restored, so that no frame is silently lost")
+                f"({sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt; "
+                f"chunk{'s' if len(damaged) > 1 else ''} {where}); not restored, so that no frame is silently lost")
         out = ray.get(assemble_task.remote(store, uris, job.source, job.version, job.output, info.frames, info.rotation))
         row.update(frames_out=out["frames"], output=job.output)
         row["infer_seconds"] = time.perf_counter() - t0

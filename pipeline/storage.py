@@ -45,7 +45,17 @@ _clients_lock = threading.Lock()
 class StorageError(OSError):
     """A storage operation failed for a reason other than a missing object (access
     denied, no space left, the endpoint failing after every retry); the message names
-    the URI and the store's reason, never credentials."""
+    the URI and the store's reason, never credentials. ``errno`` is the local error's
+    (ENOSPC, EACCES ...) or None; it pickles (Ray ships the exception)."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(errno_, message)
+
+    def __reduce__(self):
+        return (StorageError, (self.strerror, self.errno))
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 @contextlib.contextmanager
@@ -58,9 +68,7 @@ def errors_about(uri: str, verb: str) -> Iterator[None]:
     except (FileNotFoundError, StorageError):
         raise
     except OSError as e:
-        err = StorageError(f"cannot {verb} {uri}: {e.strerror or e}")
-        err.errno = e.errno  # (ENOSPC, EACCES ...) for callers that test it
-        raise err from e
+        raise StorageError(f"cannot {verb} {uri}: {e.strerror or e}", e.errno) from e
     except Exception as e:
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
@@ -272,15 +280,17 @@ class Store:
         with errors_about(uri, "read"):
             for attempt in range(1, self.retries + 1):
                 try:
-                    return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+                    body = self.client().get_object(Bucket=bucket, Key=key)["Body"]  # (botocore retried the request)
                 except ClientError as e:
                     if _missing(e):
                         if missing_ok:
                             return None
                         raise FileNotFoundError(f"not found: {uri}") from None
                     raise
+                try:
+                    return body.read()
                 except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError):
-                    # botocore retries the request, not the body: a connection cut mid-body is retried here
+                    # botocore retries requests, not bodies: a connection cut mid-body is retried here
                     if attempt == self.retries:
                         raise
                     time.sleep(min(5.0, 0.1 * 2**attempt))

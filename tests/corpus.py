@@ -308,6 +308,26 @@ def make_long(path: str) -> str:
     return encode(path, frames()[:24], rate=2)
 
 
+def make_trimmed_start(path: str) -> str:
+    """carphone_gop10.mp4 with its first 5 frames trimmed by an edit list, as an editor's
+    lossless cut writes it: every packet is in the file, the first 5 (keyframe included)
+    are flagged discard on demux and their frames dropped by the decoder: 35 shown frames."""
+    with av.open(CARPHONE) as src, av.open(path, "w", format="mp4") as out:
+        v = src.streams.video[0]
+        copy = out.add_stream_from_template(v)
+        packets = [p for p in src.demux(v) if p.size]
+        shift = 5 * packets[0].duration  # five frames earlier: negative timestamps become an edit list
+        for p in packets:
+            p.pts, p.dts, p.stream = p.pts - shift, p.dts - shift, copy
+            out.mux(p)
+    return path
+
+
+def make_interlaced_gop10(path: str) -> str:
+    """Interlaced H.264 with a keyframe every 10 frames (four GOPs), closed GOPs."""
+    return encode(path, frames(), options={"crf": "23", "x264-params": "interlaced=1:tff=1:keyint=10:min-keyint=10:scenecut=0"})
+
+
 CASES: dict[str, Callable[[str], str]] = {
     "good.mp4": make_good,
     "good_audio.mp4": make_good_audio,
@@ -330,6 +350,7 @@ CASES: dict[str, Callable[[str], str]] = {
     "interlaced.mp4": make_interlaced,
     "big.mp4": make_big,
     "long.mp4": make_long,
+    "trimmed_start.mp4": make_trimmed_start,
 }
 
 

@@ -58,14 +58,19 @@ class FaultProxy:
         self._rule: tuple | None = None
         self._server: ThreadingHTTPServer | None = None
         self._conns: set[socket.socket] = set()
+        self._every = self._seen = self._turn = 0
+        self._reset_due = False
 
     # ------------------------------------------------------------------ control
 
-    def fail(self, share: float = 0.2, statuses=(500, 503), seed: int = 0, methods=None, key_contains: str | None = None) -> FaultProxy:
+    def fail(self, share: float = 0.2, statuses=(500, 503), seed: int = 0, methods=None, key_contains: str | None = None,
+             every: int = 0) -> FaultProxy:
         """From now on answer a pseudo-random `share` (1.0: all) of the matching requests with
         one of `statuses` (HTTP codes from ERRORS, or "reset"), without forwarding them. `methods`
         (e.g. {"PUT", "POST"}) and `key_contains` (a substring of the path) narrow the match;
-        "reset" only hits GETs of objects, other requests it draws are forwarded untouched."""
+        "reset" only hits GETs of objects, other requests it draws are forwarded untouched.
+        `every=N` instead: every Nth matching request fails, with `statuses` in turn, whatever
+        order concurrent clients send in ("reset" waits for the next GET of an object)."""
         statuses = tuple(statuses)
         bad = [s for s in statuses if s != RESET and s not in ERRORS]
         if bad or not statuses:
@@ -73,6 +78,7 @@ class FaultProxy:
         methods = {m.upper() for m in ([methods] if isinstance(methods, str) else methods)} if methods else None
         with self._lock:
             self._rule = (share, statuses, random.Random(seed), methods, key_contains)
+            self._every, self._seen, self._turn, self._reset_due = every, 0, 0, False
         return self
 
     def clear(self) -> None:
@@ -89,12 +95,27 @@ class FaultProxy:
             share, statuses, rng, methods, key_contains = self._rule
             if (methods and method not in methods) or (key_contains and key_contains not in path):
                 return None
-            if rng.random() >= share:
-                return None
-            status = rng.choice(statuses)
             # Path-style addressing: /bucket/key; a GET with no key is a listing.
-            if status == RESET and not (method == "GET" and path.split("?")[0].strip("/").count("/") >= 1):
-                return None
+            object_get = method == "GET" and path.split("?")[0].strip("/").count("/") >= 1
+            if self._every:
+                self._seen += 1
+                if self._reset_due and object_get:
+                    status = RESET
+                    self._reset_due = False
+                elif self._seen % self._every:
+                    return None
+                else:
+                    status = statuses[self._turn % len(statuses)]
+                    self._turn += 1
+                    if status == RESET and not object_get:
+                        self._reset_due = True
+                        return None
+            else:
+                if rng.random() >= share:
+                    return None
+                status = rng.choice(statuses)
+                if status == RESET and not object_get:
+                    return None
             self.injected[status] += 1
             self.faults.append((method, path, status))
             return status

@@ -71,6 +71,22 @@ def test_retries_ride_out_injected_5xx(proxy, s3_server):
     assert s3_server.keys(bucket) == {k: len(v) for k, v in blobs.items()}
 
 
+def test_every_nth_request_fails_in_turn(proxy, s3_server):
+    """``every=N``: the Nth, 2Nth ... requests fail with the statuses in turn; a "reset" drawn
+    on a request that is not an object GET waits for the next one."""
+    bucket, c = s3_server.bucket(), client(proxy, s3_server, retries=10)
+    c.put_object(Bucket=bucket, Key="k", Body=b"z" * 4000)
+    proxy.fail(every=2, statuses=("reset", 500, 503))
+    c.list_objects_v2(Bucket=bucket)  # 1st: passes
+    c.list_objects_v2(Bucket=bucket)  # 2nd: a reset is due, but this is a listing: it passes, the reset waits
+    body = c.get_object(Bucket=bucket, Key="k")["Body"]  # 3rd: an object GET: cut
+    with pytest.raises(ResponseStreamingError):
+        body.read()
+    for _ in range(2):  # 4th: 500, retried (5th); 6th: 503, retried (7th)
+        assert c.get_object(Bucket=bucket, Key="k")["Body"].read() == b"z" * 4000
+    assert proxy.injected == {"reset": 1, 500: 1, 503: 1}, proxy.injected
+
+
 @pytest.mark.parametrize("status, code", [(403, "AccessDenied"), (507, "XMinioStorageFull"), (400, "EntityTooLarge")])
 def test_injected_errors_reach_the_client(proxy, s3_server, status, code):
     bucket, c = s3_server.bucket(), client(proxy, s3_server, retries=3)

@@ -175,6 +175,7 @@ def test_hostile_keys_cannot_write_outside_the_output(s3_env, tmp_path):
     for k in ("tapes/../../etc/passwd.mp4", "tapes/a/../b.mp4", "tapes/nul\x00.mp4", "tapes/\u6620\u50cf \u2615.mp4",
               long_key, "tapes/" + "w" * 300 + ".mp4"):
         s3_env.client().put_object(Bucket=bucket, Key=k, Body=b"x")
+    assert {"tapes/../../etc/passwd.mp4", "tapes/a/../b.mp4", "tapes/nul\x00.mp4"} <= set(s3_env.keys(bucket))  # stored as sent
     cfg = build_config("tiny")
     for out in (f"s3://{bucket}/out", str(tmp_path / "out")):
         jobs = {j.rel: j for j in list_videos(f"s3://{bucket}/tapes", out, cfg)}

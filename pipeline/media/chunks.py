@@ -16,6 +16,7 @@ accurate rounding and full chroma interpolation in swscale. A decoded frame expl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Iterator
@@ -196,9 +197,7 @@ def _decode(stream, packet, errors: list[str]) -> list:
     (the decoder goes on with the next one, as a player would)."""
     try:
         return stream.decode(packet)
-    except av.FFmpegError as exc:
-        if isinstance(exc, OSError):  # reading the file failed: not damaged data
-            raise
+    except av.InvalidDataError as exc:  # damaged data; anything else (memory, I/O, unsupported) is raised
         errors.append(str(exc))
         return []
 
@@ -222,7 +221,7 @@ def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoF
             except (av.BlockingIOError, av.EOFError):
                 break
             # bwdif halves the time base (it can also output one frame per field): back to the stream's
-            if out.time_base != stream.time_base:
+            if out.pts is not None and out.time_base != stream.time_base:
                 out.pts = int(out.pts * Fraction(out.time_base) / stream.time_base)
                 out.time_base = stream.time_base
             yield out
@@ -242,6 +241,12 @@ def decode_chunk(
     (``info.interlaced``) is deinterlaced (``_deinterlaced``); the frames before the
     chunk that the decoder goes through serve as the first frame's neighbours.
     """
+    if info.interlaced and chunk.start_pts is not None:
+        # bwdif needs the frame before the chunk's first: start one GOP earlier (its frames are
+        # decoded, then dropped), so the result does not depend on where the chunks are cut
+        earlier = [k for k in info.keyframe_pts if k < chunk.seek_pts]
+        if earlier:
+            chunk = dataclasses.replace(chunk, seek_pts=earlier[-1])
     count = 0
     corrupt: set[int] = set()  # pts of frames the decoder flagged
     errors: list[str] = []

@@ -72,13 +72,28 @@ def _first_frame(path: str) -> av.VideoFrame:
     raise ValueError(f"{path}: no frame of the video stream can be decoded")
 
 
-def probe(path: str) -> VideoInfo:
+def _truncated(path: str, stream) -> str | None:
+    """Why the file is cut short (None when it is not): its index (mp4/mov) points past
+    the end of the file."""
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    entries = stream.index_entries
+    if size is None or not len(entries):
+        return None
+    beyond = sum(1 for e in entries if e.pos + e.size > size)
+    if not beyond:
+        return None
+    return f"truncated: {beyond} of the {len(entries)} video frames its index declares lie past the end of the file ({size:,} bytes)"
+
+
+def probe(path: str, max_pixels: int = 0) -> VideoInfo:
     """Describe the first video stream of `path`.
 
     Raises ValueError (naming the file and the reason) if the container cannot be
-    read, is a still image, has no video stream, has no video packets, has video
-    packets without timestamps, holds fewer video packets than its index declares
-    (a truncated file), or its first frame cannot be decoded.
+    read, is a still image, has no video stream, declares more than `max_pixels`
+    pixels per frame (checked from the header, before anything is decoded; 0: no
+    limit), is truncated (its index points past the end of the file), has no video
+    packets, has video packets without timestamps, or its first frame cannot be
+    decoded. Packets an edit list trims (flagged discard) are not counted as frames.
     """
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ValueError(f"{path}: empty file (0 bytes)")
@@ -96,40 +111,48 @@ def probe(path: str) -> VideoInfo:
             what = "audio only" if container.streams.audio else "no streams"
             raise ValueError(f"{path}: no video stream ({what})")
         stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if max_pixels and ctx.width * ctx.height > max_pixels:
+            raise ValueError(
+                f"{ctx.width}x{ctx.height} ({ctx.width * ctx.height:,} pixels) is over limits.max_pixels ({max_pixels:,})"
+            )
+        cut = _truncated(path, stream)
+        if cut:
+            raise ValueError(f"{path}: {cut}")
         audio = container.streams.audio[0] if container.streams.audio else None
         time_base = stream.time_base
         pts_list: list[int] = []
         end_pts: int | None = None
         keyframes: list[int] = []
+        trimmed_keys = 0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:  # flush packet at end of stream
                     continue
                 if packet.pts is None:
                     raise ValueError(f"{path}: video packet without pts (raw stream?)")
+                if packet.is_discard:  # trimmed by an edit list: the decoder drops its frame
+                    trimmed_keys += packet.is_keyframe
+                    continue
+                if packet.is_keyframe:
+                    keyframes.append(packet.pts)
                 pts_list.append(packet.pts)
                 end = packet.pts + (packet.duration or 0)
                 end_pts = end if end_pts is None else max(end_pts, end)
-                if packet.is_keyframe:
-                    keyframes.append(packet.pts)
         except av.FFmpegError as exc:
             raise ValueError(f"{path}: cannot demux video: {exc}") from exc
         if not pts_list:
             raise ValueError(f"{path}: video stream has no packets")
+        if trimmed_keys and (not keyframes or min(keyframes) > min(pts_list)):
+            keyframes.append(min(pts_list))  # the first GOP's keyframe was trimmed away: decoding starts before it
         if not keyframes:
             raise ValueError(f"{path}: video stream has no keyframe")
-        if stream.frames and len(pts_list) < stream.frames:
-            raise ValueError(
-                f"{path}: truncated or damaged: its index declares {stream.frames} video frames, "
-                f"the file holds {len(pts_list)}"
-            )
         first = _first_frame(path)
 
         start_pts = min(pts_list)
         keys = sorted(set(keyframes))
         pts_sorted = sorted(pts_list)
         cuts = [0] + [bisect.bisect_left(pts_sorted, k) for k in keys[1:]] + [len(pts_sorted)]
-        ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate
         if not rate:
             span = fractions.Fraction(end_pts - start_pts) * time_base
