@@ -26,7 +26,7 @@ from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
-from pipeline.storage import StorageError, Store, errors_about, is_s3, split
+from pipeline.storage import Store, errors_about, is_s3, split
 from pipeline.training import drop_near_duplicates, reservoir
 
 
@@ -46,18 +46,6 @@ def _local_tmp(store: Store, final_uri: str, suffix: str) -> str:
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f".reelsr-{uuid.uuid4().hex[:12]}.tmp{suffix}")
 
-
-@contextlib.contextmanager
-def _writing(uri: str, tmp: str) -> Iterator[None]:
-    """An OSError about a file beside ``tmp`` (the temporary file, or the encoder's own
-    partial file: a full disk, a refused write) names ``uri``, the file the user will
-    look for; errors reading the inputs pass unchanged."""
-    try:
-        yield
-    except OSError as e:
-        if isinstance(e, StorageError) or os.path.dirname(str(getattr(e, "filename", "") or "")) != os.path.dirname(tmp):
-            raise
-        raise StorageError(f"cannot write {uri}: {e.strerror or e}", e.errno) from e
 
 
 @contextlib.contextmanager
@@ -114,7 +102,7 @@ def assemble_task(
                     store.client().download_file(*split(uri), paths[-1])
             else:
                 paths.append(uri)
-        with _writing(output, tmp):
+        with errors_about(output, "write", beside=tmp):  # a full disk names the output, not the temporary file
             assemble(paths, src, tmp, rotation)
         info = probe(tmp)
         if info.frames != expected_frames:
@@ -167,7 +155,7 @@ class ChunkRestorer:
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         tmp = _local_tmp(store, out_uri, "." + media.container)
         try:
-            with _writing(out_uri, tmp):
+            with errors_about(out_uri, "write", beside=tmp):
                 n = self._encode(model, scale, info, chunk, tmp, media)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")

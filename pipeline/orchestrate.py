@@ -13,6 +13,7 @@ go on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -96,22 +97,23 @@ class Layout:
         return cls(root, f"x{cfg.scale}-{cfg.hash()}", cfg.media.container)
 
     def job(self, entry: storage.Entry, reference: str | None) -> VideoJob:
-        out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
-        problem = storage.unsafe_rel(entry.rel) or self._too_long(entry.rel, out_rel)
+        problem = storage.unsafe_rel(entry.rel)
         if problem:
             return VideoJob(entry.rel, entry.uri, entry.size, entry.version, "", "", None, problem)
-        return VideoJob(entry.rel, entry.uri, entry.size, entry.version, out_rel, join(self.root, self.tag, out_rel), reference)
+        out_rel = os.path.splitext(entry.rel)[0] + "." + self.container
+        job = VideoJob(entry.rel, entry.uri, entry.size, entry.version, out_rel, join(self.root, self.tag, out_rel), reference)
+        problem = self._too_long(job)
+        return dataclasses.replace(job, out_rel="", output="", reference=None, problem=problem) if problem else job
 
-    def _too_long(self, rel: str, out_rel: str) -> str | None:
+    def _too_long(self, job: VideoJob) -> str | None:
         """Why the output name cannot be stored (None when it can): a local file name
         over 255 bytes, or an S3 key over 1,024 bytes (the longest the video needs: a
         chunk in its work folder)."""
-        out = join(self.root, self.tag, out_rel)
-        if storage.is_s3(out):
-            chunk = join(self.root, ".reelsr", "work", self.tag, f"{rel}.{'0' * 8}", "0" * 12, f"chunk-00000.{self.container}")
-            n = max(len(storage.split(uri)[1].encode()) for uri in (out, chunk, join(self.root, ".reelsr", "done", self.tag, out_rel + ".json")))
+        if storage.is_s3(job.output):
+            keys = (job.output, self.done(job), self.chunk(job, "0" * 12, 0))
+            n = max(len(storage.split(uri)[1].encode()) for uri in keys)
             return f"name too long: its keys under the output would be up to {n} bytes (S3 allows 1024)" if n > 1024 else None
-        n = max(len(part.encode()) for part in out_rel.split("/"))
+        n = max(len(part.encode()) for part in job.out_rel.split("/"))
         return f"name too long: an output file name would be {n} bytes (the file system allows {NAME_MAX})" if n > NAME_MAX else None
 
     def done(self, job: VideoJob) -> str:
@@ -122,6 +124,13 @@ class Layout:
 
     def checkpoint(self, job: VideoJob, train_hash: str) -> str:
         return join(self.root, "checkpoints", _fit(job.rel, f".{train_hash}.{job.fingerprint}.pt"))
+
+    def model_work(self, job: VideoJob, model_sha: str) -> str:
+        """The committed chunks of one model (its checkpoint's sha) for the video."""
+        return join(self.work(job), model_sha)
+
+    def chunk(self, job: VideoJob, model_sha: str, index: int) -> str:
+        return join(self.model_work(job, model_sha), f"chunk-{index:05d}.{self.container}")
 
 
 NAME_MAX = 255  # bytes per file name on Linux file systems
@@ -469,8 +478,9 @@ class Run:
 
         # --- inference: chunks not committed yet, on a pool of actors; assembly --
         t0 = time.perf_counter()
-        work = join(self.layout.work(job), hashlib.sha256(ckpt).hexdigest()[:12])  # chunks of this model only
-        uris = [join(work, f"chunk-{c.index:05d}.{cfg.media.container}") for c in chunks]
+        model_sha = hashlib.sha256(ckpt).hexdigest()[:12]  # chunks of this model only
+        work = self.layout.model_work(job, model_sha)
+        uris = [self.layout.chunk(job, model_sha, c.index) for c in chunks]
         have = store.names(work)
         todo = [(c, u) for c, u in zip(chunks, uris, strict=True) if storage.name_of(u) not in have]
         row["chunks_reused"] = len(chunks) - len(todo)

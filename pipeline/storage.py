@@ -59,15 +59,20 @@ class StorageError(OSError):
 
 
 @contextlib.contextmanager
-def errors_about(uri: str, verb: str) -> Iterator[None]:
+def errors_about(uri: str, verb: str, beside: str | None = None) -> Iterator[None]:
     """Re-raise storage failures inside the block as ``StorageError("cannot <verb> <uri>:
     <reason>")``: boto3's own messages name the operation, not the key, and an OSError
-    from writing (ENOSPC) names no file. FileNotFoundError passes unchanged."""
+    from writing (ENOSPC) names no file. FileNotFoundError passes unchanged. ``beside``:
+    a local temporary file; only OSErrors about a file in its folder are mapped (an
+    encoder that also reads inputs keeps their errors as they are)."""
     try:
         yield
     except (FileNotFoundError, StorageError):
         raise
     except OSError as e:
+        about = os.path.dirname(str(getattr(e, "filename", "") or ""))
+        if beside is not None and about != os.path.dirname(beside):
+            raise
         raise StorageError(f"cannot {verb} {uri}: {e.strerror or e}", e.errno) from e
     except Exception as e:
         from boto3.exceptions import S3UploadFailedError
