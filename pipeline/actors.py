@@ -26,6 +26,7 @@ from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
+from pipeline.overlap import Behind, ahead
 from pipeline.storage import Store, errors_about, is_s3, split
 from pipeline.training import drop_near_duplicates, reservoir
 
@@ -135,7 +136,7 @@ class ChunkRestorer:
         if key != self._model_key:
             blob = ray.get(ckpt_box[0]) if isinstance(ckpt_box[0], ray.ObjectRef) else ckpt_box[0]
             model, _ = checkpoint.load(blob, map_location=self.device)
-            self._model, self._model_key = model.to(self.device).eval(), key
+            self._model, self._model_key = inference.prepare(model, self.device), key
         return self._model
 
     def restore(
@@ -156,7 +157,7 @@ class ChunkRestorer:
         tmp = _local_tmp(store, out_uri, "." + media.container)
         try:
             with errors_about(out_uri, "write", beside=tmp):
-                n = self._encode(model, scale, info, chunk, tmp, media)
+                n = restore_chunk(model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
             store.put_file(tmp, out_uri)
@@ -165,44 +166,52 @@ class ChunkRestorer:
                 os.unlink(tmp)
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
 
-    def _encode(self, model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, tmp: str, media: MediaConfig) -> int:
-        n = 0
-        # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
-        width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
-        with ChunkWriter(
-            tmp,
-            width=width,
-            height=height,
-            time_base=info.time_base,
-            rate=info.rate,
-            colorspace=info.colorspace,
-            crf=media.crf,
-            preset=media.preset,
-        ) as writer:
-            batch: list[tuple[int, np.ndarray]] = []
 
-            def flush() -> None:
-                out = inference.upscale_frames(
-                    model,
-                    np.stack([rgb for _, rgb in batch]),
-                    scale,
-                    device=self.device,
-                    tile=self.infer.tile,
-                    overlap=self.infer.tile_overlap,
-                    amp=self.amp,
-                )
-                for (pts, _), frame in zip(batch, out, strict=True):
-                    writer.write(pts, frame[:height, :width])
-                batch.clear()
+def restore_chunk(
+    model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, path: str, media: MediaConfig,
+    infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2,
+) -> int:
+    """Decode ``chunk`` of the local file ``info.path``, upscale it with ``model`` and
+    encode it to ``path``; returns the frames written.
 
-            for pts, rgb in decode_chunk(info.path, chunk, info):
-                batch.append((pts, rgb))
-                n += 1
-                if len(batch) == self.infer.batch_size:
-                    flush()
-            if batch:
-                flush()
-        return n
+    Decoding runs one thread ahead of the model and encoding one thread behind it
+    (``pipeline.overlap``), so the three overlap; each queue holds ``depth`` batches
+    (0: all three in turn in this thread, for comparison).
+    """
+    # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
+    width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
+    n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
+    batch_size = infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width)
+    tile = inference.tile_for(infer.tile, infer.tile_overlap, device, n_feats, scale, batch_size, amp)
+
+    def batches() -> Iterator[tuple[list[int], np.ndarray]]:
+        pts: list[int] = []
+        rgbs: list[np.ndarray] = []
+        for p, rgb in decode_chunk(info.path, chunk, info):
+            pts.append(p)
+            rgbs.append(rgb)
+            if len(pts) == batch_size:
+                yield pts, np.stack(rgbs)
+                pts, rgbs = [], []
+        if pts:
+            yield pts, np.stack(rgbs)
+
+    n = 0
+    with ChunkWriter(
+        path, width=width, height=height, time_base=info.time_base, rate=info.rate,
+        colorspace=info.colorspace, crf=media.crf, preset=media.preset,
+    ) as writer:
+
+        def encode(item: tuple[list[int], np.ndarray]) -> None:
+            for p, frame in zip(*item, strict=True):
+                writer.write(p, frame[:height, :width])
+
+        with Behind(encode, depth) as encoder:
+            for pts, frames in ahead(batches(), depth):
+                out = inference.upscale_frames(model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap, amp=amp)
+                encoder.put((pts, out))
+                n += len(pts)
+    return n
 
 
 def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int):

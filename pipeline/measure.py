@@ -94,11 +94,14 @@ def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
     return [bicubic_resize_uint8(rgb, (rgb.shape[0] * scale, rgb.shape[1] * scale)) for _, rgb in samples.src]
 
 
-def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "auto", tile: int = 512, tile_overlap: int = 16) -> list[np.ndarray]:
-    """The checkpoint's outputs on the sampled frames (on this process's device)."""
+def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "auto", tile: int = 0, tile_overlap: int = 16) -> list[np.ndarray]:
+    """The checkpoint's outputs on the sampled frames (on this process's device);
+    ``tile`` as infer.tile (0: auto)."""
     device = inference.pick_device()
     amp = inference.autocast_dtype(precision, device)
-    model, _ = checkpoint.load(blob, map_location=device)
+    model, meta = checkpoint.load(blob, map_location=device)
+    model = inference.prepare(model, device)
+    tile = inference.tile_for(tile, tile_overlap, device, int(meta["arch"]["n_feats"]), scale, 1, amp)
     out = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for _, rgb in samples.src]
     del model
     if torch.cuda.is_available():
@@ -153,7 +156,7 @@ def measure_video(
     finetuned: bytes | None,
     niqe: bool,
     precision: str = "auto",
-    tile: int = 512,
+    tile: int = 0,
     tile_overlap: int = 16,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""

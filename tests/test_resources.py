@@ -13,7 +13,8 @@ def nodes(monkeypatch, *specs):
 def test_cpu_pool_fits_the_nodes(monkeypatch):
     nodes(monkeypatch, {"CPU": 2})
     cfg = build_config("tiny")
-    assert resources.inference_pool(cfg, chunks=4, gpu=False) == resources.Pool(1, False, 2)
+    assert resources.inference_pool(cfg, chunks=4, gpu=False) == resources.Pool(2, False, 1)  # one per CPU
+    assert resources.inference_pool(cfg, chunks=1, gpu=False) == resources.Pool(1, False, 2)  # one chunk: its actor gets both
     # more actors asked for than CPUs: capped, one CPU each
     cfg3 = build_config("tiny", overrides=["infer.actors=3"])
     assert resources.inference_pool(cfg3, chunks=4, gpu=False) == resources.Pool(2, False, 1)
@@ -22,7 +23,7 @@ def test_cpu_pool_fits_the_nodes(monkeypatch):
     assert resources.inference_pool(cfg, chunks=1, gpu=False) == resources.Pool(1, False, 8)
     # a 0-CPU head is not counted
     nodes(monkeypatch, {"CPU": 0}, {"CPU": 4, "GPU": 1})
-    assert resources.inference_pool(cfg, chunks=10, gpu=False) == resources.Pool(2, False, 2)
+    assert resources.inference_pool(cfg, chunks=10, gpu=False) == resources.Pool(4, False, 1)
 
 
 def test_gpu_pool(monkeypatch):
