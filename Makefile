@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test bench lint clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Stage throughputs, end to end through Ray, and the GPU path when CUDA is there:
+# bench/results/<date>-<host>.json and .md (about 10 minutes on 2 CPU cores). See bench/README.md.
+bench: setup
+	$(BIN)/python -m bench.run
+
 lint: setup
-	$(BIN)/python -m ruff check pipeline jobs tests
+	$(BIN)/python -m ruff check pipeline jobs tests bench
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
