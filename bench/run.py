@@ -483,7 +483,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# reelsr benchmark, {m['date']} on {m['host']}", "",
              f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; GPU: {m['gpu'] or 'none'}; "
              f"torch {m['torch']}, PyAV {m['av']}; commit {m['commit']}", "",
-             f"Clip: {result['cpu']['extra']['clip']}; model EDSR {m['model']} (random weights)", "",
+             "Clip: {frames} frames of {width}x{height} at {fps:.2f} fps, {chunks} chunks; ".format(**result["cpu"]["extra"]["clip"])
+             + f"model EDSR {m['model']} (random weights), CPU batch {result['cpu']['extra']['batch']}", "",
              "| stage | count | seconds | rate | peak RSS MiB | note |", "|---|---:|---:|---:|---:|---|"]
     for r in result["cpu"]["stages"]:
         lines.append(f"| {r['stage']} | {r['count']} {r['unit']} | {r['seconds']:.2f} | {r['rate']:.2f} {r['unit']}/s | {r['peak_rss_mib']:.0f} | {r['note']} |")
@@ -520,7 +521,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
