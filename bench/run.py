@@ -337,8 +337,9 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def e2e(work: str, args: argparse.Namespace, clip1: str, info1: VideoInfo, model_fps: Callable[[], float]) -> dict[str, Any]:
-    """The real pipeline (``pipeline.orchestrate.restore``) on a running local Ray, the
-    clip and the clip twice as long, after a warm-up run on a short clip.
+    """The real pipeline (``pipeline.orchestrate.restore``) on a running local Ray, on
+    the CPU like the model figures it is compared with, the clip and the clip twice as
+    long, after a warm-up run on a short clip.
 
     ``model_fps()`` (the model alone on a few frames, in this process) is measured just
     before and just after each run, with Ray up and idle: their mean is that run's
@@ -355,7 +356,7 @@ def e2e(work: str, args: argparse.Namespace, clip1: str, info1: VideoInfo, model
     ckpt = os.path.join(work, f"edsr_{args.n_resblocks}x{args.n_feats}_x{args.scale}.pt")
     checkpoint.save(random_model(args.scale, args.n_resblocks, args.n_feats), ckpt, {"note": "random weights (benchmark)"})
     overrides = [f"model.pretrained={ckpt}", f"model.n_resblocks={args.n_resblocks}", f"model.n_feats={args.n_feats}",
-                 "train.finetune=false", "metrics.niqe=false", "metrics.sample_frames=1", *args.set]
+                 "train.finetune=false", "metrics.niqe=false", "metrics.sample_frames=1", "device=cpu", *args.set]
     cfg = build_config("baseline", overrides=overrides, scale=args.scale)
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -439,7 +440,7 @@ def gpu_stages(args: argparse.Namespace, dev: torch.device | None = None) -> dic
     bw, bh = (int(v) for v in args.gpu_big.split("x"))
     big = np.random.default_rng(0).integers(0, 256, (1, bh, bw, 3), dtype=np.uint8)
     amp = torch.bfloat16
-    tile = inference.tile_for(0, 16, dev, 64, 4, 1, amp)
+    tile = inference.tile_for(0, 16, dev, 64, 4, 1, amp, (bh, bw))
     out["tile_big"] = tile
     out["rows"].append(timed(f"GPU SR x4 {bw}x{bh}, tile {tile}", "frames",
                              lambda: len(inference.upscale_frames(model, big, 4, device=dev, tile=tile, amp=amp)), device=dev))

@@ -182,7 +182,7 @@ def restore_chunk(
     width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
     n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
     batch_size = infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width)
-    tile = inference.tile_for(infer.tile, infer.tile_overlap, device, n_feats, scale, batch_size, amp)
+    tile = inference.tile_for(infer.tile, infer.tile_overlap, device, n_feats, scale, batch_size, amp, (info.height, info.width))
 
     def batches() -> Iterator[tuple[list[int], np.ndarray]]:
         pts: list[int] = []

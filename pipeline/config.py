@@ -181,7 +181,7 @@ def parse_degrade(spec: str) -> dict[str, float]:
 class InferConfig:
     actors: int = _f(0, "Inference actors. 0: one per GPU, or one per CPU when there is no GPU (fewer, with more threads each, when the video has fewer chunks).")
     batch_size: int = _f(0, "Frames per forward pass. 0 (auto): 8 on a GPU; on the CPU as many as keep one feature map under 4 MiB (1 for EDSR 16x64 on 176x144), since larger batches measured slower there.")
-    tile: int = _f(0, "Frames whose low-resolution side exceeds this many pixels are restored in tiles of this size. 0 (auto): on a GPU the largest tile whose batch fits in half of the free GPU memory, on the CPU 512.")
+    tile: int = _f(0, "Frames whose low-resolution side exceeds this many pixels are restored in tiles of this size. 0 (auto): the largest tile whose batch fits in half of the memory left after the batch's full-size results: on a GPU its free memory, on the CPU this CPU's share of the RAM, at most 512. A value above the frames' sides never tiles.")
     tile_overlap: int = _f(16, "Overlap between tiles, in low-resolution pixels.")
     precision: str = _f("auto", 'Inference precision: "auto" (bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU), "fp32", "bf16" or "fp16".')
 

@@ -7,6 +7,7 @@ Pure functions over arrays; the Ray actor that restores whole chunks lives in
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import torch
@@ -87,26 +88,43 @@ def activation_bytes_per_pixel(n_feats: int, scale: int, amp: torch.dtype | None
     return 2 * (peak * size + 3 * scale * scale * 4)
 
 
+def output_bytes(batch: int, height: int, width: int, scale: int) -> int:
+    """Bytes of a batch's full-size results: the fp32 output, its uint8 copy and the
+    permuted copy that goes to the host."""
+    return max(1, batch) * height * width * scale * scale * 3 * (4 + 1 + 1)
+
+
 def gpu_tile(free_bytes: int, n_feats: int, scale: int, batch: int, amp: torch.dtype | None) -> int:
-    """The largest tile side (input px, a multiple of 8, at least 64) whose batch fits
-    in half of ``free_bytes`` of GPU memory (the rest stays for the full-size output
-    and the other stages)."""
+    """The largest tile side (input px, a multiple of 64, at least 64) whose batch's
+    activations fit in half of ``free_bytes`` (the rest stays for the other stages and
+    the allocator's fragmentation)."""
     per_pixel = activation_bytes_per_pixel(n_feats, scale, amp) * max(1, batch)
-    return max(64, int((free_bytes / 2 / per_pixel) ** 0.5) // 8 * 8)
+    return max(64, int((max(0, free_bytes) / 2 / per_pixel) ** 0.5) // 64 * 64)
 
 
 CPU_TILE = 512
 
 
-def tile_for(tile: int, overlap: int, device: torch.device, n_feats: int, scale: int, batch: int, amp: torch.dtype | None) -> int:
-    """infer.tile resolved: a positive value as it is; 0 (auto) on a GPU from its free
-    memory now, on the CPU ``CPU_TILE``. Always more than twice the overlap."""
+def tile_for(
+    tile: int, overlap: int, device: torch.device, n_feats: int, scale: int, batch: int, amp: torch.dtype | None,
+    frame: tuple[int, int] = (0, 0),
+) -> int:
+    """infer.tile resolved. A positive value as it is. 0 (auto): sized from memory less
+    the full-size results of a batch of ``frame`` (height, width) frames, on a GPU
+    from its free memory (plus what this process's allocator holds unused, so the
+    actor's own cache does not shrink later tiles), on the CPU from this CPU's share
+    of the machine's memory, at most ``CPU_TILE``. Always more than twice the overlap."""
     if tile:
         return tile
-    if device.type != "cuda":
-        return max(CPU_TILE, 4 * overlap)
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(gpu_tile(free, n_feats, scale, batch, amp), 4 * overlap)
+    out = output_bytes(batch, frame[0], frame[1], scale)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return max(gpu_tile(free - out, n_feats, scale, batch, amp), 4 * overlap)
+    import psutil
+
+    share = psutil.virtual_memory().total // (os.cpu_count() or 1)
+    return max(min(CPU_TILE, gpu_tile(share - out, n_feats, scale, batch, amp)), 4 * overlap)
 
 
 def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -101,7 +101,8 @@ def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "a
     amp = inference.autocast_dtype(precision, device)
     model, meta = checkpoint.load(blob, map_location=device)
     model = inference.prepare(model, device)
-    tile = inference.tile_for(tile, tile_overlap, device, int(meta["arch"]["n_feats"]), scale, 1, amp)
+    frame = samples.src[0][1].shape[:2] if samples.src else (0, 0)
+    tile = inference.tile_for(tile, tile_overlap, device, int(meta["arch"]["n_feats"]), scale, 1, amp, frame)
     out = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for _, rgb in samples.src]
     del model
     if torch.cuda.is_available():

@@ -9,6 +9,7 @@ chunk. An error in either thread is raised in the caller; leaving early stops bo
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -125,14 +126,21 @@ class Behind(Generic[T]):
             return
         if exc_type is not None:
             self._stop.set()
-        # the thread ends on _END, on stop, or on an error; a full queue drains as it runs
-        while self._thread.is_alive():
-            try:
-                self._q.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                if self._stop.is_set():
+        try:
+            # the thread ends on _END, on stop, or on an error; a full queue drains as it runs
+            while self._thread.is_alive():
+                try:
+                    self._q.put(_END, timeout=0.1)
                     break
-        self._thread.join()
+                except queue.Full:
+                    if self._stop.is_set():
+                        break
+            self._thread.join()
+        except BaseException:  # interrupted while waiting: stop the thread before leaving,
+            self._stop.set()  # so no one else touches what it consumes into (an encoder)
+            while self._thread.is_alive():
+                with contextlib.suppress(BaseException):
+                    self._thread.join()
+            raise
         if exc_type is None:
             self._check()

@@ -135,14 +135,18 @@ def test_auto_batch_and_tiles():
     assert inference.auto_batch(cpu, 16, 36, 44) == 8  # capped
     assert inference.auto_batch(torch.device("cuda"), 64, 360, 640) == inference.GPU_BATCH
     assert inference.tile_for(300, 16, cpu, 64, 4, 1, None) == 300  # a set tile is kept
-    assert inference.tile_for(0, 16, cpu, 64, 4, 1, None) == inference.CPU_TILE
+    auto = inference.tile_for(0, 16, cpu, 64, 4, 1, None, (1080, 1920))
+    assert 64 <= auto <= inference.CPU_TILE and auto % 64 == 0
     # GPU tiles from free memory: more memory or a smaller batch -> larger tiles; 1080p x4
     # on 40 GiB free in bf16 with batch 8 must be tiled, a 640x360 frame must not
     bf16 = torch.bfloat16
     t40 = inference.gpu_tile(40 << 30, 64, 4, 8, bf16)
-    assert 360 < t40 < 1920 and t40 % 8 == 0
+    assert 360 < t40 < 1920 and t40 % 64 == 0
+    # a batch's full-size results are taken off the memory first: 1080p x4 at batch 8 is 4.8 GB
+    assert inference.output_bytes(8, 1080, 1920, 4) == 8 * 1080 * 1920 * 16 * 3 * 6
     assert inference.gpu_tile(80 << 30, 64, 4, 8, bf16) > t40 > inference.gpu_tile(40 << 30, 64, 4, 16, bf16)
     assert inference.gpu_tile(1 << 20, 64, 4, 8, bf16) == 64  # never below 64 px
+    assert inference.gpu_tile(-5, 64, 4, 8, bf16) == 64  # less than nothing left: still 64
 
 
 def test_activation_estimate_covers_the_largest_maps():
