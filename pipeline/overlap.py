@@ -90,19 +90,23 @@ class Behind(Generic[T]):
         self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._done = threading.Event()  # waited on, not join(): an interrupted join() can leave is_alive() False too early
         self._thread = threading.Thread(target=self._run, name="reelsr-behind", daemon=True)
 
     def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is _END or self._stop.is_set():
-                return
-            try:
-                self._consume(item)
-            except BaseException as e:  # noqa: BLE001 - raised in the producer
-                self._error = e
-                self._stop.set()
-                return
+        try:
+            while True:
+                item = self._q.get()
+                if item is _END or self._stop.is_set():
+                    return
+                try:
+                    self._consume(item)
+                except BaseException as e:  # noqa: BLE001 - raised in the producer
+                    self._error = e
+                    self._stop.set()
+                    return
+        finally:
+            self._done.set()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -128,19 +132,23 @@ class Behind(Generic[T]):
             self._stop.set()
         try:
             # the thread ends on _END, on stop, or on an error; a full queue drains as it runs
-            while self._thread.is_alive():
+            while not self._done.is_set():
                 try:
                     self._q.put(_END, timeout=0.1)
                     break
                 except queue.Full:
                     if self._stop.is_set():
                         break
-            self._thread.join()
+            while not self._done.wait(0.1):
+                pass
         except BaseException:  # interrupted while waiting: stop the thread before leaving,
             self._stop.set()  # so no one else touches what it consumes into (an encoder)
-            while self._thread.is_alive():
+            while not self._done.is_set():
                 with contextlib.suppress(BaseException):
-                    self._thread.join()
+                    self._done.wait(0.1)
             raise
+        finally:
+            if self._done.is_set():
+                self._thread.join()
         if exc_type is None:
             self._check()

@@ -89,6 +89,30 @@ def test_behind_raises_the_consumers_error_and_drops_the_rest_on_an_error():
     assert "reelsr-behind" not in _threads()
 
 
+def test_an_interrupt_while_waiting_stops_the_consumer_before_leaving():
+    """Ctrl-C while the caller waits for the queued items: the thread stops before the
+    caller goes on (to close the encoder the thread writes into)."""
+    import signal
+
+    consumed = []
+
+    def consume(x):
+        time.sleep(0.2)
+        consumed.append(x)
+
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT))  # a real Ctrl-C, to the main thread
+    with pytest.raises(KeyboardInterrupt):
+        with Behind(consume, 8) as b:
+            for i in range(8):
+                b.put(i)
+            timer.start()  # fires while __exit__ waits for the 8 items (1.6 s)
+    left_at = len(consumed)
+    assert "reelsr-behind" not in _threads()
+    time.sleep(0.5)
+    assert len(consumed) == left_at < 8
+
+
 def _frames(path):
     with av.open(path) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
