@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -126,7 +125,7 @@ def make_clip(path: str, frames: int, source: str = DEMO_CLIP, size: tuple[int, 
             src.append(to_rgb(f, info.colorspace))
     cycle = src + src[-2:0:-1]
     h, w = src[0].shape[:2]
-    tb = Fraction(1, int(info.rate.numerator)) if info.rate.denominator == 1 else Fraction(info.rate.denominator, info.rate.numerator * 1000)
+    tb = info.time_base
     ticks = round(1 / (info.rate * tb))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with ChunkWriter(path, width=w, height=h, time_base=tb, rate=info.rate, colorspace=info.colorspace, crf=18, preset="medium", gop_size=gop) as wr:
@@ -255,9 +254,12 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
 
     outs: list[np.ndarray] = []
 
+    def upscale_all(some: list[np.ndarray]) -> list[np.ndarray]:
+        return [o for i in range(0, len(some), batch)
+                for o in inference.upscale_frames(model, np.stack(some[i:i + batch]), scale, device=dev, tile=inference.CPU_TILE)]
+
     def model_only() -> int:
-        for i in range(0, len(frames), batch):
-            outs.extend(inference.upscale_frames(model, np.stack(frames[i:i + batch]), scale, device=dev, tile=inference.CPU_TILE))
+        outs.extend(upscale_all(frames))
         return len(frames)
 
     with torch.inference_mode():
@@ -268,8 +270,7 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def model_fps() -> float:
         t0 = time.perf_counter()
-        for i in range(0, len(sample), batch):
-            inference.upscale_frames(model, np.stack(sample[i:i + batch]), scale, device=dev, tile=inference.CPU_TILE)
+        upscale_all(sample)
         return len(sample) / (time.perf_counter() - t0)
 
 
@@ -293,21 +294,17 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     paths = [os.path.join(work, "chunks", f"{c.index:05d}.mp4") for c in chunks]
     os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
 
-    def restore_chunks(depth: int) -> Callable[[], int]:
-        return lambda: sum(restore_chunk(model, scale, info, c, p, media, infer, dev, None, depth) for c, p in zip(chunks, paths, strict=True))
+    def restore_chunks(net: torch.nn.Module, depth: int) -> Callable[[], int]:
+        return lambda: sum(restore_chunk(net, scale, info, c, p, media, infer, dev, None, depth) for c, p in zip(chunks, paths, strict=True))
 
     # overlapped first: any warm-up cost falls on it, not on the comparison run
-    ovl = timed("chunk restore, stages overlapped", "frames", restore_chunks(2), note="decode ahead and encode behind the model, in threads")
-    seq = timed("chunk restore, stages in turn", "frames", restore_chunks(0), note="decode, model, encode one after the other")
+    ovl = timed("chunk restore, stages overlapped", "frames", restore_chunks(model, 2), note="decode ahead and encode behind the model, in threads")
+    seq = timed("chunk restore, stages in turn", "frames", restore_chunks(model, 0), note="decode, model, encode one after the other")
     stages += [ovl, seq]
     # the same with the tiny model, where decoding and encoding are a large share of the time
     small = inference.prepare(random_model(scale, 2, 16), dev)
-
-    def restore_small(depth: int) -> Callable[[], int]:
-        return lambda: sum(restore_chunk(small, scale, info, c, p, media, infer, dev, None, depth) for c, p in zip(chunks, paths, strict=True))
-
-    stages.append(timed("chunk restore, EDSR 2x16, overlapped", "frames", restore_small(2)))
-    stages.append(timed("chunk restore, EDSR 2x16, in turn", "frames", restore_small(0)))
+    stages.append(timed("chunk restore, EDSR 2x16, overlapped", "frames", restore_chunks(small, 2)))
+    stages.append(timed("chunk restore, EDSR 2x16, in turn", "frames", restore_chunks(small, 0)))
     out_path = os.path.join(work, "assembled.mp4")
     stages.append(timed("assemble (packet copy)", "frames", lambda: (assemble(paths, clip, out_path), probe(out_path).frames)[1]))
 

@@ -48,7 +48,6 @@ def _local_tmp(store: Store, final_uri: str, suffix: str) -> str:
     return os.path.join(folder, f".reelsr-{uuid.uuid4().hex[:12]}.tmp{suffix}")
 
 
-
 @contextlib.contextmanager
 def _named(local: str, uri: str) -> Iterator[None]:
     """Errors about a scratch copy name the store URI the user knows, not the copy."""
