@@ -53,9 +53,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """The model on ``device`` for inference: eval mode, channels-last weights.
 
-    Channels-last (NHWC) convolutions measured 1.5x faster than NCHW on the CPU
-    (EDSR 16x64, 176x144 frames, batch 1: 4.6 against 2.9 frames/s on 2 cores; see
-    bench/README.md) and are what tensor cores want on a GPU.
+    Channels-last (NHWC) convolutions measured 1.2x faster than NCHW on the CPU
+    (EDSR 16x64, 176x144 frames, batch 1, 2 cores: 5.32 against 4.40 frames/s in
+    bench/results/2026-11-22-vm.md; 4.6 against 2.9 in an earlier micro-run) and are
+    what tensor cores want on a GPU.
     """
     return model.to(device).eval().to(memory_format=torch.channels_last)
 
@@ -94,9 +95,9 @@ def output_bytes(batch: int, height: int, width: int, scale: int) -> int:
     return max(1, batch) * height * width * scale * scale * 3 * (4 + 1 + 1)
 
 
-def gpu_tile(free_bytes: int, n_feats: int, scale: int, batch: int, amp: torch.dtype | None) -> int:
+def fit_tile(free_bytes: int, n_feats: int, scale: int, batch: int, amp: torch.dtype | None) -> int:
     """The largest tile side (input px, a multiple of 64, at least 64) whose batch's
-    activations fit in half of ``free_bytes`` (the rest stays for the other stages and
+    activations fit in half of ``free_bytes`` (GPU or RAM) (the rest stays for the other stages and
     the allocator's fragmentation)."""
     per_pixel = activation_bytes_per_pixel(n_feats, scale, amp) * max(1, batch)
     return max(64, int((max(0, free_bytes) / 2 / per_pixel) ** 0.5) // 64 * 64)
@@ -120,11 +121,11 @@ def tile_for(
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return max(gpu_tile(free - out, n_feats, scale, batch, amp), 4 * overlap)
+        return max(fit_tile(free - out, n_feats, scale, batch, amp), 4 * overlap)
     import psutil
 
     share = psutil.virtual_memory().total // (os.cpu_count() or 1)
-    return max(min(CPU_TILE, gpu_tile(share - out, n_feats, scale, batch, amp)), 4 * overlap)
+    return max(min(CPU_TILE, fit_tile(share - out, n_feats, scale, batch, amp)), 4 * overlap)
 
 
 def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -164,13 +164,13 @@ def test_auto_batch_and_tiles():
     # GPU tiles from free memory: more memory or a smaller batch -> larger tiles; 1080p x4
     # on 40 GiB free in bf16 with batch 8 must be tiled, a 640x360 frame must not
     bf16 = torch.bfloat16
-    t40 = inference.gpu_tile(40 << 30, 64, 4, 8, bf16)
+    t40 = inference.fit_tile(40 << 30, 64, 4, 8, bf16)
     assert 360 < t40 < 1920 and t40 % 64 == 0
     # a batch's full-size results are taken off the memory first: 1080p x4 at batch 8 is 4.8 GB
     assert inference.output_bytes(8, 1080, 1920, 4) == 8 * 1080 * 1920 * 16 * 3 * 6
-    assert inference.gpu_tile(80 << 30, 64, 4, 8, bf16) > t40 > inference.gpu_tile(40 << 30, 64, 4, 16, bf16)
-    assert inference.gpu_tile(1 << 20, 64, 4, 8, bf16) == 64  # never below 64 px
-    assert inference.gpu_tile(-5, 64, 4, 8, bf16) == 64  # less than nothing left: still 64
+    assert inference.fit_tile(80 << 30, 64, 4, 8, bf16) > t40 > inference.fit_tile(40 << 30, 64, 4, 16, bf16)
+    assert inference.fit_tile(1 << 20, 64, 4, 8, bf16) == 64  # never below 64 px
+    assert inference.fit_tile(-5, 64, 4, 8, bf16) == 64  # less than nothing left: still 64
 
 
 def test_activation_estimate_covers_the_largest_maps():
