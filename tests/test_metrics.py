@@ -72,6 +72,14 @@ def test_metric_table():
     assert all(key == spec.name for key, spec in METRICS.items())
 
 
+def test_importing_the_pipeline_is_cheap():
+    # Every Ray worker imports pipeline.actors (and through pipeline.training this
+    # package); scipy (~0.3 s) and pyiqa are imported only by the code that uses them.
+    code = "import sys, pipeline.actors; print(sorted(m for m in ('scipy', 'pyiqa') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------- NIQE
 
 

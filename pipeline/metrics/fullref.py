@@ -15,7 +15,6 @@ MATLAB scripts used by the SR papers):
 """
 
 import numpy as np
-from scipy.ndimage import correlate1d
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float64)
 
@@ -85,6 +84,8 @@ def _gaussian_window_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     # Separable Gaussian (the 11x11 window is the outer product of g with itself),
     # then keep only pixels whose window lies fully inside the image ('valid').
+    from scipy.ndimage import correlate1d  # here, not at the top: every Ray worker imports this package, few run SSIM
+
     r = len(g) // 2
     out = correlate1d(img, g, axis=0, mode="constant")
     out = correlate1d(out, g, axis=1, mode="constant")
