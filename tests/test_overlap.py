@@ -102,11 +102,18 @@ def test_an_interrupt_while_waiting_stops_the_consumer_before_leaving():
 
     main = threading.main_thread().ident
     timer = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT))  # a real Ctrl-C, to the main thread
-    with pytest.raises(KeyboardInterrupt):
-        with Behind(consume, 8) as b:
-            for i in range(8):
-                b.put(i)
-            timer.start()  # fires while __exit__ waits for the 8 items (1.6 s)
+    # Python's own handler, as in a terminal: a shell gives a command it runs in the
+    # background SIGINT ignored, and pytest started that way would never see this one
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with Behind(consume, 8) as b:
+                for i in range(8):
+                    b.put(i)
+                timer.start()  # fires while __exit__ waits for the 8 items (1.6 s)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, inherited)
     left_at = len(consumed)
     assert "reelsr-behind" not in _threads()
     time.sleep(0.5)
