@@ -113,6 +113,11 @@ def timed(stage: str, unit: str, fn: Callable[[], int], *, device: torch.device 
 # --- inputs ----------------------------------------------------------------------
 
 
+def frame_ticks(info: VideoInfo) -> int:
+    """Time-base ticks per frame of a constant-rate clip."""
+    return round(1 / (info.rate * info.time_base))
+
+
 def make_clip(path: str, frames: int, source: str = DEMO_CLIP, size: tuple[int, int] | None = None, gop: int = 30) -> VideoInfo:
     """A ``frames``-frame H.264 clip from ``source``, played forwards then backwards as
     often as needed (so no cut repeats), GOP ``gop``, optionally resized to ``size``."""
@@ -125,10 +130,10 @@ def make_clip(path: str, frames: int, source: str = DEMO_CLIP, size: tuple[int, 
             src.append(to_rgb(f, info.colorspace))
     cycle = src + src[-2:0:-1]
     h, w = src[0].shape[:2]
-    tb = info.time_base
-    ticks = round(1 / (info.rate * tb))
+    ticks = frame_ticks(info)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with ChunkWriter(path, width=w, height=h, time_base=tb, rate=info.rate, colorspace=info.colorspace, crf=18, preset="medium", gop_size=gop) as wr:
+    with ChunkWriter(path, width=w, height=h, time_base=info.time_base, rate=info.rate, colorspace=info.colorspace, crf=18, preset="medium",
+                     gop_size=gop) as wr:
         for i in range(frames):
             wr.write(i * ticks, cycle[i % len(cycle)])
     return probe(path)
@@ -285,8 +290,9 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     def encode() -> int:
         with ChunkWriter(os.path.join(work, "enc.mp4"), width=info.width * scale, height=info.height * scale, time_base=info.time_base,
                          rate=info.rate, colorspace=info.colorspace, crf=media.crf, preset=media.preset) as wr:
+            ticks = frame_ticks(info)
             for i, o in enumerate(outs):
-                wr.write(i * 1001, o)
+                wr.write(i * ticks, o)
         return len(outs)
 
     stages.append(timed(f"encode (libx264 {media.preset}, crf {media.crf})", "frames", encode))
@@ -327,13 +333,13 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_naive:
         stages.append(timed("naive loop (decode 1, model NCHW, encode 1)", "frames",
                             lambda: naive_loop(plain, clip, os.path.join(work, "naive.mp4"), scale, media)))
-    return {"stages": stages, "extra": extra, "clip": clip, "info": info, "model_fps": model_fps}
+    return {"stages": stages, "extra": extra, "info": info, "model_fps": model_fps}
 
 
 # --- end to end through Ray ------------------------------------------------------
 
 
-def e2e(work: str, args: argparse.Namespace, clip1: str, info1: VideoInfo, model_fps: Callable[[], float]) -> dict[str, Any]:
+def e2e(work: str, args: argparse.Namespace, info1: VideoInfo, model_fps: Callable[[], float]) -> dict[str, Any]:
     """The real pipeline (``pipeline.orchestrate.restore``) on a running local Ray, on
     the CPU like the model figures it is compared with, the clip and the clip twice as
     long, after a warm-up run on a short clip.
@@ -346,10 +352,8 @@ def e2e(work: str, args: argparse.Namespace, clip1: str, info1: VideoInfo, model
 
     from pipeline.orchestrate import restore
 
-    clip2 = os.path.join(work, "in2", "clip.mp4")
-    make_clip(clip2, 2 * info1.frames)
-    warm = os.path.join(work, "in0", "clip.mp4")
-    make_clip(warm, 30)
+    info2 = make_clip(os.path.join(work, "in2", "clip.mp4"), 2 * info1.frames)
+    warm = make_clip(os.path.join(work, "in0", "clip.mp4"), 30)
     ckpt = os.path.join(work, f"edsr_{args.n_resblocks}x{args.n_feats}_x{args.scale}.pt")
     checkpoint.save(random_model(args.scale, args.n_resblocks, args.n_feats), ckpt, {"note": "random weights (benchmark)"})
     overrides = [f"model.pretrained={ckpt}", f"model.n_resblocks={args.n_resblocks}", f"model.n_feats={args.n_feats}",
@@ -360,14 +364,14 @@ def e2e(work: str, args: argparse.Namespace, clip1: str, info1: VideoInfo, model
     ray_start = time.perf_counter() - t0
     runs: dict[str, Any] = {"ray_start_s": round(ray_start, 2)}
     try:
-        for name, src in (("warm-up", warm), ("1x", clip1), ("2x", clip2)):
+        for name, info in (("warm-up", warm), ("1x", info1), ("2x", info2)):
+            src, frames = info.path, info.frames
             out = os.path.join(work, f"out-{name}")
             before = model_fps() if name != "warm-up" else None
             with PeakRSS(tree=True) as mem:
                 t0 = time.perf_counter()
                 outcome = restore(cfg, src, out)
                 seconds = time.perf_counter() - t0
-            frames = probe(src).frames
             ok = [r for r in outcome.rows if r.get("status") == "restored"]
             if len(ok) != 1:
                 raise RuntimeError(f"e2e {name}: not restored: {outcome.rows}")
@@ -405,15 +409,12 @@ def gpu_stages(args: argparse.Namespace, dev: torch.device | None = None) -> dic
     h, w = args.gpu_height, args.gpu_width
     for dtype in (torch.bfloat16, torch.float16):
         for batch in (int(b) for b in args.gpu_batches.split(",")):
-            x = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8)
-            x = x.pin_memory() if dev.type == "cuda" else x
+            x = np.random.default_rng(batch).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
             reps = max(2, args.gpu_frames // batch)
 
-            @torch.inference_mode()
             def run(x=x, dtype=dtype, reps=reps) -> int:
-                for _ in range(reps):  # upload uint8, forward, quantise on the device
-                    y = inference.upscale_tensor(model, x.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255), 4, amp=dtype)
-                    y.mul_(255).round_().to(torch.uint8)
+                for _ in range(reps):  # the actors' path: upload uint8, forward, quantise on the device, copy back
+                    inference.upscale_frames(model, x, 4, device=dev, amp=dtype)
                 return reps * x.shape[0]
 
             run()  # warm-up (cuDNN autotune)
@@ -563,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         started = datetime.datetime.now(datetime.UTC)
         cpu = cpu_stages(work, args)
-        runs = None if args.no_e2e else e2e(work, args, cpu["clip"], cpu["info"], cpu["model_fps"])
+        runs = None if args.no_e2e else e2e(work, args, cpu["info"], cpu["model_fps"])
         gpu = gpu_stages(args) if torch.cuda.is_available() and not args.no_gpu else None
         meta = {"date": started.strftime("%Y-%m-%d"), "started": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
                 "cpu": _cpu_name(), "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

@@ -190,6 +190,6 @@ def upscale_frames(
     with torch.inference_mode():
         # uint8 goes to the device (a quarter of the bytes of float), is quantised back
         # there, and an NHWC result is already in the (N, H, W, 3) order of the frames
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
         return y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()

@@ -131,7 +131,9 @@ class Behind(Generic[T]):
         if exc_type is not None:
             self._stop.set()
         try:
-            # the thread ends on _END, on stop, or on an error; a full queue drains as it runs
+            # the thread ends on _END, on stop, or on an error; a full queue drains as it runs.
+            # Not _put(): when stopped, _END must still be tried once, to wake a thread
+            # blocked in get() on an empty queue
             while not self._done.is_set():
                 try:
                     self._q.put(_END, timeout=0.1)
