@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The fast tier: no Ray cluster, no job in a subprocess (tests marked slow are left out).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Stage throughputs, end to end through Ray, and the GPU path when CUDA is there:
 # bench/results/<date>-<host>.json and .md (about 10 minutes on 2 CPU cores). See bench/README.md.

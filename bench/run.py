@@ -31,14 +31,14 @@ import psutil
 import torch
 
 from pipeline import inference
-from pipeline.actors import restore_chunk
 from pipeline.config import InferConfig, MediaConfig, TrainConfig, build_config
 from pipeline.media.chunks import decode_chunk, iter_training_frames, plan_chunks, to_rgb
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
-from pipeline.training import finetune
+from pipeline.train.finetune import finetune
+from pipeline.upscale import upscale_chunk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CLIP = os.path.join(ROOT, "demo", "carphone_qcif.mp4")
@@ -301,7 +301,7 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
 
     def restore_chunks(net: torch.nn.Module, depth: int) -> Callable[[], int]:
-        return lambda: sum(restore_chunk(net, scale, info, c, p, media, infer, dev, None, depth) for c, p in zip(chunks, paths, strict=True))
+        return lambda: sum(upscale_chunk(net, scale, info, c, p, media, infer, dev, None, depth) for c, p in zip(chunks, paths, strict=True))
 
     # overlapped first: any warm-up cost falls on it, not on the comparison run
     ovl = timed("chunk restore, stages overlapped", "frames", restore_chunks(model, 2), note="decode ahead and encode behind the model, in threads")
@@ -340,7 +340,7 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def e2e(work: str, args: argparse.Namespace, info1: VideoInfo, model_fps: Callable[[], float]) -> dict[str, Any]:
-    """The real pipeline (``pipeline.orchestrate.restore``) on a running local Ray, on
+    """The real pipeline (``pipeline.run.driver.restore``) on a running local Ray, on
     the CPU like the model figures it is compared with, the clip and the clip twice as
     long, after a warm-up run on a short clip.
 
@@ -350,7 +350,7 @@ def e2e(work: str, args: argparse.Namespace, info1: VideoInfo, model_fps: Callab
     (this VM's varies by +-10 % over minutes) does not count as overhead."""
     import ray
 
-    from pipeline.orchestrate import restore
+    from pipeline.run.driver import restore
 
     info2 = make_clip(os.path.join(work, "in2", "clip.mp4"), 2 * info1.frames)
     warm = make_clip(os.path.join(work, "in0", "clip.mp4"), 30)
@@ -372,13 +372,13 @@ def e2e(work: str, args: argparse.Namespace, info1: VideoInfo, model_fps: Callab
                 t0 = time.perf_counter()
                 outcome = restore(cfg, src, out)
                 seconds = time.perf_counter() - t0
-            ok = [r for r in outcome.rows if r.get("status") == "restored"]
+            ok = [r for r in outcome.rows if r.status == "restored"]
             if len(ok) != 1:
                 raise RuntimeError(f"e2e {name}: not restored: {outcome.rows}")
             row = ok[0]
-            parts = {"infer_and_assemble_s": row["infer_seconds"], "metrics_s": row["metrics_seconds"],
-                     "probe_and_train_s": row["total_seconds"] - row["infer_seconds"] - row["metrics_seconds"] - row["train_seconds"],
-                     "outside_the_video_s": seconds - row["total_seconds"]}  # listing, checks, reports
+            parts = {"infer_and_assemble_s": row.infer_seconds, "metrics_s": row.metrics_seconds,
+                     "probe_and_train_s": row.total_seconds - row.infer_seconds - row.metrics_seconds - row.train_seconds,
+                     "outside_the_video_s": seconds - row.total_seconds}  # listing, checks, reports
             runs[name] = {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 3), "peak_rss_tree_mib": round(mem.mib, 1),
                           **{k: round(v, 2) for k, v in parts.items()}}
             if before is not None:

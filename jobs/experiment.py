@@ -26,7 +26,8 @@ import sys
 
 import yaml
 
-from pipeline.config import PRESETS, build_config
+from pipeline.config import build_config
+from pipeline.presets import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="a high-resolution clip or a local folder of them")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="base config preset (default: baseline)")
+    p.add_argument("--preset", choices=PRESETS.names(), help="base config preset (default: baseline)")
     p.add_argument("--config", metavar="FILE.yaml", help="base config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="base config override (repeatable)")
     args = p.parse_args(argv)

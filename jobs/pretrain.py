@@ -1,9 +1,12 @@
-"""Pretrain the base EDSR on a folder of high-resolution images (any image folder,
-DIV2K's layout included), with Ray Train.
+"""Pretrain a base model on folders of high-resolution images (any image folder, DIV2K's
+layout included): in this process, or with Ray (Train) for several workers.
 
-    python -m jobs.pretrain --data DIR --output DIR --scale S [--val DIR] [--preset NAME]
-        [--set field=value ...] [--init CKPT] [--max-seconds N]
+    python -m jobs.pretrain --data DIR [--data DIR ...] --output DIR --scale S
+        [--val DIR | --val NAME=DIR ...] [--preset NAME] [--flavour bicubic|archive]
+        [--set field=value ...] [--init CKPT] [--max-seconds N] [--ray]
 
+One worker runs in this process (torch is all it needs) unless --ray is given or
+RAY_ADDRESS names a cluster; --set workers=N > 1 trains data-parallel on Ray Train.
 Rerun the same command to continue a run that was killed or stopped by --max-seconds.
 """
 
@@ -17,13 +20,8 @@ import typing
 import yaml
 
 from pipeline.config import _coerce
-from pipeline.pretrain import PretrainConfig
-
-PRESETS = {
-    "tiny": {"n_resblocks": 2, "n_feats": 16, "steps": 200, "batch_size": 8, "val_every": 50, "checkpoint_every": 50, "lr_step": 10_000},
-    "baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
-    "full": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
-}
+from pipeline.presets import PRESETS
+from pipeline.train.pretrain import FLAVOURS, PretrainConfig
 
 
 def fields_help() -> str:
@@ -31,23 +29,26 @@ def fields_help() -> str:
     lines = ["fields (--set name=value):"]
     for f in dataclasses.fields(PretrainConfig):
         lines.append(f"  {f.name} = {getattr(base, f.name)!r}\n      {f.metadata['help']}")
-    lines.append("presets: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    lines.append("presets (--preset NAME):")
+    lines += [f"  {e.name}: {e.help}; pretraining fields {e.item.pretrain_fields()}" for e in PRESETS]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.pretrain", description=__doc__, epilog=fields_help(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="folder of high-resolution training images (searched recursively)")
-    p.add_argument("--output", required=True, help="folder for state.pt, history.jsonl and the final checkpoint")
+    p.add_argument("--data", required=True, action="append", help="folder of high-resolution training images (searched recursively; repeatable)")
+    p.add_argument("--output", required=True, help="folder for state.pt, history.jsonl, the image store and the final checkpoint")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
-    p.add_argument("--val", help="folder of validation images (e.g. Set5/HR)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="baseline")
+    p.add_argument("--val", action="append", default=[], metavar="[NAME=]DIR", help="validation images (e.g. Set5=.../Set5/HR); repeatable")
+    p.add_argument("--preset", choices=PRESETS.names(), default="baseline")
+    p.add_argument("--flavour", choices=sorted(FLAVOURS), help="input side of the pairs (default bicubic)")
     p.add_argument("--init", help="start from this checkpoint (same scale, or x2 for x3/x4)")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds, saving the state (train in slices)")
+    p.add_argument("--ray", action="store_true", help="run on Ray even with one worker (a GPU worker of the cluster)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     args = p.parse_args(argv)
-    values: dict = dict(PRESETS[args.preset], scale=args.scale)
+    values: dict = dict(PRESETS.get(args.preset).pretrain_fields(), scale=args.scale)
     types = typing.get_type_hints(PretrainConfig)
     try:
         for item in args.overrides:
@@ -57,17 +58,20 @@ def main(argv: list[str] | None = None) -> int:
             if k not in types:
                 raise ValueError(f"unknown field {k!r} (fields: {', '.join(types)})")
             values[k] = _coerce(yaml.safe_load(v) if v.strip() else None, types[k], k)
-        if args.init:
-            values["init"] = args.init
-        if args.max_seconds is not None:
-            values["max_seconds"] = args.max_seconds
+        for flag, field in ((args.init, "init"), (args.max_seconds, "max_seconds"), (args.flavour, "flavour")):
+            if flag is not None:
+                values[field] = flag
         cfg = PretrainConfig(**values)
+        val = {}
+        for v in args.val:
+            name, sep, folder = v.partition("=")
+            val[name if sep else v.rstrip("/").removesuffix("/HR").rsplit("/", 1)[-1]] = folder if sep else v
     except (ValueError, TypeError, yaml.YAMLError) as e:
         p.error(str(e))
-    from pipeline.pretrain import pretrain
+    from pipeline.train.pretrain import pretrain
 
     try:
-        summary = pretrain(cfg, args.data, args.output, val=args.val)
+        summary = pretrain(cfg, args.data, args.output, val=val, where="ray" if args.ray else None)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -54,9 +54,12 @@ def query(reports_root: str, sql: str, store=None):
     a pyarrow Table."""
     import duckdb
 
-    from pipeline import reports, storage
+    from pipeline import reports
+    from pipeline.storage.uri import check_uri, join
 
-    root = storage.check_uri(reports_root, "--reports")
+    root = check_uri(reports_root, "--reports")
+    if not reports.has_reports(root, store):
+        raise FileNotFoundError(f"no reports under {join(root, 'reports')}: --reports takes the --output of a restore run")
     con = duckdb.connect()
     for table in reports.TABLES:
         con.register(table, reports.read_table(root, table, store))

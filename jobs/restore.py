@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import PRESETS, build_config, describe_fields
+from pipeline.config import build_config, describe_fields
+from pipeline.presets import PRESETS
 
 
 def parser(description: str = __doc__) -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="a video file, or a folder or s3://bucket/prefix searched recursively for mp4/mkv/mov/avi/webm/m4v")
     p.add_argument("--output", required=True, help="output folder or s3://bucket/prefix: restored videos at OUT/x<scale>-<config hash>/<path relative to IN>, reports at OUT/reports/")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset: " + ", ".join(PRESETS) + " (default: baseline)")
+    p.add_argument("--preset", choices=PRESETS.names(), help="start from a preset: " + ", ".join(PRESETS.names()) + " (default: baseline)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one field, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--no-finetune", action="store_true", help="restore with the starting model (model.pretrained) as it is")
@@ -54,7 +55,7 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 1 if any(r["status"] == "failed" for r in outcome.rows) else 0
+    return 1 if any(r.status == "failed" for r in outcome.rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", help="high-resolution originals for PSNR/SSIM: a file for a file input, a folder or s3:// prefix with the same relative paths for a folder")
 
     def work(cfg, args, preset):
-        from pipeline.orchestrate import restore
+        from pipeline.run.driver import restore
 
         return restore(cfg, args.input, args.output, reference=args.reference, preset=preset)
 

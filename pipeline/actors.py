@@ -1,18 +1,18 @@
 """The Ray wrapping of the stages: tasks for probing, training-frame extraction,
 assembly and metrics, and the inference actor. Each calls the plain stage functions
 (tests call those directly without Ray) on node-local copies of its inputs
-(``Store.local_copy``), and commits what it writes to the store atomically.
+(``Store.local_copy``), and commits what it writes through ``Store.committing``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,13 +22,14 @@ import torch
 
 from pipeline import inference
 from pipeline.config import InferConfig, MediaConfig
-from pipeline.media.chunks import Chunk, decode_chunk, iter_training_frames
-from pipeline.media.encode import ChunkWriter, assemble
+from pipeline.datasets.frames import drop_near_duplicates, reservoir
+from pipeline.media.chunks import Chunk, iter_training_frames
+from pipeline.media.encode import assemble
 from pipeline.media.probe import VideoInfo, probe
-from pipeline.models import checkpoint
-from pipeline.overlap import Behind, ahead
-from pipeline.storage import Store, errors_about, is_s3, split
-from pipeline.training import drop_near_duplicates, reservoir
+from pipeline.models import build_model, checkpoint
+from pipeline.storage import Store
+from pipeline.storage.uri import is_s3
+from pipeline.upscale import upscale_chunk
 
 
 def _threads() -> int:
@@ -38,14 +39,6 @@ def _threads() -> int:
     except Exception:  # noqa: BLE001 - outside Ray
         n = 1
     return max(1, n)
-
-
-def _local_tmp(store: Store, final_uri: str, suffix: str) -> str:
-    """Where to write a file before committing it to ``final_uri``: a hidden name in the
-    same folder for local storage (the commit is a rename), the scratch space for S3."""
-    folder = store.scratch() if is_s3(final_uri) else os.path.dirname(final_uri)
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f".reelsr-{uuid.uuid4().hex[:12]}.tmp{suffix}")
 
 
 @contextlib.contextmanager
@@ -91,134 +84,86 @@ def assemble_task(
     frame count, and commit the result to ``output``; returns the output's width, height
     and frames."""
     src = store.local_copy(source, version)
-    work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch())
-    tmp = _local_tmp(store, output, os.path.splitext(output)[1])
+    work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch.folder())
     try:
         paths = []
         for i, uri in enumerate(chunk_uris):
             if is_s3(uri):
                 paths.append(os.path.join(work, f"{i:05d}{os.path.splitext(uri)[1]}"))
-                with errors_about(uri, "download"):
-                    store.client().download_file(*split(uri), paths[-1])
+                store.download(uri, paths[-1])
             else:
                 paths.append(uri)
-        with errors_about(output, "write", beside=tmp):  # a full disk names the output, not the temporary file
+        with store.committing(output, os.path.splitext(output)[1]) as tmp:  # only a checked file reaches the final name
             assemble(paths, src, tmp, rotation)
-        info = probe(tmp)
-        if info.frames != expected_frames:
-            raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
-        store.put_file(tmp, output)  # only a checked file reaches the final name
+            info = probe(tmp)
+            if info.frames != expected_frames:
+                raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
         return {"width": info.width, "height": info.height, "frames": info.frames}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def _fetch(box: list) -> bytes:
+    """The bytes of a boxed ObjectRef (boxed in a list so Ray does not fetch the bytes
+    for every call, only when the actor needs them)."""
+    return ray.get(box[0]) if isinstance(box[0], ray.ObjectRef) else box[0]
 
 
 class ChunkRestorer:
-    """Restores whole chunks: decode -> batched SR -> encode to a chunk file.
+    """An inference actor: restores whole chunks (decode -> batched SR -> encode).
 
-    The model is loaded once per actor and per checkpoint (a video's fine-tuned
-    model); calls carry everything else, nothing per-call is kept on ``self``.
+    The model is built and loaded in ``__init__`` (the run's starting model, or the
+    architecture freshly initialised); a video's fine-tuned weights are copied into it
+    when a call names other weights than those loaded (``weights`` is that cache key:
+    the sha256 of the loaded checkpoint). Calls carry everything else; nothing
+    per-call is kept on ``self``. An actor given a GPU fails at start, with the reason,
+    when CUDA is unusable: it never runs the model on the CPU instead.
     """
 
-    def __init__(self, infer: InferConfig) -> None:
+    def __init__(self, infer: InferConfig, gpu: bool, arch: dict[str, Any], start_box: list | None) -> None:
         self.infer = infer
-        self.device = inference.pick_device()
-        if self.device.type == "cpu":
+        self.device = inference.cuda_or_raise() if gpu else torch.device("cpu")
+        if not gpu:
             torch.set_num_threads(_threads())
         self.amp = inference.autocast_dtype(infer.precision, self.device)
-        self._model_key: str | None = None
-        self._model: torch.nn.Module | None = None
+        blob = _fetch(start_box) if start_box else None
+        model = checkpoint.load(blob)[0] if blob is not None else build_model(arch)
+        self.model = inference.prepare(model, self.device)
+        self.weights = hashlib.sha256(blob).hexdigest() if blob is not None else "init"
 
-    def _load(self, key: str, ckpt_box: list) -> torch.nn.Module:
-        if key != self._model_key:
-            blob = ray.get(ckpt_box[0]) if isinstance(ckpt_box[0], ray.ObjectRef) else ckpt_box[0]
-            model, _ = checkpoint.load(blob, map_location=self.device)
-            self._model, self._model_key = inference.prepare(model, self.device), key
-        return self._model
+    def _use(self, key: str, box: list) -> None:
+        if key == self.weights:
+            return
+        model, meta = checkpoint.load(_fetch(box))
+        if meta["arch"] == self.model.arch:
+            self.model.load_state_dict(model.state_dict())  # copied into the loaded (channels-last) parameters
+        else:
+            self.model = inference.prepare(model, self.device)
+        self.weights = key
 
     def restore(
-        self, key: str, ckpt_box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str, media: MediaConfig
+        self, key: str, box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str, media: MediaConfig
     ) -> dict[str, Any]:
         """Restore ``chunk`` of ``info.path`` (a store URI; read from this node's copy)
-        into ``out_uri``, committed only when complete; returns {"frames", "seconds"}.
-
-        ``key`` names the checkpoint (its sha256); ``ckpt_box`` is ``[ObjectRef]`` to its
-        bytes, boxed in a list so Ray does not fetch the bytes for every chunk: the actor
-        fetches them only when the key changes (once per video).
-        """
-        model = self._load(key, ckpt_box)
+        with the checkpoint ``key`` (its sha256; ``box`` = [ObjectRef to its bytes]) into
+        ``out_uri``, committed only when complete; returns {"frames", "seconds", "chunk"}."""
+        self._use(key, box)
         t0 = time.perf_counter()
-        n = 0
         source = info.path
         info = dataclasses.replace(info, path=store.local_copy(source, version))
-        tmp = _local_tmp(store, out_uri, "." + media.container)
-        try:
-            with errors_about(out_uri, "write", beside=tmp):
-                n = restore_chunk(model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp)
+        with store.committing(out_uri, "." + media.container) as tmp:
+            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
-            store.put_file(tmp, out_uri)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
 
 
-def restore_chunk(
-    model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, path: str, media: MediaConfig,
-    infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2,
-) -> int:
-    """Decode ``chunk`` of the local file ``info.path``, upscale it with ``model`` and
-    encode it to ``path``; returns the frames written.
-
-    Decoding runs one thread ahead of the model and encoding one thread behind it
-    (``pipeline.overlap``), so the three overlap; each queue holds ``depth`` batches
-    (0: all three in turn in this thread, for comparison).
-    """
-    # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
-    width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
-    n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
-    batch_size = infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width)
-    tile = inference.tile_for(infer.tile, infer.tile_overlap, device, n_feats, scale, batch_size, amp, (info.height, info.width))
-
-    def batches() -> Iterator[tuple[list[int], np.ndarray]]:
-        pts: list[int] = []
-        rgbs: list[np.ndarray] = []
-        for p, rgb in decode_chunk(info.path, chunk, info):
-            pts.append(p)
-            rgbs.append(rgb)
-            if len(pts) == batch_size:
-                yield pts, np.stack(rgbs)
-                pts, rgbs = [], []
-        if pts:
-            yield pts, np.stack(rgbs)
-
-    n = 0
-    with ChunkWriter(
-        path, width=width, height=height, time_base=info.time_base, rate=info.rate,
-        colorspace=info.colorspace, crf=media.crf, preset=media.preset,
-    ) as writer:
-
-        def encode(item: tuple[list[int], np.ndarray]) -> None:
-            for p, frame in zip(*item, strict=True):
-                writer.write(p, frame[:height, :width])
-
-        with Behind(encode, depth) as encoder:
-            for pts, frames in ahead(batches(), depth):
-                out = inference.upscale_frames(model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap, amp=amp)
-                encoder.put((pts, out))
-                n += len(pts)
-    return n
-
-
-def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int):
-    """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs. A dead actor is
-    restarted and its chunk retried (a chunk is committed only when complete, so a
-    retry cannot leave a partial one)."""
+def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int, arch: dict[str, Any], start_box: list | None):
+    """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs. Ray does not restart
+    it: the pool replaces a dead actor and restores its chunk again (a chunk is committed
+    only when complete, so a retry cannot leave a partial one)."""
     opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cpus}
-    return ray.remote(ChunkRestorer).options(max_restarts=2, max_task_retries=2, **opts).remote(infer)
+    return ray.remote(ChunkRestorer).options(max_restarts=0, **opts).remote(infer, use_gpu, arch, start_box)
 
 
 @ray.remote(num_cpus=1)

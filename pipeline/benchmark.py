@@ -38,6 +38,7 @@ from pipeline import inference
 from pipeline.metrics.fullref import psnr_plane, psnr_y, rgb_to_y, ssim_plane, ssim_y
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
+from pipeline.models.weights import BUILTIN_PREFIX, builtin
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
@@ -100,8 +101,8 @@ def _restorer(model: str, scale: int, dev: torch.device):
     """A function uint8 LR (h, w, 3) -> uint8 SR (scale*h, scale*w, 3), and a description."""
     if model == "bicubic":
         return (lambda lr: bicubic_resize_uint8(lr, (lr.shape[0] * scale, lr.shape[1] * scale))), {"model": "bicubic"}
-    if model.startswith(checkpoint.BUILTIN_PREFIX):
-        path = checkpoint.resolve(model, scale)
+    if model.startswith(BUILTIN_PREFIX):
+        path = builtin(model).path(scale)
     elif os.path.isfile(model):
         path = model
     else:
@@ -122,7 +123,7 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu") -> dict[st
 
     Args:
         model: ``"bicubic"``, ``"builtin:NAME"`` (shipped weights, see
-            :func:`pipeline.models.checkpoint.resolve`) or a checkpoint path.
+            :data:`pipeline.models.weights.WEIGHTS`) or a checkpoint path.
         data: a folder of HR images, or a folder with an ``HR/`` subfolder (then that is used).
         scale: upscaling factor (>= 2); a checkpoint must be trained for it.
         device: "cpu" or "cuda" (for a checkpoint; bicubic runs on the CPU).

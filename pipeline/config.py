@@ -61,53 +61,23 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    arch: str = _f("edsr", "Model architecture, from the table pipeline.models.ARCHS (edsr).")
     n_resblocks: int = _f(16, "EDSR residual blocks.")
     n_feats: int = _f(64, "EDSR feature channels.")
     res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
-    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped in pipeline/data/weights (NAME_x{scale}.pt). Empty: train from scratch (with a warning).")
+    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped with the package (the table pipeline.models.weights.WEIGHTS). Empty: train from scratch (with a warning).")
 
     def __post_init__(self) -> None:
+        from pipeline.models import ARCHS
+
+        ARCHS.entry(self.arch)  # an unknown name raises, naming the known ones
         if self.n_resblocks < 1 or self.n_feats < 1:
             raise ValueError(f"model.n_resblocks and model.n_feats must be >= 1, got {self.n_resblocks}, {self.n_feats}")
         if not (math.isfinite(self.res_scale) and self.res_scale > 0):
             raise ValueError(f"model.res_scale must be a finite number > 0, got {self.res_scale}")
 
 
-TERMS = ("l1", "l2", "charbonnier", "ssim", "niqe", "gan", "vgg")
-LOSS_HELP = (
-    'Weighted sum of terms "name:weight,..." from l1, l2, charbonnier, ssim, niqe (no-reference, on the '
-    'frames at their own resolution), gan (LSGAN, patch discriminator), vgg (perceptual; needs train.vgg_weights)'
-)
-
-
-def _spec_items(spec: str) -> list[tuple[str, str]]:
-    """``"a:1, b"`` -> [("a", "1"), ("b", "")]: the items of a comma-separated spec."""
-    items = []
-    for part in spec.split(","):
-        if part.strip():
-            name, _, value = part.strip().partition(":")
-            items.append((name.strip().lower(), value.strip()))
-    return items
-
-
-def parse_loss(spec: str) -> dict[str, float]:
-    """``"l1:1,ssim:0.2"`` -> {"l1": 1.0, "ssim": 0.2}; a bare name has weight 1."""
-    terms: dict[str, float] = {}
-    for name, w in _spec_items(spec):
-        if name not in TERMS:
-            raise ValueError(f"train.loss: unknown term {name!r} (terms: {', '.join(TERMS)})")
-        try:
-            weight = float(w) if w else 1.0
-        except ValueError:
-            raise ValueError(f"train.loss: weight of {name!r} must be a number, got {w!r}") from None
-        if not (math.isfinite(weight) and weight > 0):
-            raise ValueError(f"train.loss: weight of {name!r} must be > 0, got {weight}")
-        if name in terms:
-            raise ValueError(f"train.loss: {name!r} given twice")
-        terms[name] = weight
-    if not terms:
-        raise ValueError("train.loss: give at least one term, e.g. l1")
-    return terms
+LOSS_HELP = 'Weighted sum of loss terms "name:weight,..." (the terms are listed at the end of --help)'
 
 
 @dataclass(frozen=True)
@@ -126,12 +96,12 @@ class TrainConfig:
     vgg_weights: str = _f("", "Local VGG-19 state dict (torchvision layout) for the vgg loss term; nothing is downloaded.")
     train_last: int = _f(0, "Train only the last K residual blocks (with the body's closing conv) and the upsampler, the rest frozen. 0: all layers.")
     augment: bool = _f(True, "Random flips and 90-degree rotations of the training patches.")
-    degrade: str = _f("", 'Degradations of the input patch, each applied with probability 0.5: "noise:SIGMA" (Gaussian, 0-255 scale), "blur:SIGMA" (Gaussian, px), "jpeg:QUALITY", comma-separated. Empty: clean bicubic inputs.')
+    degrade: str = _f("", 'Degradations of the input patch after the bicubic downscale, each applied with probability 0.5, comma-separated "name:value" (the degradations are listed at the end of --help). Empty: clean bicubic inputs.')
     multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
     holdout: int = _f(0, "Frames held out for early stopping (validation self-pairs). 0: no early stopping.")
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
     patience: int = _f(4, "With holdout: stop after this many validations without improvement, keeping the best weights.")
-    workers: int = _f(1, "Ray Train workers (data parallel). Each takes one GPU when the cluster has GPUs.")
+    workers: int = _f(1, "Fine-tune workers: 1 runs as one Ray task; more train data-parallel on Ray Train. Each takes one GPU when the cluster has GPUs.")
     seed: int = _f(0, "Random seed of patch sampling and initialisation.")
 
     def __post_init__(self) -> None:
@@ -154,27 +124,12 @@ class TrainConfig:
             raise ValueError(f"train.patches must be uniform or texture, got {self.patches!r}")
         if self.seed < 0:
             raise ValueError(f"train.seed must be >= 0, got {self.seed}")
+        from pipeline.datasets.degrade import parse_degrade
+        from pipeline.losses import parse_loss
+
         if "vgg" in parse_loss(self.loss) and not self.vgg_weights:
             raise ValueError("train.loss has a vgg term: set train.vgg_weights to a local VGG-19 checkpoint (nothing is downloaded)")
         parse_degrade(self.degrade)
-
-
-def parse_degrade(spec: str) -> dict[str, float]:
-    """``"noise:2,blur:0.8,jpeg:75"`` -> {"noise": 2.0, "blur": 0.8, "jpeg": 75.0}."""
-    out: dict[str, float] = {}
-    for name, v in _spec_items(spec):
-        if name not in ("noise", "blur", "jpeg"):
-            raise ValueError(f"train.degrade: unknown degradation {name!r} (noise, blur, jpeg)")
-        try:
-            value = float(v)
-        except ValueError:
-            raise ValueError(f"train.degrade: {name} needs a number, e.g. {name}:{ {'noise': 2, 'blur': 0.8, 'jpeg': 75}[name]}, got {v!r}") from None
-        if name == "jpeg" and not 5 <= value <= 100:
-            raise ValueError(f"train.degrade: jpeg quality must be in 5..100, got {value}")
-        if name != "jpeg" and not (math.isfinite(value) and 0 < value <= (5 if name == "blur" else 50)):
-            raise ValueError(f"train.degrade: {name} sigma must be in (0, {5 if name == 'blur' else 50}], got {value}")
-        out[name] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -272,40 +227,24 @@ class RestoreConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def hash(self, *sections: str) -> str:
+    def hash(self, *sections: str, gpu: bool | None = None) -> str:
         """Stable 12-hex-digit hash of the fields that change results.
 
-        With no argument: scale, model, train and media (not infer/metrics, which
-        change speed or what is measured, not the restored pixels... except tiling,
-        whose seams are negligible). With section names: only those (plus scale).
+        With no section named: everything that changes the restored pixels -- scale,
+        model, train, media, infer.precision, and the device the run uses (``gpu``, as
+        resolved when the run starts; the configured ``device`` when not given). Not the
+        rest of infer/metrics/storage, which change speed or what is measured (tiling's
+        seams are negligible). With section names: only those (plus scale).
         """
         d = self.to_dict()
-        keep = sections or ("model", "train", "media")
-        payload = {"scale": d["scale"], **{k: d[k] for k in keep}}
+        if sections:
+            payload = {"scale": d["scale"], **{k: d[k] for k in sections}}
+        else:
+            device = ("gpu" if gpu else "cpu") if gpu is not None else d["device"]
+            payload = {"scale": d["scale"], "model": d["model"], "train": d["train"], "media": d["media"],
+                       "precision": d["infer"]["precision"], "device": device}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "model": {"n_resblocks": 2, "n_feats": 16, "pretrained": "builtin:edsr_2x16"},
-        "train": {"steps": 40, "patch_size": 48, "batch_size": 8, "lr": 1e-4, "max_frames": 32},
-        "media": {"preset": "veryfast", "chunk_frames": 24},
-        "metrics": {"sample_frames": 4},
-    },
-    "baseline": {
-        "model": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
-    },
-    "full": {
-        "model": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
-        "train": {"steps": 2000},
-    },
-}
-PRESET_HELP = {
-    "tiny": "EDSR 2x16 from the shipped builtin:edsr_2x16 weights, 40 steps: seconds on 2 CPU cores, for tests and trials",
-    "baseline": "EDSR-baseline 16 blocks x 64 features (the default)",
-    "full": "EDSR 32 blocks x 256 features, residual scaling 0.1",
-}
 
 
 # ---------------------------------------------------------------------------
@@ -390,11 +329,11 @@ def build_config(
 ) -> RestoreConfig:
     """Build a RestoreConfig from a preset, a YAML file, ``key=value`` overrides and
     explicit dotted keys (``scale=4``, ``train.finetune=False``), later ones winning."""
+    from pipeline.presets import PRESETS
+
     tree: dict[str, Any] = {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
-        for k, v in _flatten(PRESETS[preset]):
+        for k, v in _flatten(PRESETS.get(preset).restore_tree()):
             _set(tree, k, v)
     if yaml_path:
         with open(yaml_path, encoding="utf-8") as fh:
@@ -427,7 +366,17 @@ def describe_fields() -> str:
                 lines.append(f"  {f.name}.{g.name} = {getattr(value, g.name)!r}\n      {g.metadata.get('help', '')}")
         else:
             lines.append(f"  {f.name} = {value!r}\n      {f.metadata.get('help', '')}")
+    from pipeline.datasets.degrade import DEGRADATIONS
+    from pipeline.losses import TERMS
+    from pipeline.models import ARCHS
+    from pipeline.presets import PRESETS
+
     lines.append("presets (--preset NAME; applied first):")
-    for name, text in PRESET_HELP.items():
-        lines.append(f"  {name}: {text}")
+    lines += [f"  {e.name}: {e.help}" for e in PRESETS]
+    lines.append("model architectures (model.arch):")
+    lines += [f"  {e.name}: {e.help}" for e in ARCHS]
+    lines.append("loss terms (train.loss, e.g. l1:1,ssim:0.2):")
+    lines += [f"  {e.name}: {e.help}" for e in TERMS]
+    lines.append("degradations (train.degrade, e.g. noise:2,x264:28):")
+    lines += [f"  {e.name}:{e.item.param.split()[0].upper()}: {e.help} ({e.item.param} in {e.item.low:g}..{e.item.high:g})" for e in DEGRADATIONS]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from pipeline.media.probe import probe
 from pipeline.metrics.resize import bicubic_resize_uint8
 
 if TYPE_CHECKING:
-    from pipeline.orchestrate import Outcome
+    from pipeline.run.summary import Outcome
 
 
 def make_lr_clip(hr_path: str, lr_path: str, scale: int, max_frames: int | None = None) -> tuple[int, int]:
@@ -47,7 +47,7 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int, max_frames: int | None 
 def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None = None) -> Outcome:
     """Downscale every HR clip of ``hr_input``, restore the LR clips into ``output`` with
     the HR clips as reference, and return the run's outcome."""
-    from pipeline.orchestrate import list_videos, restore
+    from pipeline.run.driver import list_videos, restore
 
     for p in (hr_input, output):
         if "://" in p:

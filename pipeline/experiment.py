@@ -24,15 +24,17 @@ import yaml
 
 from pipeline import inference, reports
 from pipeline.config import RestoreConfig, build_config
+from pipeline.datasets.frames import drop_near_duplicates, reservoir
+from pipeline.datasets.patches import texture_grid
 from pipeline.evaluate import make_lr_clip
 from pipeline.measure import Samples, bicubic_outputs, frames_at, load_samples, model_outputs, sample_indices, score
 from pipeline.media.chunks import iter_training_frames
 from pipeline.media.probe import probe
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
-from pipeline.orchestrate import load_pretrained
+from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.training import build_start_model, drop_near_duplicates, finetune, reservoir, texture_grid
+from pipeline.train.finetune import build_start_model, finetune
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,16 @@ def pick_device() -> torch.device:
     return torch.device("cuda")
 
 
+def cuda_or_raise() -> torch.device:
+    """This process's GPU, or a RuntimeError saying why CUDA cannot be used (a worker
+    given a GPU must never fall back to the CPU silently)."""
+    if not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES)"
+        raise RuntimeError(f"this worker was given a GPU but CUDA is unusable: {why}")
+    torch.cuda.init()
+    return torch.device("cuda", torch.cuda.current_device())
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
 

@@ -13,14 +13,16 @@ term against a small patch discriminator trained alongside on the frame patches.
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.config import parse_loss
+from pipeline.registry import Registry, spec_items
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -79,6 +81,43 @@ class VGGFeatures(nn.Module):
         return self.features((x - self.mean) / self.std)
 
 
+@dataclass(frozen=True)
+class Term:
+    """One loss term: what it compares (``pair``: the output on a self-pair's input with
+    its target; ``native``: the output on frame patches at their own size), and how.
+    ``compute(objective, out, hr, out_native)`` returns a scalar tensor."""
+
+    kind: str
+    compute: Callable[[Objective, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
+
+
+TERMS: Registry[Term] = Registry("train.loss")
+TERMS.add("l1", Term("pair", lambda o, out, hr, nat: F.l1_loss(out, hr)), help="mean absolute error")
+TERMS.add("l2", Term("pair", lambda o, out, hr, nat: F.mse_loss(out, hr)), help="mean squared error")
+TERMS.add("charbonnier", Term("pair", lambda o, out, hr, nat: charbonnier(out, hr)), help="Charbonnier (smooth L1)")
+TERMS.add("ssim", Term("pair", lambda o, out, hr, nat: 1 - o.ssim(out.clamp(0, 1), hr).float()), help="1 - SSIM on Y (pyiqa)")
+TERMS.add("vgg", Term("pair", lambda o, out, hr, nat: F.l1_loss(o.vgg(out), o.vgg(hr))), help="perceptual: L1 of VGG-19 features (needs train.vgg_weights)")
+TERMS.add("gan", Term("pair", lambda o, out, hr, nat: 0.5 * ((o.disc(out) - 1) ** 2).mean()), help="LSGAN against a patch discriminator")
+# NIQE scores of natural images lie around 3-10; scaled so its gradients are of the order of the pixel losses'.
+TERMS.add("niqe", Term("native", lambda o, out, hr, nat: o.niqe(nat.clamp(0, 1)).float() / 100.0),
+          help="no-reference NIQE of the output on the frames at their own resolution")
+
+def parse_loss(spec: str) -> dict[str, float]:
+    """``"l1:1,ssim:0.2"`` -> {"l1": 1.0, "ssim": 0.2}; a bare name has weight 1."""
+    terms: dict[str, float] = {}
+    for name, w in spec_items(spec, TERMS, "term"):
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"train.loss: weight of {name!r} must be a number, got {w!r}") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"train.loss: weight of {name!r} must be > 0, got {weight}")
+        terms[name] = weight
+    if not terms:
+        raise ValueError("train.loss: give at least one term, e.g. l1")
+    return terms
+
+
 @dataclass
 class Objective:
     """The weighted terms, with what they need (metric modules, discriminator)."""
@@ -89,11 +128,12 @@ class Objective:
     vgg: nn.Module | None = None
     disc: nn.Module | None = None
     disc_opt: torch.optim.Optimizer | None = None
+    terms: dict[str, Term] = field(default_factory=dict)
 
     @classmethod
     def build(cls, spec: str, device: torch.device, vgg_weights: str = "", lr: float = 1e-4) -> Objective:
         w = parse_loss(spec)
-        obj = cls(w)
+        obj = cls(w, terms={name: TERMS.get(name) for name in w})
         if "ssim" in w or "niqe" in w:
             import pyiqa
 
@@ -112,31 +152,18 @@ class Objective:
 
     @property
     def needs_pairs(self) -> bool:
-        return any(t in self.weights for t in ("l1", "l2", "charbonnier", "ssim", "vgg", "gan"))
+        return any(t.kind == "pair" for t in self.terms.values())
+
+    @property
+    def needs_native(self) -> bool:
+        return any(t.kind == "native" for t in self.terms.values())
 
     def generator_loss(self, out: torch.Tensor | None, hr: torch.Tensor | None, out_native: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted sum and each term's value. ``out``/``hr``: output on a self-pair
         and its target; ``out_native``: output on frame patches at their own resolution
-        (for the niqe term)."""
-        parts: dict[str, torch.Tensor] = {}
-        w = self.weights
-        if "l1" in w:
-            parts["l1"] = F.l1_loss(out, hr)
-        if "l2" in w:
-            parts["l2"] = F.mse_loss(out, hr)
-        if "charbonnier" in w:
-            parts["charbonnier"] = charbonnier(out, hr)
-        if "ssim" in w:
-            parts["ssim"] = 1 - self.ssim(out.clamp(0, 1), hr).float()
-        if "vgg" in w:
-            parts["vgg"] = F.l1_loss(self.vgg(out), self.vgg(hr))
-        if "gan" in w:
-            parts["gan"] = 0.5 * ((self.disc(out) - 1) ** 2).mean()
-        if "niqe" in w:
-            # NIQE scores of natural images lie around 3-10; scaled so its gradients are
-            # of the order of the pixel losses'.
-            parts["niqe"] = self.niqe(out_native.clamp(0, 1)).float() / 100.0
-        total = sum(w[k] * v for k, v in parts.items())
+        (for native terms)."""
+        parts = {name: term.compute(self, out, hr, out_native) for name, term in self.terms.items()}
+        total = sum(self.weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def discriminator_step(self, out: torch.Tensor, hr: torch.Tensor) -> float:

@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 import uuid
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline import storage
 from pipeline.storage import Store
+from pipeline.storage.uri import is_s3, join
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = resources.files("schemas")  # package data: found in a checkout and in an installed wheel alike
 TABLES = ("videos", "frames")  # the restore reports; "experiment" is jobs.experiment's table
 SCHEMAS = TABLES + ("experiment",)
 _TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
@@ -36,8 +36,7 @@ _TYPES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "floa
 def schema_doc(table: str) -> dict[str, Any]:
     if table not in SCHEMAS:
         raise ValueError(f"unknown report table {table!r}; tables are {', '.join(SCHEMAS)}")
-    with open(SCHEMA_DIR / f"{table}.json", encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads((SCHEMA_DIR / f"{table}.json").read_text(encoding="utf-8"))
 
 
 def schema(table: str) -> pa.Schema:
@@ -81,7 +80,7 @@ def write(root: str, table: str, run_id: str, rows: list[dict[str, Any]], store:
     """
     if not rows:
         return None
-    return write_file(storage.join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet"), table, rows, store)
+    return write_file(join(root, "reports", table, f"run_id={run_id}", f"part-{uuid.uuid4().hex[:12]}.parquet"), table, rows, store)
 
 
 def write_file(uri: str, table: str, rows: list[dict[str, Any]], store: Store | None = None) -> str:
@@ -90,13 +89,31 @@ def write_file(uri: str, table: str, rows: list[dict[str, Any]], store: Store | 
     return uri
 
 
+def has_reports(root: str, store: Store | None = None) -> bool:
+    """Whether ``root/reports`` holds at least one report file (of any table)."""
+    for t in TABLES:
+        try:
+            if any(e.rel.endswith(".parquet") for e in _first((store or Store()).list_files(join(root, "reports", t)), 1000)):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def _first(it, n):
+    for i, x in enumerate(it):
+        if i >= n:
+            return
+        yield x
+
+
 def read_table(root: str, table: str, store: Store | None = None, run_id: str | None = None) -> pa.Table:
     """All runs of ``table`` under ``root/reports`` (local or s3://) with ``run_id`` as
     a column; an empty table of the schema when there is none yet."""
     part = pa.schema([pa.field("run_id", pa.string())])
-    path = storage.join(root, "reports", table)
+    path = join(root, "reports", table)
     filesystem = None
-    if storage.is_s3(path):
+    if is_s3(path):
         filesystem = (store or Store()).arrow_fs()
         path = path[len("s3://"):]
     try:

@@ -4,9 +4,12 @@ Markdown table (the figures themselves are the benchmark's business, not the tes
 import json
 import os
 
+import pytest
+
 from bench import run
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_every_stage(tmp_path):
     assert run.main(["--quick", "--no-e2e", "--no-gpu", "--out", str(tmp_path)]) == 0
     (js,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]

@@ -14,9 +14,10 @@ from jobs.benchmark import main
 from pipeline.benchmark import benchmark, format_table
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
-from pipeline.models import checkpoint
+from pipeline.models.weights import builtin
+from tests.conftest import ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(ROOT)
 SET5 = REPO / "tests" / "data" / "set5"
 
 
@@ -49,7 +50,7 @@ def test_checkpoint_beats_bicubic(bicubic_x2):
     assert result["mean"]["psnr_y"] > bicubic_x2["mean"]["psnr_y"] + 1.0
     assert result["mean"]["ssim_y"] > bicubic_x2["mean"]["ssim_y"]
     # A checkpoint given by path works the same.
-    by_path = benchmark(checkpoint.resolve("builtin:edsr_2x16", 2), str(SET5 / "HR"), 2)
+    by_path = benchmark(builtin("edsr_2x16").path(2), str(SET5 / "HR"), 2)
     assert by_path["mean"] == result["mean"]
 
 
@@ -96,12 +97,12 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    x2 = checkpoint.resolve("builtin:edsr_2x16", 2)
+    x2 = builtin("edsr_2x16").path(2)
     cases = [
         (["--model", "bicubic", "--data", str(empty), "--scale", "2"], "no images"),
         (["--model", "bicubic", "--data", str(SET5), "--scale", "1"], "scale must be an integer >= 2"),
         (["--model", x2, "--data", str(SET5), "--scale", "4"], "upscales x2, but the benchmark scale is x4"),
-        (["--model", "builtin:edsr_2x16", "--data", str(SET5), "--scale", "5"], "no shipped weights"),
+        (["--model", "builtin:edsr_2x16", "--data", str(SET5), "--scale", "5"], "no shipped file for x5"),
         (["--model", str(tmp_path / "missing.pt"), "--data", str(SET5), "--scale", "2"], "not found"),
     ]
     for argv, message in cases:

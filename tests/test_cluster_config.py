@@ -5,7 +5,7 @@ import os
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
 
 
 def test_cluster_yaml_validates_against_rays_schema():

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pipeline.config import PRESETS, RestoreConfig, build_config, describe_fields
+from pipeline.config import RestoreConfig, build_config, describe_fields
+from pipeline.presets import PRESETS
 
 
 def test_presets_build_and_differ():
@@ -14,7 +15,7 @@ def test_presets_build_and_differ():
     assert (base.model.n_resblocks, base.model.n_feats) == (16, 64)
     assert (full.model.n_resblocks, full.model.n_feats, full.model.res_scale) == (32, 256, 0.1)
     assert len({tiny.hash(), base.hash(), full.hash()}) == 3
-    assert set(PRESETS) == {"tiny", "baseline", "full"}
+    assert set(PRESETS.names()) == {"tiny", "baseline", "full"}
 
 
 def test_yaml_then_set_then_explicit(tmp_path):

@@ -10,11 +10,12 @@ import pytest
 from pipeline import reports
 from pipeline.config import build_config
 from pipeline.experiment import Grid
+from tests.conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
 
 
+@pytest.mark.slow
 def test_grid_runs_and_reports(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text("lengths: [0.5]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.holdout: 1, train.frames: iframes}\n")

@@ -4,15 +4,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from pipeline import reports
-from pipeline.orchestrate import EMPTY_METRICS
-
-
-def video_row(**kw):
-    row = {f["name"]: None for f in reports.schema_doc("videos")["fields"]}
-    row.update(video="a.mp4", source="/in/a.mp4", status="restored", config_hash="abc", scale=2,
-               total_seconds=1.5, config_json="{}", frames_in=10, frames_out=10, **EMPTY_METRICS)
-    row.update(kw)
-    return row
+from tests.conftest import video_row
 
 
 def test_schema_files_cover_the_required_columns():
@@ -54,3 +46,26 @@ def test_missing_column_is_refused(tmp_path):
     del row["niqe_bicubic"]
     with pytest.raises(ValueError, match="missing columns \\['niqe_bicubic'\\]"):
         reports.write(str(tmp_path), "videos", "r1", [row])
+
+
+def test_an_installed_package_writes_and_reads_reports(tmp_path):
+    """The schemas ship as package data: a wheel installed outside the checkout (not in
+    editable mode) writes and reads its reports."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ROOT, "-w", str(tmp_path / "whl")],
+                   check=True, capture_output=True)
+    wheel = next((tmp_path / "whl").glob("reelsr-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import pipeline, pipeline.reports as r; from tests_row import row; "
+            "r.write('out', 'videos', 'r1', [row]); print(pipeline.__file__, r.read_table('out', 'videos').num_rows)")
+    (tmp_path / "tests_row.py").write_text(f"row = {video_row()!r}\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path / 'site'}:{tmp_path}"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    where, rows = out.stdout.split()
+    assert where.startswith(str(tmp_path / "site")) and rows == "1"

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.config import build_config
 from pipeline.models import checkpoint
-from tests.test_restore_e2e import DATA, run_job
+from tests.conftest import DATA, run_job
 
 
 class Payload:
@@ -23,6 +23,7 @@ class Payload:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.slow
 def test_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
     proof = tmp_path / "pwned"
     bad = tmp_path / "evil.pt"

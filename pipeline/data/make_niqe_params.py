@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-DEFAULT_SRC = Path("/work/shared/reference/niqe_pris_params.npz")
+DEFAULT_SRC = Path(__file__).resolve().parent / "niqe_pris_params.npz"  # BasicSR's, copied unchanged (SOURCES.md)
 DEFAULT_DST = Path(__file__).resolve().parent / "niqe_pris_params.mat"
 
 

@@ -1,15 +1,16 @@
 """Train the small EDSR (2 blocks x 16 features) that the ``tiny`` preset starts from.
 
-    python -m pipeline.data.make_tiny_weights --data ../shared/datasets/train \
-        --val ../shared/datasets/val/Set5/HR --steps 3000
+    python -m pipeline.data.make_tiny_weights --data TRAIN_IMAGES --val SET5_HR --steps 3000
+
+(TRAIN_IMAGES: the T91 + BSD200 images, 291 in all, as listed in MODEL_CARD.md.)
 
 Writes ``pipeline/data/weights/edsr_2x16_x{2,3,4}.pt`` (self-describing checkpoints) and
 prints a Markdown table of Set5 Y-PSNR (bicubic vs model) for the model card
 ``pipeline/data/weights/MODEL_CARD.md``. It uses the same pair sampling and training loop
-as the per-video fine-tune (``pipeline.training.finetune``), on CPU, single process.
+as the per-video fine-tune (``pipeline.train.finetune.finetune``), on CPU, single process.
 
 This is a demo/test-sized model, trained in minutes on a CPU; the full pretraining job
-with Ray Train, validation and resume is ``jobs.pretrain`` (separate work).
+with validation, resume and data parallelism is ``jobs.pretrain``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pipeline.benchmark import benchmark
 from pipeline.config import TrainConfig
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
-from pipeline.pretrain import list_images, load_images, validate
-from pipeline.training import finetune
+from pipeline.train.finetune import finetune
+from pipeline.train.pretrain import list_images, load_images, validate
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 def main() -> None:

@@ -1,7 +1,8 @@
 """Quality metrics of reelsr: NIQE (no-reference) and PSNR / SSIM on Y (full-reference).
 
-``METRICS`` is the one table of metric metadata; reports and aggregations should
-read names, column prefixes and directions from it rather than hard-coding them.
+``METRICS`` is the one table of metric metadata: the report row's metric columns
+(``<column_prefix>_<method>``) and the run summary's legend (direction, unit) are read
+from it.
 Importing this package is cheap: pyiqa is imported only when a ``NiqeScorer`` is built.
 """
 
@@ -17,7 +18,7 @@ class MetricSpec:
     """Metadata of one quality metric.
 
     name: key in ``METRICS``.
-    column_prefix: prefix of this metric's report columns (e.g. ``psnr_y_sr``).
+    column_prefix: prefix of this metric's report columns (``psnr`` -> ``psnr_bicubic`` ...).
     lower_is_better: True when a smaller value means better quality.
     needs_reference: True for full-reference metrics (need the ground-truth image).
     unit: unit of the value ("" when unitless).
@@ -43,7 +44,7 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "psnr": MetricSpec(
         name="psnr",
-        column_prefix="psnr_y",
+        column_prefix="psnr",
         lower_is_better=False,
         needs_reference=True,
         unit="dB",
@@ -51,7 +52,7 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "ssim": MetricSpec(
         name="ssim",
-        column_prefix="ssim_y",
+        column_prefix="ssim",
         lower_is_better=False,
         needs_reference=True,
         unit="",

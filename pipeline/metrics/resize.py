@@ -30,7 +30,7 @@ Checked against MATLAB: the Set5 ``LR_bicubic`` x2 / x3 / x4 images made by MATL
 multiple of 3, "modcrop") are reproduced bit for bit by :func:`bicubic_resize_uint8`
 from the HR images (mean absolute difference 0.00 grey levels for all 15 images), and
 :func:`bicubic_resize` rounded once at the end is within 0.16 grey levels MAD of them
-(``tests/test_resize.py``, references in ``tests/data/set5``). Bicubic down-and-up
+(``tests/metrics/test_resize.py``, references in ``tests/data/set5``). Bicubic down-and-up
 Y-PSNR on Set5 / Set14 reproduces the published bicubic baselines (Set5 x2 33.66 dB,
 x4 28.42 dB) within 0.05 dB (``tests/test_benchmark.py``, ``pipeline.benchmark``).
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.models.registry import ARCHS
+
 # RGB mean of DIV2K, as in the official code (rgb_range 255, std 1).
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 RGB_RANGE = 255.0
@@ -62,6 +64,7 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
+@ARCHS.register("edsr", help="EDSR: residual blocks without batch norm, sub-pixel upsampling (x2, x3, x4)")
 class EDSR(nn.Module):
     """EDSR super-resolution network.
 
@@ -72,7 +75,7 @@ class EDSR(nn.Module):
         super().__init__()
         if scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
-        self.arch = {"n_resblocks": n_resblocks, "n_feats": n_feats, "res_scale": res_scale, "scale": scale}
+        self.arch = {"name": "edsr", "n_resblocks": n_resblocks, "n_feats": n_feats, "res_scale": res_scale, "scale": scale}
         self.scale = scale
         self.sub_mean = MeanShift(-1)
         self.add_mean = MeanShift(+1)

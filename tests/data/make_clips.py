@@ -2,7 +2,7 @@
 
 Run once by hand from the repository root, with the project venv active::
 
-    python tests/data/make_clips.py [--src /work/shared/videos]
+    python tests/data/make_clips.py --src FOLDER_WITH_THE_ORIGINAL_CLIPS
 
 It reads two real clips (read-only) from ``--src`` and writes:
 
@@ -146,7 +146,7 @@ def _describe(path: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", default="/work/shared/videos")
+    parser.add_argument("--src", required=True, help="folder with bigbuckbunny.mp4 and carphone_pristine.mp4 (see SOURCES.md)")
     args = parser.parse_args()
     bbb = os.path.join(args.src, "bigbuckbunny.mp4")
     carphone = os.path.join(args.src, "carphone_pristine.mp4")

@@ -1,0 +1,282 @@
+"""How the input side of a training pair is made: degradations, one table.
+
+``DEGRADATIONS`` names each degradation with its parameter, its range and what it does;
+``train.degrade`` ("noise:2,blur:0.8,jpeg:75") is parsed against it, and each named
+degradation is applied with probability 0.5 per patch after the bicubic downscale
+(``SpecDegradation``). ``ArchiveDegradation`` is the randomised model of what archives
+carry (in the spirit of Real-ESRGAN's and RealBasicVSR's degradation models): blur
+(isotropic or anisotropic Gaussian) on the high-resolution side, a resize by a random
+kernel, then noise and compression (JPEG, or a real video codec through PyAV: x264 or
+MPEG-4 Part 2) in random order and strength. ``EVAL_DEGRADATIONS`` are the fixed,
+seeded degradations the benchmark measures models on.
+
+Images are float tensors in [0, 1]: one image (3, h, w) or a batch (N, 3, h, w).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.metrics.resize import bicubic_resize
+from pipeline.registry import Registry, spec_items
+
+# ---------------------------------------------------------------------------
+# primitives
+
+
+def gaussian_kernel(sigma_x: float, sigma_y: float | None = None, theta: float = 0.0, radius: int | None = None) -> torch.Tensor:
+    """A normalised 2-D Gaussian kernel (2r+1, 2r+1): isotropic with ``sigma_x`` alone,
+    anisotropic with ``sigma_y`` and the rotation ``theta`` (radians)."""
+    sigma_y = sigma_x if sigma_y is None else sigma_y
+    r = radius if radius is not None else max(1, int(math.ceil(3 * max(sigma_x, sigma_y))))
+    ax = torch.arange(-r, r + 1, dtype=torch.float64)
+    yy, xx = torch.meshgrid(ax, ax, indexing="ij")
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    k = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (k / k.sum()).float()
+
+
+def blur(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``img`` (N, 3, h, w) or (3, h, w) convolved with ``kernel`` per channel, reflected
+    at the borders (the kernel is cut to the image when the image is smaller)."""
+    one = img.dim() == 3
+    x = img[None] if one else img
+    r = kernel.shape[-1] // 2
+    cut = min(r, x.shape[-2] - 1, x.shape[-1] - 1)  # reflect padding needs r < side
+    if cut < r:
+        kernel = kernel[r - cut:r + cut + 1, r - cut:r + cut + 1]
+        kernel = kernel / kernel.sum()
+        r = cut
+    if r == 0:
+        return img
+    k = kernel.to(x).expand(x.shape[1], 1, *kernel.shape)
+    y = F.conv2d(F.pad(x, (r, r, r, r), mode="reflect"), k, groups=x.shape[1])
+    return y[0] if one else y
+
+
+def add_noise(img: torch.Tensor, sigma: float, rng: np.random.Generator, grey: bool = False) -> torch.Tensor:
+    """Gaussian noise of ``sigma`` (0-255 scale), per channel or the same on all three (``grey``)."""
+    shape = (*img.shape[:-3], 1, *img.shape[-2:]) if grey else img.shape
+    n = torch.from_numpy(rng.normal(0.0, sigma / 255.0, shape).astype(np.float32)).to(img)
+    return (img + n).clamp(0, 1)
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3, h, w) float [0, 1] -> uint8 (h, w, 3)."""
+    return (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _from_uint8(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1).to(like.device, like.dtype) / 255
+
+
+def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
+    """One image (3, h, w) through a JPEG encode and decode at ``quality`` (PIL, 4:2:0)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
+    return _from_uint8(np.asarray(Image.open(buf).convert("RGB")), img)
+
+
+#: codec -> (encoder, decoder, quality option, quality range (best, worst))
+CODECS = {"x264": ("libx264", "h264", "crf", (0, 51)), "mpeg4": ("mpeg4", "mpeg4", "q", (2, 31))}
+
+
+def codec_roundtrip(frames: np.ndarray, codec: str, quality: int, previous: np.ndarray | None = None) -> np.ndarray:
+    """uint8 frames (N, h, w, 3) encoded as one stream by a real video codec and decoded
+    again (yuv420p, BT.601, no B-frames): ``x264`` at CRF ``quality``, or ``mpeg4``
+    (MPEG-4 Part 2) at quantiser ``quality``. With ``previous`` (the same shape), each
+    frame is preceded in the stream by its ``previous`` frame, so it is coded as a
+    P-frame predicted from moving content, as most frames of a video are. Odd sides are
+    padded (edge pixels repeated) for yuv420p and cropped back."""
+    import av
+
+    encoder, decoder, _, _ = CODECS[codec]
+    n, h, w, _ = frames.shape
+    ph, pw = h + h % 2, w + w % 2
+    seq = frames if previous is None else np.stack([previous, frames], axis=1).reshape(2 * n, h, w, 3)
+    if (ph, pw) != (h, w):
+        seq = np.pad(seq, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+    enc = av.CodecContext.create(encoder, "w")
+    enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)
+    enc.max_b_frames = 0
+    enc.gop_size = 1 << 20  # one keyframe: the rest are P-frames
+    if codec == "x264":
+        enc.options = {"crf": str(int(quality)), "preset": "veryfast", "bframes": "0", "threads": "1"}
+    else:
+        enc.bit_rate = 1 << 30  # no rate control: the fixed quantiser decides
+        enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality)), "threads": "1"}
+    packets = []
+    for i, f in enumerate(seq):
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+        vf.pts = i
+        packets += enc.encode(vf)
+    packets += enc.encode(None)
+    dec = av.CodecContext.create(decoder, "r")
+    out = [f.to_ndarray(format="rgb24") for p in [*packets, None] for f in dec.decode(p)]
+    if len(out) != len(seq):
+        raise RuntimeError(f"{codec} round trip returned {len(out)} frames for {len(seq)}")
+    dec_frames = np.stack(out)[:, :h, :w]
+    return dec_frames if previous is None else dec_frames[1::2]
+
+
+def codec_batch(lr: torch.Tensor, codec: str, quality: int, rng: np.random.Generator, motion: int = 2) -> torch.Tensor:
+    """A batch (N, 3, h, w) through ``codec_roundtrip``, each image preceded by a copy
+    shifted by up to ``motion`` pixels (content that moved), so it is P-frame coded."""
+    frames = np.stack([_to_uint8(x) for x in lr])
+    shifts = rng.integers(-motion, motion + 1, size=(len(frames), 2))
+    previous = np.stack([np.roll(f, (int(dy), int(dx)), axis=(0, 1)) for f, (dy, dx) in zip(frames, shifts, strict=True)])
+    out = codec_roundtrip(frames, codec, quality, previous)
+    return torch.stack([_from_uint8(f, lr) for f in out])
+
+
+# ---------------------------------------------------------------------------
+# the table of named degradations (train.degrade)
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """One named degradation of the input patch: ``apply(batch, value, rng)``."""
+
+    param: str
+    low: float
+    high: float
+    example: float
+    apply: Callable[[torch.Tensor, float, np.random.Generator], torch.Tensor]
+
+
+DEGRADATIONS: Registry[Degradation] = Registry("train.degrade")
+DEGRADATIONS.add("blur", Degradation("sigma (px)", 0.0, 5.0, 0.8, lambda x, v, rng: blur(x, gaussian_kernel(v))),
+                 help="Gaussian blur of the input, sigma in input pixels")
+DEGRADATIONS.add("noise", Degradation("sigma (0-255)", 0.0, 50.0, 2.0, lambda x, v, rng: add_noise(x, v, rng)),
+                 help="Gaussian noise, sigma on the 0-255 scale")
+DEGRADATIONS.add("jpeg", Degradation("quality", 5.0, 100.0, 75.0, lambda x, v, rng: torch.stack([jpeg(i, int(v)) for i in x])),
+                 help="JPEG at this quality")
+DEGRADATIONS.add("x264", Degradation("CRF", 0.0, 51.0, 28.0, lambda x, v, rng: codec_batch(x, "x264", int(v), rng)),
+                 help="H.264 (libx264) at this CRF, P-frame coded")
+DEGRADATIONS.add("mpeg4", Degradation("quantiser", 2.0, 31.0, 8.0, lambda x, v, rng: codec_batch(x, "mpeg4", int(v), rng)),
+                 help="MPEG-4 Part 2 at this fixed quantiser, P-frame coded")
+
+def parse_degrade(spec: str) -> dict[str, float]:
+    """``"noise:2,blur:0.8,jpeg:75"`` -> {"noise": 2.0, "blur": 0.8, "jpeg": 75.0}, checked
+    against ``DEGRADATIONS`` (each value in its range)."""
+    out: dict[str, float] = {}
+    for name, v in spec_items(spec, DEGRADATIONS, "degradation"):
+        d = DEGRADATIONS.get(name)
+        try:
+            value = float(v)
+        except ValueError:
+            raise ValueError(f"train.degrade: {name} needs a number, e.g. {name}:{d.example:g}, got {v!r}") from None
+        lo_open = d.low == 0.0  # a zero sigma is no degradation at all
+        if not math.isfinite(value) or value > d.high or value < d.low or (lo_open and value <= 0):
+            raise ValueError(f"train.degrade: {name} {d.param} must be in {'(' if lo_open else '['}{d.low:g}, {d.high:g}], got {value:g}")
+        out[name] = value
+    return out
+
+
+class SpecDegradation:
+    """``MakeLR`` for ``train.degrade``: bicubic downscale, then each named degradation
+    with probability 0.5 per patch, in the order given."""
+
+    def __init__(self, spec: str | dict[str, float]) -> None:
+        self.spec = parse_degrade(spec) if isinstance(spec, str) else dict(spec)
+
+    def __call__(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        lr = bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
+        for name, value in self.spec.items():
+            pick = rng.random(len(lr)) < 0.5
+            if pick.any():
+                idx = torch.from_numpy(np.flatnonzero(pick))
+                lr[idx] = DEGRADATIONS.get(name).apply(lr[idx], value, rng).clamp(0, 1)
+        return lr
+
+
+# ---------------------------------------------------------------------------
+# the randomised archive degradation model (pretraining's "archive" flavour)
+
+
+def _resize_to(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if mode == "bicubic":
+        return bicubic_resize(x, size)
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class ArchiveDegradation:
+    """``MakeLR`` drawing a random degradation per patch:
+
+    1. blur of the high-resolution patch (p ``p_blur``): isotropic or anisotropic
+       Gaussian, sigmas in [0.2, 3] x scale/4 (at least 0.2..1), random rotation;
+    2. downscale to exactly 1/scale by bicubic, bilinear or area;
+    3. noise (p ``p_noise``): Gaussian, sigma 1..``noise_max`` (0-255), colour or grey;
+       and compression (p ``p_compress``): JPEG q 30..95, x264 CRF 18..38 or MPEG-4
+       Part 2 quantiser 2..14 (P-frame coded) -- these two in random order.
+    """
+
+    p_blur: float = 0.8
+    p_noise: float = 0.5
+    noise_max: float = 12.0
+    p_compress: float = 0.8
+
+    def one(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        """One (3, H, W) patch -> its (3, H/scale, W/scale) degraded input."""
+        x = hr[None]
+        if rng.random() < self.p_blur:
+            top = max(1.0, 3.0 * scale / 4)
+            sx = float(rng.uniform(0.2, top))
+            sy = sx if rng.random() < 0.5 else float(rng.uniform(0.2, top))
+            x = blur(x, gaussian_kernel(sx, sy, float(rng.uniform(0, math.pi)), radius=min(10, int(math.ceil(3 * max(sx, sy))))))
+        x = _resize_to(x, (hr.shape[-2] // scale, hr.shape[-1] // scale), str(rng.choice(["bicubic", "bilinear", "area"])))
+        steps = ["noise", "compress"]
+        rng.shuffle(steps)
+        for step in steps:
+            if step == "noise" and rng.random() < self.p_noise:
+                x = add_noise(x, float(rng.uniform(1.0, self.noise_max)), rng, grey=bool(rng.random() < 0.4))
+            elif step == "compress" and rng.random() < self.p_compress:
+                kind = str(rng.choice(["jpeg", "x264", "mpeg4"]))
+                if kind == "jpeg":
+                    x = jpeg(x[0], int(rng.integers(30, 96)))[None]
+                elif kind == "x264":
+                    x = codec_batch(x, "x264", int(rng.integers(18, 39)), rng)
+                else:
+                    x = codec_batch(x, "mpeg4", int(rng.integers(2, 15)), rng)
+        return x[0].clamp(0, 1)
+
+    def __call__(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        return torch.stack([self.one(p, scale, rng) for p in hr])
+
+
+# ---------------------------------------------------------------------------
+# fixed degradations for measuring models (seeded, so every model sees the same inputs)
+
+
+def _bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    return bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
+
+
+def _blur_decimate(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
+    """Gaussian blur of the HR image, then every ``scale``-th pixel (the "BD" model)."""
+    return blur(hr, gaussian_kernel(sigma, radius=max(3, int(math.ceil(3 * sigma)))))[..., ::scale, ::scale]
+
+
+#: name -> (description, fn(hr (1, 3, H, W) float, scale, rng) -> lr float). HR sides are multiples of scale.
+EVAL_DEGRADATIONS: dict[str, tuple[str, Callable[[torch.Tensor, int, np.random.Generator], torch.Tensor]]] = {
+    "bicubic": ("MATLAB bicubic downscale (the benchmark protocol)", lambda hr, s, rng: _bicubic_down(hr, s)),
+    "blur1.6": ("Gaussian blur sigma 1.6 (HR px), then every scale-th pixel", lambda hr, s, rng: _blur_decimate(hr, s, 1.6)),
+    "noise5": ("bicubic downscale, then Gaussian noise sigma 5 (0-255)", lambda hr, s, rng: add_noise(_bicubic_down(hr, s), 5.0, rng)),
+    "x264crf30": ("bicubic downscale, then x264 CRF 30 (intra, yuv420p)",
+                  lambda hr, s, rng: torch.stack([_from_uint8(codec_roundtrip(_to_uint8(x)[None], "x264", 30)[0], x) for x in _bicubic_down(hr, s)])),
+}

@@ -1,0 +1,118 @@
+"""Training pairs from frames or images: a random high-resolution patch is the target,
+its downscale (degraded as configured) the input.
+
+Frames are uint8 (H, W, 3) arrays, or any sequence of such arrays (the memory-mapped
+image store of pretraining): a patch is sliced, so only its pixels are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from pipeline.metrics.resize import bicubic_resize, bicubic_resize_uint8
+
+#: (hr batch float (N, 3, P, P) in [0, 1], scale, rng) -> lr batch (N, 3, P/scale, P/scale) in [0, 1]
+MakeLR = Callable[[torch.Tensor, int, np.random.Generator], torch.Tensor]
+
+
+def bicubic_lr(hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+    """The benchmark protocol's input: MATLAB-compatible bicubic downscale."""
+    return bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
+
+
+def effective_patch(frames: Sequence[np.ndarray], patch: int, scale: int) -> int:
+    """The HR patch side: ``patch``, or the largest multiple of ``scale`` that fits the
+    smallest frame when frames are smaller than that."""
+    fit = min(min(f.shape[0], f.shape[1]) for f in frames)
+    p = min(patch, fit - fit % scale)
+    if p < 2 * scale:
+        raise ValueError(f"frames of {fit} px are too small to train x{scale} (need at least {2 * scale} px)")
+    return p
+
+
+def texture_grid(f: np.ndarray, patch: int) -> tuple[np.ndarray, int, int]:
+    """Gradient energy (sum of |dx|+|dy| of the grey frame) of every ``patch``-side
+    window on a grid of stride patch/4, from an integral image: (energies, flattened
+    row-major; the grid's column count; the stride)."""
+    g = f.mean(axis=2, dtype=np.float32)
+    energy = np.zeros_like(g)
+    energy[:, 1:] += np.abs(np.diff(g, axis=1))
+    energy[1:, :] += np.abs(np.diff(g, axis=0))
+    ii = np.pad(energy.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    step = max(1, patch // 4)
+    ys = np.arange(0, g.shape[0] - patch + 1, step)
+    xs = np.arange(0, g.shape[1] - patch + 1, step)
+    p = patch
+    e = ii[ys[:, None] + p, xs[None, :] + p] - ii[ys[:, None], xs[None, :] + p] - ii[ys[:, None] + p, xs[None, :]] + ii[ys[:, None], xs[None, :]]
+    return np.maximum(e.ravel(), 0.0), len(xs), step
+
+
+class PatchSampler:
+    """Random patches of frames: uniform positions, or positions weighted by the patch's
+    gradient energy (``texture``), so flat sky and black borders rarely make a batch.
+    With ``multiscale`` half of the patches come from the frames downscaled x2."""
+
+    def __init__(self, frames: Sequence[np.ndarray], patch: int, mode: str = "uniform", multiscale: bool = False) -> None:
+        if mode not in ("uniform", "texture"):
+            raise ValueError(f"patch sampling must be uniform or texture, got {mode!r}")
+        self.patch, self.mode = patch, mode
+        self.sources: list[Sequence[np.ndarray]] = [frames]
+        if multiscale:
+            half = [bicubic_resize_uint8(f, (f.shape[0] // 2, f.shape[1] // 2)) for f in frames if min(f.shape[:2]) // 2 >= patch]
+            if half:
+                self.sources.append(half)
+        self.multiscale = len(self.sources) > 1  # False when the frames are too small to halve
+        self._weights = [[self._texture(f) for f in src] for src in self.sources] if mode == "texture" else None
+
+    def _texture(self, f: np.ndarray) -> tuple[np.ndarray, int]:
+        """Patch sampling probabilities on the texture grid, and the grid's column count."""
+        energy, cols, _ = texture_grid(f, self.patch)
+        w = energy + 1e-6 * self.patch * self.patch  # flat patches stay possible, just rare
+        return w / w.sum(), cols
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        s = int(rng.integers(len(self.sources)))
+        i = int(rng.integers(len(self.sources[s])))
+        f = self.sources[s][i]
+        if self._weights is None:
+            y = int(rng.integers(0, f.shape[0] - self.patch + 1))
+            x = int(rng.integers(0, f.shape[1] - self.patch + 1))
+        else:
+            w, cols = self._weights[s][i]
+            k = int(rng.choice(len(w), p=w))
+            step = max(1, self.patch // 4)
+            y, x = (k // cols) * step, (k % cols) * step
+        return np.asarray(f[y:y + self.patch, x:x + self.patch])
+
+
+def sample_pairs(
+    frames: Sequence[np.ndarray] | PatchSampler,
+    batch: int,
+    patch: int,
+    scale: int,
+    rng: np.random.Generator,
+    augment: bool = True,
+    make_lr: MakeLR = bicubic_lr,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random training pairs from uint8 (H, W, 3) frames (or a ``PatchSampler``).
+
+    Returns (lr, hr): float (batch, 3, patch/scale, patch/scale) and (batch, 3, patch, patch)
+    in [0, 1]. The target is a patch of a frame, flipped and rotated by a random multiple
+    of 90 degrees when ``augment``; the input is ``make_lr`` of it (default: bicubic).
+    """
+    sampler = frames if isinstance(frames, PatchSampler) else PatchSampler(frames, patch)
+    hrs = []
+    for _ in range(batch):
+        p = sampler.sample(rng)
+        if augment:
+            if rng.random() < 0.5:
+                p = p[:, ::-1]
+            if rng.random() < 0.5:
+                p = p[::-1, :]
+            p = np.rot90(p, int(rng.integers(4)))
+        hrs.append(np.ascontiguousarray(p))
+    hr = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
+    return make_lr(hr, scale, rng), hr

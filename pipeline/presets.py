@@ -1,0 +1,47 @@
+"""The presets, one table: each says what it is for, its model (architecture and
+starting weights) and its settings for ``jobs.restore`` and ``jobs.pretrain``. Both jobs'
+``--preset`` and ``--help`` read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: dict[str, Any]  # model.* fields (arch, n_resblocks, n_feats, res_scale, pretrained)
+    restore: dict[str, Any] = field(default_factory=dict)  # other sections of the restore config
+    pretrain: dict[str, Any] = field(default_factory=dict)  # PretrainConfig fields
+
+    def restore_tree(self) -> dict[str, Any]:
+        return {"model": dict(self.model), **self.restore}
+
+    def pretrain_fields(self) -> dict[str, Any]:
+        arch = {k: v for k, v in self.model.items() if k in ("n_resblocks", "n_feats", "res_scale")}
+        return {**arch, **self.pretrain}
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+PRESETS.add(
+    "tiny",
+    Preset(
+        model={"arch": "edsr", "n_resblocks": 2, "n_feats": 16, "pretrained": "builtin:edsr_2x16"},
+        restore={"train": {"steps": 40, "patch_size": 48, "batch_size": 8, "lr": 1e-4, "max_frames": 32},
+                 "media": {"preset": "veryfast", "chunk_frames": 24}, "metrics": {"sample_frames": 4}},
+        pretrain={"steps": 200, "batch_size": 8, "val_every": 50, "checkpoint_every": 50, "lr_step": 10_000},
+    ),
+    help="EDSR 2x16 from the shipped builtin:edsr_2x16 weights, 40 steps: seconds on 2 CPU cores, for tests and trials",
+)
+PRESETS.add(
+    "baseline",
+    Preset(model={"arch": "edsr", "n_resblocks": 16, "n_feats": 64, "res_scale": 1.0}),
+    help="EDSR-baseline 16 blocks x 64 features (the default)",
+)
+PRESETS.add(
+    "full",
+    Preset(model={"arch": "edsr", "n_resblocks": 32, "n_feats": 256, "res_scale": 0.1}, restore={"train": {"steps": 2000}}),
+    help="EDSR 32 blocks x 256 features, residual scaling 0.1",
+)

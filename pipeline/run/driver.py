@@ -1,0 +1,259 @@
+"""A restore run over a video file or an archive (a local folder or an S3 prefix), on Ray.
+
+    list the videos (streamed) ─► skip those restored with this config (done markers)
+      ─► per video, several at once (``videos_at_once`` threads): the stages of
+         ``pipeline.run.video`` ─► report rows ─► done marker ─► work folder removed
+      ─► summary
+
+Runs are idempotent and resumable: a video whose done marker matches its content and the
+config is skipped; an interrupted video reuses its fine-tuned checkpoint and every chunk
+already committed. A video that fails gets a ``failed`` row with the reason; the others
+go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+
+import ray
+
+from pipeline import reports
+from pipeline.config import RestoreConfig
+from pipeline.models import checkpoint
+from pipeline.models.weights import read_pretrained
+from pipeline.run.layout import VIDEO_EXTENSIONS, DoneMarkers, Layout, VideoJob, list_entries
+from pipeline.run.pool import Heartbeat, RestorerPool, reason, say
+from pipeline.run.row import VideoRow
+from pipeline.run.session import connect, use_gpu, videos_at_once
+from pipeline.run.summary import Outcome, print_summary
+from pipeline.run.video import VideoStages
+from pipeline.storage import Store
+from pipeline.storage.uri import check_uri, is_s3, join
+
+SKIPPED_ROWS_PER_FILE = 1000
+POOL_IDLE_S = 120.0  # a warm pool left by a finished run is stopped after this long unused
+
+
+def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
+    """The starting checkpoint's bytes (None: from scratch), checked against the config:
+    a mismatch is a config error for the whole run, not a per-video failure."""
+    if cfg.model.pretrained and is_s3(cfg.model.pretrained):
+        blob = store.read_bytes(cfg.model.pretrained)
+    else:
+        blob = read_pretrained(cfg.model.pretrained, cfg.scale)
+        if blob is None:
+            return None
+    arch = checkpoint.load(blob)[1]["arch"]
+    want = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "scale": cfg.scale}
+    got = {k: arch.get(k) for k in want}
+    if got != want:
+        raise ValueError(
+            f"model.pretrained {cfg.model.pretrained} is {str(got['name']).upper()} {got['n_resblocks']}x{got['n_feats']} x{got['scale']}, "
+            f"the config asks for {want['name'].upper()} {want['n_resblocks']}x{want['n_feats']} x{want['scale']}: "
+            "set model.n_resblocks / model.n_feats / scale to match, or pick another checkpoint"
+        )
+    return blob
+
+
+# A driver that runs several restores (the bench, a service) keeps its inference actors
+# warm between them: the pool of the last run, while its config and start model match.
+_warm: dict[str, object] = {}
+_warm_lock = threading.Lock()
+
+
+def _pool_for(cfg: RestoreConfig, gpu: bool, pretrained: bytes | None, heartbeat: Heartbeat) -> RestorerPool:
+    key = "|".join([repr(cfg.infer), repr(cfg.model), str(cfg.scale), str(gpu), hashlib.sha256(pretrained or b"").hexdigest()])
+    with _warm_lock:
+        timer = _warm.pop("timer", None)
+        if timer is not None:
+            timer.cancel()
+        pool = _warm.get("pool")
+        if pool is not None and _warm.get("key") == key:
+            pool.heartbeat = heartbeat
+            return pool
+        if pool is not None:
+            pool.shutdown()
+        pool = RestorerPool(cfg, gpu, pretrained, heartbeat)
+        _warm.update(pool=pool, key=key)
+        return pool
+
+
+def _keep_warm(pool: RestorerPool) -> None:
+    def stop() -> None:
+        with _warm_lock:
+            if _warm.get("pool") is pool:
+                _warm.clear()
+                pool.shutdown()
+
+    with _warm_lock:
+        timer = threading.Timer(POOL_IDLE_S, stop)
+        timer.daemon = True
+        _warm["timer"] = timer
+        timer.start()
+
+
+def restore(
+    cfg: RestoreConfig,
+    input_path: str | None,
+    output: str,
+    reference: str | None = None,
+    preset: str | None = None,
+    failed_before: list[tuple[VideoJob, str]] | None = None,
+    store: Store | None = None,
+) -> Outcome:
+    """Restore every new video of ``input_path`` (file, folder or s3:// prefix) into
+    ``output``; writes the reports and returns the outcome.
+
+    Videos already restored with the same config (their done marker matches their size
+    and version) are skipped and recorded as ``skipped``. ``failed_before``: videos that
+    failed in a preparation step (e.g. making evaluation inputs), reported as failed.
+    """
+    store = store or Store.from_config(cfg.storage)
+    out_root = check_uri(output, "--output")
+    in_uri = check_uri(input_path, "--input") if input_path else None
+    ref = check_uri(reference, "--reference") if reference else None
+    if in_uri == out_root:
+        raise ValueError("--output must differ from --input (restored videos would be mixed with the archive)")
+    entries = list_entries(store, in_uri, out_root, ref) if in_uri else iter(())
+    first = next(entries, None)  # fail fast, before starting Ray, on an empty input
+    if first is None and not failed_before:
+        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
+    pretrained = load_pretrained(cfg, store)  # read and checked once per run: fails fast on a bad checkpoint
+    connect()
+    gpu = use_gpu(cfg)
+    config_hash = cfg.hash(gpu=gpu)
+    layout = Layout.of(out_root, cfg, gpu)
+    markers = DoneMarkers(store, layout, config_hash)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + config_hash
+    at_once = videos_at_once(cfg)
+    print(f"reelsr: run {run_id}: x{cfg.scale}, results in {layout.videos}, "
+          f"{at_once} video(s) at a time, cluster {ray.cluster_resources()}", flush=True)
+    heartbeat = Heartbeat()
+    pool = _pool_for(cfg, gpu, pretrained, heartbeat)
+    stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
+    rows: list[VideoRow] = []
+    skipped_rows: list[dict] = []
+    skipped = 0
+
+    def new_row(job: VideoJob) -> VideoRow:
+        return VideoRow.new(job, cfg, config_hash, preset)
+
+    def flush_skipped() -> None:
+        reports.write(out_root, "videos", run_id, skipped_rows, store)
+        skipped_rows.clear()
+
+    def fail(job: VideoJob, error: str, announce: bool = True) -> None:
+        """A failed row for a video that never reached the stages, reported now."""
+        row = new_row(job)
+        row.error = error
+        if announce:
+            say(job.rel, f"FAILED: {error}")
+        reports.write(out_root, "videos", run_id, [row.record()], store)
+        rows.append(row)
+
+    def process(job: VideoJob) -> VideoRow:
+        """One video through the stages, then its results committed: report rows, then
+        the done marker, then its work folder removed. A failure becomes a failed row."""
+        row = new_row(job)
+        frames: list[dict] = []
+        heartbeat.video(+1)
+        t0 = time.perf_counter()
+        try:
+            try:
+                frames = stages.restore(job, row)
+                row.status = "restored"
+            except Exception as e:  # noqa: BLE001 - a bad video fails alone
+                row.output, row.error = None, reason(e)
+                row.total_seconds = time.perf_counter() - t0
+                say(job.rel, f"FAILED: {row.error}")
+                sys.stderr.write(f"[{job.rel}] traceback of the failure:\n{traceback.format_exc()}")
+            reports.write(out_root, "videos", run_id, [row.record()], store)
+            reports.write(out_root, "frames", run_id, frames, store)
+            if row.status == "restored":
+                markers.mark(job, run_id)
+                try:
+                    store.delete_tree(layout.work(job))
+                except Exception as e:  # noqa: BLE001 - the video is done; leftovers only cost space
+                    say(job.rel, f"WARNING: could not remove its work folder {layout.work(job)}: {reason(e)}")
+        finally:
+            heartbeat.video(-1)
+        return row
+
+    for job, error in failed_before or []:
+        fail(job, error, announce=False)  # the preparation step said so already
+
+    in_flight: dict[Future, VideoJob] = {}
+
+    def collect() -> None:
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for fut in done:
+            job = in_flight.pop(fut)
+            try:
+                rows.append(fut.result())
+            except Exception as e:  # noqa: BLE001 - e.g. its report or done marker could not be written
+                row = new_row(job)
+                row.error = f"could not commit its results: {reason(e)}"
+                say(job.rel, f"FAILED: {row.error}")
+                rows.append(row)
+                try:
+                    reports.write(out_root, "videos", run_id, [row.record()], store)
+                except Exception as e2:  # noqa: BLE001 - the storage itself fails: the log has it
+                    say(job.rel, f"WARNING: the failure could not be reported either: {reason(e2)}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="video") as threads:
+            listed = itertools.chain([first] if first else [], entries)
+            for n, (entry, reference_uri) in enumerate(listed, 1):
+                job = layout.job(entry, reference_uri)
+                if job.problem:
+                    fail(job, job.problem)
+                    continue
+                try:
+                    state, other = markers.state(job)
+                except Exception as e:  # noqa: BLE001
+                    state, other = "error", f"cannot read its done marker: {reason(e)}"
+                busy = next((j.rel for j in in_flight.values() if j.output == job.output), None)
+                if state == "skip":
+                    say(job.rel, f"skipped: restored by run {other} with this config ({job.output})")
+                    skipped += 1
+                    row = new_row(job)
+                    row.status, row.output, row.restored_run_id = "skipped", job.output, other
+                    skipped_rows.append(row.record())
+                    if len(skipped_rows) >= SKIPPED_ROWS_PER_FILE:
+                        flush_skipped()
+                    continue
+                if state in ("collision", "error") or busy:
+                    fail(job, other if state == "error" else
+                         f"{job.output} is the restored {other or busy}; {job.rel} would overwrite it: rename one, or set media.container")
+                    continue
+                say(job.rel, f"video {n}" + (f": source changed since run {other}, restoring again" if state == "changed" else ""))
+                while len(in_flight) >= at_once:
+                    collect()
+                in_flight[threads.submit(process, job)] = job
+            while in_flight:
+                collect()
+    finally:
+        _keep_warm(pool)
+    flush_skipped()
+    outcome = Outcome(rows, skipped, run_id, layout)
+    print_summary(outcome)
+    return outcome
+
+
+def list_videos(input_path: str, output_root: str, cfg: RestoreConfig, reference: str | None = None,
+                store: Store | None = None, gpu: bool = False) -> list[VideoJob]:
+    """The jobs of an input as a list (for small inputs and tests)."""
+    store = store or Store.from_config(cfg.storage)
+    layout = Layout.of(check_uri(output_root, "--output"), cfg, gpu)
+    ref = check_uri(reference, "--reference") if reference else None
+    return [layout.job(e, r) for e, r in list_entries(store, check_uri(input_path, "--input"), layout.root, ref)]
+
+
+__all__ = ["Outcome", "join", "list_videos", "load_pretrained", "restore"]

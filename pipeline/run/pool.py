@@ -1,0 +1,265 @@
+"""The run's inference actors, shared by every video in flight.
+
+Actors start once per run (not once per video) and load the run's starting model in
+``__init__``; a video's fine-tuned weights are copied into the actors that restore its
+chunks. Chunks go only to actors that have started, so an actor waiting for resources
+the cluster does not have (yet), or that other videos hold, delays nothing. Idle actors
+give their resources back when another stage of the run needs them (``make_room``:
+probing, training, assembly and metrics are Ray tasks that would otherwise wait behind
+an idle pool) and are started again when a video needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+import ray
+
+from pipeline.config import RestoreConfig
+from pipeline.media.chunks import DamagedChunk
+from pipeline.run.session import inference_pool_size
+from pipeline.storage import Store
+
+CHUNK_RETRIES = 2  # a chunk whose actor dies is restored again this many times at most
+
+
+def say(label: str, msg: str) -> None:
+    """Progress line, visible in the terminal and in ``ray job logs``."""
+    print(f"[{label}] {msg}", flush=True)
+
+
+def reason(e: BaseException) -> str:
+    """One line saying why: the original exception of a failed Ray task, not its
+    remote traceback."""
+    cause = getattr(e, "cause", None) if isinstance(e, ray.exceptions.RayTaskError) else None
+    e = cause if isinstance(cause, BaseException) else e
+    return f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+
+
+class Heartbeat:
+    """Videos in flight, how many of them wait for inference actors to start, and when the
+    run last made progress. A video waiting for actors fails only when every video in
+    flight is waiting (none holds resources it will release) and the run has made no
+    progress for the timeout; a video training or restoring elsewhere keeps it waiting."""
+
+    def __init__(self) -> None:
+        self._t = time.monotonic()
+        self._videos = 0
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    def beat(self) -> None:
+        with self._lock:
+            self._t = time.monotonic()
+
+    def video(self, delta: int) -> None:
+        with self._lock:
+            self._videos += delta
+            self._t = time.monotonic()
+
+    def waiting(self, delta: int) -> None:
+        with self._lock:
+            self._waiting += delta
+
+    def stuck_s(self) -> float:
+        """Seconds without progress while every video in flight waits (0 otherwise)."""
+        with self._lock:
+            return time.monotonic() - self._t if self._waiting >= self._videos else 0.0
+
+
+class RestorerPool:
+    """A pool of ``ChunkRestorer`` actors sized from the cluster when the run starts
+    (one per GPU, or one single-threaded actor per CPU)."""
+
+    def __init__(self, cfg: RestoreConfig, gpu: bool, start: bytes | None, heartbeat: Heartbeat) -> None:
+        self.cfg, self.gpu, self.heartbeat = cfg, gpu, heartbeat
+        self.size = inference_pool_size(cfg, gpu)
+        self.arch = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats,
+                     "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+        self._start_box = [ray.put(start)] if start is not None else None
+        self._lock = threading.Condition()
+        self._idle: list[Any] = []
+        self._starting: dict[Any, Any] = {}  # ready ref -> actor
+        self._busy = 0
+        self._failures: list[str] = []
+        self.started = 0  # actors started over the run (for the log and the bench)
+
+    @property
+    def what(self) -> str:
+        return "1 GPU" if self.size.use_gpu else f"{self.size.cpus_per_actor} CPU"
+
+    def _alive(self) -> int:
+        return len(self._idle) + len(self._starting) + self._busy
+
+    def _fill(self) -> None:
+        """Start actors up to the pool's size (lock held)."""
+        from pipeline.actors import restorer_actor
+
+        for _ in range(self.size.actors - self._alive()):
+            a = restorer_actor(self.cfg.infer, self.size.use_gpu, self.size.cpus_per_actor, self.arch, self._start_box)
+            self._starting[a.__ray_ready__.remote()] = a
+            self.started += 1
+
+    def _collect_started(self, timeout: float) -> None:
+        """Move actors that finished starting to the idle list; record those that failed."""
+        with self._lock:
+            refs = list(self._starting)
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        with self._lock:
+            for ref in ready:
+                actor = self._starting.pop(ref, None)
+                if actor is None:
+                    continue
+                try:
+                    ray.get(ref)
+                    self._idle.append(actor)
+                except Exception as e:  # noqa: BLE001 - e.g. CUDA unusable: the reason is reported
+                    self._failures.append(reason(e))
+                    ray.kill(actor)
+            if ready:
+                self._lock.notify_all()
+
+    def acquire(self, most: int) -> list[Any]:
+        """Up to ``most`` started, idle actors (none when none is free now); starts
+        actors the pool lacks."""
+        with self._lock:
+            self._fill()
+        self._collect_started(timeout=0)
+        with self._lock:
+            if not self._idle and not self._starting and not self._busy and self._failures:
+                raise RuntimeError(f"no inference actor could start: {self._failures[-1]}")
+            got, self._idle = self._idle[:most], self._idle[most:]
+            self._busy += len(got)
+            return got
+
+    def release(self, actor: Any) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._idle.append(actor)
+            self._lock.notify_all()
+
+    def discard(self, actor: Any) -> None:
+        with self._lock:
+            self._busy -= 1
+        ray.kill(actor)
+
+    def wait(self, timeout: float) -> None:
+        """Wait until an actor becomes free or finishes starting (at most ``timeout`` s)."""
+        with self._lock:
+            starting = bool(self._starting)
+        if starting:
+            self._collect_started(timeout)
+        else:
+            with self._lock:
+                if not self._idle:
+                    self._lock.wait(timeout)
+
+    def make_room(self, cpus: float = 1.0, gpus: float = 0.0) -> None:
+        """Stop idle actors until the cluster has ``cpus`` / ``gpus`` free for a task of
+        another stage (they start again when inference needs them)."""
+        with self._lock:
+            free = ray.available_resources()
+            need_cpu = cpus - free.get("CPU", 0.0)
+            need_gpu = gpus - free.get("GPU", 0.0)
+            while self._idle and (need_cpu > 0 or need_gpu > 0):
+                ray.kill(self._idle.pop())
+                need_cpu -= 1 if self.size.use_gpu else self.size.cpus_per_actor
+                need_gpu -= 1 if self.size.use_gpu else 0
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for a in self._idle + list(self._starting.values()):
+                ray.kill(a)
+            self._idle, self._starting = [], {}
+
+    def run_chunks(
+        self, label: str, info, work: list, ckpt: bytes, store: Store, version: str, done_frames: int = 0,
+        start_timeout_s: float = 600.0,
+    ) -> list[DamagedChunk]:
+        """Restore ``work`` ([(chunk, uri)]) of one video with its checkpoint ``ckpt``,
+        printing progress; returns the chunks that could not be decoded whole (the others
+        are still restored, so the report can say how many frames are damaged).
+
+        If no actor starts within ``start_timeout_s`` while every video in flight is
+        waiting likewise, the video fails with the reason.
+        """
+        if not work:
+            return []
+        cfg = self.cfg
+        say(label, f"infer: {len(work)} chunks on up to {min(self.size.actors, len(work))} actor(s) ({self.what} each)")
+        box = [ray.put(ckpt)]  # boxed: an actor fetches it once per video, not per chunk
+        key = hashlib.sha256(ckpt).hexdigest()
+        info_ref = ray.put(info)  # the keyframe index grows with the video: stored once, not pickled into every call
+        queue = list(work)
+        working: dict[Any, Any] = {}
+        t0 = time.perf_counter()
+        first = done_frames
+        damaged: list[DamagedChunk] = []
+        waiting = False
+
+        def wait_state(now: bool) -> None:
+            nonlocal waiting
+            if now != waiting:
+                self.heartbeat.waiting(+1 if now else -1)
+                waiting = now
+
+        lost: dict[Any, tuple] = {}  # call -> its (chunk, uri), to redo it if the actor dies
+        retries: dict[int, int] = {}
+
+        def give(actor) -> None:
+            c, uri = queue.pop(0)
+            ref = actor.restore.remote(key, box, cfg.scale, info_ref, c, store, version, uri, cfg.media)
+            working[ref], lost[ref] = actor, (c, uri)
+
+        try:
+            while queue or working:
+                if queue:
+                    for actor in self.acquire(len(queue)):
+                        give(actor)
+                wait_state(not working)
+                if not working:
+                    self.wait(5.0)
+                    if self.heartbeat.stuck_s() > start_timeout_s:
+                        raise RuntimeError(
+                            f"no inference actor started within {start_timeout_s:.0f} s "
+                            f"(each needs {self.what}; cluster: {ray.cluster_resources()})")
+                    continue
+                ready, _ = ray.wait(list(working), num_returns=1, timeout=5.0)
+                if not ready:
+                    continue
+                actor = working.pop(ready[0])
+                lost_chunk = lost.pop(ready[0])
+                try:
+                    done_frames += ray.get(ready[0])["frames"]
+                except DamagedChunk as e:  # (a RayTaskError that is also the DamagedChunk raised)
+                    damaged.append(e)
+                    say(label, f"infer: chunk {e.chunk}: {e.frames} frames could not be decoded")
+                except ray.exceptions.RayActorError as e:
+                    self.discard(actor)  # the pool starts a replacement
+                    c, uri = lost_chunk
+                    retries[c.index] = retries.get(c.index, 0) + 1
+                    if retries[c.index] > CHUNK_RETRIES:
+                        raise RuntimeError(f"chunk {c.index}: its inference actor died {retries[c.index]} times, last: {reason(e)}") from e
+                    say(label, f"infer: chunk {c.index}: its actor died ({reason(e)}); restoring it again")
+                    queue.insert(0, (c, uri))  # a chunk is committed only when complete: nothing partial to undo
+                    continue
+                except Exception:
+                    self.release(actor)
+                    raise
+                if queue:
+                    give(actor)  # the same actor goes on with this video: its weights are loaded
+                else:
+                    self.release(actor)
+                self.heartbeat.beat()
+                rate = (done_frames - first) / (time.perf_counter() - t0)
+                say(label, f"infer: {done_frames}/{info.frames} frames  {rate:.1f} fps")
+        finally:
+            wait_state(False)
+            for actor in working.values():  # a failure left chunks running: their actors stop with them
+                self.discard(actor)
+        return damaged

@@ -1,0 +1,204 @@
+"""One video through the stages, in the order of the data flow:
+
+    probe -> check -> fine-tune (or reuse) -> restore the chunks -> assemble -> measure
+
+each a Ray task or the run's actor pool; the video's report row is filled by the stage
+that knows each value. Nothing partial is ever visible under a final name, and
+committed chunks stay in the work folder for a rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from pipeline.config import RestoreConfig
+from pipeline.media.chunks import plan_chunks
+from pipeline.models import checkpoint
+from pipeline.run.layout import Layout, VideoJob
+from pipeline.run.pool import Heartbeat, RestorerPool, say
+from pipeline.run.row import VideoRow
+from pipeline.run.session import check_train_workers
+from pipeline.storage import Store
+from pipeline.storage.uri import name_of
+
+
+class DamagedVideo(ValueError):
+    """Frames of a video could not be decoded: it is not restored (frames would be lost)."""
+
+
+def check_input(info, cfg: RestoreConfig) -> None:
+    """Refuse, with the reason, a video the run should not restore: frames too small to
+    train on, or longer than limits.max_seconds (from the packet index, before the video
+    is decoded; limits.max_pixels is checked by the probe, from the header)."""
+    lim = cfg.limits
+    side = 2 * cfg.scale
+    if min(info.width, info.height) < side:
+        raise ValueError(f"{info.width}x{info.height} is too small to restore x{cfg.scale} (each side needs at least {side} px)")
+    if lim.max_seconds and info.duration > lim.max_seconds:
+        raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
+
+
+@dataclass
+class VideoStages:
+    """What every video of a run shares: the config, the store, the names, the starting
+    model, the device and the inference pool."""
+
+    cfg: RestoreConfig
+    store: Store
+    layout: Layout
+    run_id: str
+    pretrained: bytes | None
+    gpu: bool
+    pool: RestorerPool
+    heartbeat: Heartbeat
+
+    def restore(self, job: VideoJob, row: VideoRow) -> list[dict[str, Any]]:
+        """Restore one video, filling ``row`` as it goes; returns the frame rows. Raises on
+        failure (the caller records it, with what ``row`` holds by then)."""
+        from pipeline.actors import probe_task
+
+        cfg, store, label = self.cfg, self.store, job.rel
+        t_start = time.perf_counter()
+        ref_version = ""
+        if job.reference:
+            try:
+                ref_version = store.entry(job.reference).version
+            except FileNotFoundError:
+                raise FileNotFoundError(f"reference not found: {job.reference}") from None
+
+        self.pool.make_room()
+        info = ray.get(probe_task.remote(store, job.source, job.version, cfg.limits.max_pixels))
+        chunks = plan_chunks(info, cfg.media.chunk_frames)
+        row.probed(info, len(chunks))
+        say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
+            f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks"
+            + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else ""))
+        check_input(info, cfg)
+
+        t0 = time.perf_counter()
+        ckpt = self.finetuned(job, info, row)
+        row.train_seconds = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self.infer(job, info, chunks, ckpt, row)
+        self.assemble(job, info, chunks, ckpt, row)
+        row.infer_seconds = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        frames = self.measure(job, info, ckpt, ref_version, row)
+        row.metrics_seconds = time.perf_counter() - t0
+        row.total_seconds = time.perf_counter() - t_start
+        return frames
+
+    # ------------------------------------------------------------------ fine-tune
+
+    def finetuned(self, job: VideoJob, info, row: VideoRow) -> bytes:
+        """The video's fine-tuned checkpoint: an earlier run's when there is one, else
+        trained now (its worker commits it to the store)."""
+        from pipeline.actors import extract_training_frames
+        from pipeline.train.finetune import finetune_loop
+        from pipeline.train.launch import launch
+
+        cfg, label = self.cfg, job.rel
+        if not cfg.train.finetune:
+            say(label, "train: skipped (--no-finetune), restoring with the starting model")
+            return self.pretrained
+        t0 = time.perf_counter()
+        uri = self.layout.checkpoint(job, cfg.hash("model", "train"))
+        blob = self.store.read_bytes(uri, missing_ok=True)
+        if blob is not None:
+            row.trained(uri, True, checkpoint.load(blob)[1]["provenance"])
+            say(label, f"train: reusing fine-tuned checkpoint {uri}")
+            return blob
+        if self.pretrained is None:
+            say(label, "WARNING: no pretrained model configured (model.pretrained): fine-tuning from scratch; expect lower quality")
+        note = check_train_workers(cfg, self.gpu)
+        if note:
+            say(label, f"train: {note}")
+        self.pool.make_room()
+        frames_ref, count_ref = extract_training_frames.remote(
+            self.store, info, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed, cfg.train.dedup)
+        n_frames = ray.get(count_ref)
+        if n_frames == 0:
+            raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
+        say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
+            f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name
+        self.pool.make_room(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0)
+        launch(finetune_loop, {
+            "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
+            "label": label, "store": self.store, "checkpoint_uri": uri,
+            "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
+                           "pretrained": cfg.model.pretrained, "run_id": self.run_id},
+        }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")
+        self.heartbeat.beat()
+        blob = self.store.read_bytes(uri)
+        stats = checkpoint.load(blob)[1]["provenance"]
+        row.trained(uri, False, stats, cfg.train.steps)
+        say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}")
+        return blob
+
+    # ------------------------------------------------------------------ inference and assembly
+
+    def _chunk_uris(self, job: VideoJob, chunks, ckpt: bytes) -> list[str]:
+        model_sha = hashlib.sha256(ckpt).hexdigest()[:12]  # chunks of this model only
+        return [self.layout.chunk(job, model_sha, c.index) for c in chunks]
+
+    def infer(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> None:
+        """Restore the chunks not committed yet (an interrupted run's are reused) on the
+        pool; a video with frames that cannot be decoded fails with their count."""
+        uris = self._chunk_uris(job, chunks, ckpt)
+        have = self.store.names(self.layout.model_work(job, hashlib.sha256(ckpt).hexdigest()[:12]))
+        todo = [(c, u) for c, u in zip(chunks, uris, strict=True) if name_of(u) not in have]
+        row.chunks_reused = len(chunks) - len(todo)
+        reused_frames = sum(c.frames for c, u in zip(chunks, uris, strict=True) if name_of(u) in have)
+        if row.chunks_reused:
+            say(job.rel, f"infer: reusing {row.chunks_reused}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
+        damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, done_frames=reused_frames)
+        row.frames_damaged = sum(d.frames for d in damaged)
+        if damaged:
+            where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
+            raise DamagedVideo(
+                f"{job.source}: {row.frames_damaged} of {info.frames} frames could not be decoded "
+                f"({sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt; "
+                f"chunk{'s' if len(damaged) > 1 else ''} {where}); not restored, so that no frame is silently lost")
+
+    def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> None:
+        from pipeline.actors import assemble_task
+
+        self.pool.make_room()
+        out = ray.get(assemble_task.remote(self.store, self._chunk_uris(job, chunks, ckpt), job.source, job.version,
+                                           job.output, info.frames, info.rotation))
+        row.frames_out, row.output = out["frames"], job.output
+        say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
+
+    # ------------------------------------------------------------------ metrics
+
+    def measure(self, job: VideoJob, info, ckpt: bytes, ref_version: str, row: VideoRow) -> list[dict[str, Any]]:
+        """NIQE (and PSNR/SSIM with a reference) on sampled frames; a failure here is
+        recorded in the row's error, and the restored video stands."""
+        from pipeline.actors import measure_video_task
+        from pipeline.run.pool import reason
+
+        cfg = self.cfg
+        say(job.rel, f"metrics: {cfg.metrics.sample_frames} sampled frames" + (f", PSNR/SSIM against {job.reference}" if job.reference else ""))
+        try:
+            self.pool.make_room(cpus=0 if self.gpu else 1, gpus=1 if self.gpu else 0)
+            task = measure_video_task.options(num_gpus=1 if self.gpu else 0)
+            measured = ray.get(task.remote(
+                self.store, {"source": job.version, "reference": ref_version},
+                video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
+                total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
+                finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,
+                precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap))
+            row.measured(measured["summary"])
+            return measured["frames"]
+        except Exception as e:  # noqa: BLE001
+            row.error = f"metrics failed: {reason(e)}"
+            say(job.rel, f"WARNING: {row.error}")
+            return []

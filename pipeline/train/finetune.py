@@ -1,0 +1,204 @@
+"""Self-transfer fine-tuning: a video's own frames are the high-resolution targets, their
+downscales (degraded as ``train.degrade`` says) the inputs.
+
+``finetune`` is the plain loop (tests and the study call it directly); ``finetune_loop``
+is its worker for ``pipeline.train.launch`` (a Ray task for one worker, Ray Train for
+several), whose rank 0 commits the checkpoint to the run's store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import TrainConfig
+from pipeline.datasets.degrade import SpecDegradation
+from pipeline.datasets.patches import PatchSampler, effective_patch, sample_pairs
+from pipeline.models import build_model, checkpoint
+from pipeline.train.launch import Worker, unwrap
+
+
+def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> torch.nn.Module:
+    """The starting model: the pretrained checkpoint, or a fresh initialisation of ``arch``."""
+    if start is not None:
+        model, _ = checkpoint.load(start)
+        model.train()
+        return model
+    torch.manual_seed(seed)
+    return build_model(arch)
+
+
+def freeze_except_last(model: torch.nn.Module, k: int) -> int:
+    """Train only the last ``k`` residual blocks, the body's closing conv and the
+    upsampler (tail); returns the number of trainable parameters. ``k`` = 0: all
+    (but the frozen mean shifts)."""
+    if k <= 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.sub_mean.requires_grad_(False)
+        model.add_mean.requires_grad_(False)
+    else:
+        model.requires_grad_(False)
+        blocks = list(model.body.children())
+        for m in blocks[-(k + 1):] + [model.tail]:
+            m.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def finetune(
+    model: torch.nn.Module,
+    frames: list[np.ndarray],
+    cfg: TrainConfig,
+    scale: int,
+    device: torch.device,
+    seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+    worker: Worker | None = None,
+) -> dict[str, float]:
+    """Fine-tune ``model`` in place on self-pairs from ``frames`` with ``cfg``'s choices
+    (loss terms, patches, frozen layers, augmentation, degradations, multi-scale pairs),
+    within ``cfg.steps`` and ``cfg.max_seconds``; with ``cfg.holdout`` frames held out,
+    stops early when validation stops improving and keeps the best weights.
+
+    ``worker``: the data-parallel worker running this (the model is then already
+    wrapped); ranks skip a non-finite step and stop together.
+
+    Returns {"loss_first", "loss_last", "steps", "seconds", "patch", "trainable",
+    "val_first", "val_best", "best_step"} (losses averaged over the first / last 10% of
+    steps; val_* is the L1 on the held-out self-pairs, absent without holdout).
+    """
+    from pipeline.losses import Objective
+
+    worker = worker or Worker(device=device)
+    rng = np.random.default_rng(seed)
+    frames, held = _split_holdout(frames, cfg.holdout)
+    patch = effective_patch(frames, cfg.patch_size, scale)
+    inner = unwrap(model)
+    trainable = freeze_except_last(inner, cfg.train_last)
+    model.train().to(device)
+    objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
+    sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
+    make_lr = SpecDegradation(cfg.degrade)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
+    val = _validation_pairs(held, patch, scale, cfg.seed) if held else None  # the same pairs on every rank
+    stats: dict[str, float] = {"patch": float(patch), "trainable": float(trainable)}
+    best_state, bad = None, 0
+    native: PatchSampler | None = None
+    skipped = 0  # steps whose loss was not finite (skipped on every rank, not applied)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    step = 0
+    while step < cfg.steps:
+        step += 1
+        out = hr = out_native = None
+        if objective.needs_pairs:
+            lr, hr = sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
+            lr, hr = lr.to(device), hr.to(device)
+            out = model(lr)
+            if objective.disc is not None:
+                objective.discriminator_step(out, hr)
+        if objective.needs_native:
+            if native is None:
+                side = min(-(-192 // scale), min(min(f.shape[:2]) for f in frames))  # NIQE: 96 px blocks, 4 per output
+                native = PatchSampler(frames, side, "texture")  # flat patches (letterbox, fades) break NIQE's statistics
+            out_native = model(torch.from_numpy(np.stack([np.ascontiguousarray(native.sample(rng)) for _ in range(max(2, cfg.batch_size // 4))]))
+                               .permute(0, 3, 1, 2).float().div_(255).to(device))
+        try:
+            loss, _ = objective.generator_loss(out, hr, out_native)
+        except (torch.linalg.LinAlgError, RuntimeError):  # NIQE on a degenerate patch
+            loss = None
+        if worker.agree(loss is None or not bool(torch.isfinite(loss))):
+            skipped += 1
+            if skipped > max(10, cfg.steps // 10):
+                raise RuntimeError(f"fine-tune: {skipped} steps without a usable loss (NIQE on degenerate patches, or diverged)")
+            opt.zero_grad(set_to_none=True)
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if on_step:
+            on_step(step, losses[-1])
+        stop = bool(cfg.max_seconds) and time.perf_counter() - t0 >= cfg.max_seconds
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            v = _val_loss(model, val, device)
+            stats.setdefault("val_first", v)
+            if v < stats.get("val_best", float("inf")):
+                stats.update(val_best=v, best_step=float(step))
+                best_state, bad = {k: t.detach().clone() for k, t in inner.state_dict().items()}, 0
+            else:
+                bad += 1
+                stop = stop or bad >= cfg.patience
+        if (cfg.max_seconds or val is not None) and worker.agree(stop):
+            break
+    if best_state is not None:
+        inner.load_state_dict(best_state)
+    if not losses:
+        raise RuntimeError("fine-tune: no step had a finite loss")
+    k = max(1, len(losses) // 10)
+    stats.update(loss_first=float(np.mean(losses[:k])), loss_last=float(np.mean(losses[-k:])), steps=float(step),
+                 seconds=time.perf_counter() - t0, skipped_steps=float(skipped), train_frames=float(len(frames)),
+                 multiscale_used=float(sampler.multiscale))
+    return stats
+
+
+def _split_holdout(frames: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training frames, ``n`` evenly spaced held-out frames); at least one frame trains."""
+    if n <= 0:
+        return frames, []
+    if len(frames) < 2:
+        raise ValueError(f"train.holdout={n} needs at least 2 training frames, the video gave {len(frames)}")
+    n = min(n, len(frames) - 1)
+    idx = set(np.linspace(0, len(frames) - 1, n).round().astype(int).tolist())
+    return [f for i, f in enumerate(frames) if i not in idx], [f for i, f in enumerate(frames) if i in idx]
+
+
+def _validation_pairs(held: list[np.ndarray], patch: int, scale: int, seed: int, count: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed + 7919)
+    return sample_pairs(held, count, min(patch, effective_patch(held, patch, scale)), scale, rng, augment=False)
+
+
+@torch.no_grad()
+def _val_loss(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> float:
+    was = model.training
+    model.eval()
+    lr, hr = val
+    v = float(F.l1_loss(model(lr.to(device)), hr.to(device)))
+    model.train(was)
+    return v
+
+
+def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
+    """Launcher worker of a video's fine-tune: fetch the frames, build the starting model,
+    train; rank 0 commits the checkpoint (with the stats in its provenance) straight to
+    the run's store, so nothing depends on a file system shared between nodes."""
+    import ray
+
+    cfg: TrainConfig = config["train"]
+    frames = config["frames"]
+    frames = ray.get(frames) if isinstance(frames, ray.ObjectRef) else frames
+    model = build_start_model(config["arch"], config["start"], cfg.seed)
+    freeze_except_last(model, cfg.train_last)  # before DDP wraps it: DDP records the trainable parameters once
+    model = worker.wrap(model)
+    label = config["label"]
+    every = max(1, cfg.steps // 10)
+    t0 = time.perf_counter()
+
+    def on_step(step: int, loss: float) -> None:
+        if worker.main and (step % every == 0 or step == cfg.steps):
+            rate = step / (time.perf_counter() - t0)
+            # sys.stdout.write, not print: Ray Train patches print() and would log each line twice.
+            sys.stdout.write(f"[{label}] train: step {step}/{cfg.steps}  L1 {loss:.4f}  {rate:.1f} steps/s\n")
+            sys.stdout.flush()
+
+    stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker)
+    if worker.main:
+        prov = dict(config["provenance"], **stats, workers=worker.world, device=str(worker.device))
+        config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(unwrap(model), prov))
+    return stats

@@ -1,0 +1,334 @@
+"""Pretraining of the base models on folders of high-resolution images.
+
+Random patches of the images are the targets; the inputs are their MATLAB-compatible
+bicubic downscales (flavour ``bicubic``, the benchmark protocol) or their randomly
+degraded downscales (flavour ``archive``: blur, resize, noise, JPEG / x264 / MPEG-4,
+``pipeline.datasets.degrade.ArchiveDegradation``). Flips and 90° rotations, L1 loss,
+Adam with the learning rate halved every ``lr_step`` steps (as in the EDSR paper).
+
+The images are decoded once into a memory-mapped store (``OUTPUT/images/``) that every
+worker reads patches from. The loop runs through ``pipeline.train.launch``: in this
+process (one worker, no Ray needed), as one Ray task, or data-parallel on Ray Train.
+Rank 0 validates on held-out folders every ``val_every`` steps and writes:
+
+    OUTPUT/state.pt              model + optimiser + schedule + step (the resume point)
+    OUTPUT/history.jsonl         one line per state save: step, loss, lr, seconds,
+                                 training CPU seconds, validation Y-PSNR per folder
+    OUTPUT/<arch>_<B>x<F>_x<S>.pt  the final self-describing checkpoint (with provenance)
+
+A run that is killed (or stopped by ``max_seconds`` / ``max_cpu_seconds``, to train in
+slices) continues from its last state when started again with the same output. A ×3/×4
+model can start from a ×2 model (``init``): everything but the upsampler is copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.benchmark import IMAGE_EXTENSIONS, load_rgb, modcrop
+from pipeline.config import _f
+from pipeline.datasets.degrade import ArchiveDegradation
+from pipeline.datasets.images import ImageStore
+from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_pairs
+from pipeline.inference import upscale_frames
+from pipeline.metrics.fullref import psnr_y
+from pipeline.metrics.resize import bicubic_resize_uint8
+from pipeline.models import checkpoint
+from pipeline.models.edsr import EDSR
+from pipeline.storage import Store
+from pipeline.train.launch import Worker, launch, unwrap
+
+FLAVOURS = {"bicubic": "clean bicubic inputs (the benchmark protocol)",
+            "archive": "randomly degraded inputs: blur, resize, noise, JPEG / x264 / MPEG-4 (what archives carry)"}
+STATE_FORMAT = "reelsr.pretrain-state/2"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
+    n_resblocks: int = _f(16, "EDSR residual blocks (16: EDSR-baseline).")
+    n_feats: int = _f(64, "EDSR feature channels (64: EDSR-baseline).")
+    res_scale: float = _f(1.0, "Residual scaling (0.1 for the 32x256 model).")
+    flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
+    steps: int = _f(300_000, "Total optimisation steps (the EDSR paper: 300k).")
+    batch_size: int = _f(16, "Patches per step per worker.")
+    patch_size: int = _f(96, "HR patch side in pixels (LR patch = patch_size / scale; the paper: 48 LR px).")
+    lr: float = _f(1e-4, "Adam learning rate at the start.")
+    lr_step: int = _f(200_000, "Halve the learning rate every this many steps.")
+    val_every: int = _f(5000, "Validate (and log) every this many steps.")
+    checkpoint_every: int = _f(5000, "Save the resumable state every this many steps.")
+    workers: int = _f(1, "Data-parallel workers (Ray Train when > 1); one GPU each when the cluster has GPUs.")
+    device: str = _f("auto", "auto (a GPU when there is one), gpu, or cpu.")
+    threads: int = _f(0, "CPU threads per worker; 0: the node's CPUs shared by its workers.")
+    init: str | None = _f(None, "Start from this checkpoint: same scale (all weights) or x2 (all but the upsampler, for x3/x4).")
+    max_seconds: float = _f(0.0, "Stop (saving the state) after this many seconds of this run; 0: no limit. Rerun to continue.")
+    max_cpu_seconds: float = _f(0.0, "Stop (saving the state) once the run's training has used this many CPU seconds in all (across resumes); 0: no limit.")
+    seed: int = _f(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        for name in ("steps", "batch_size", "lr_step", "val_every", "checkpoint_every", "workers", "n_resblocks", "n_feats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch_size % self.scale or self.patch_size < 2 * self.scale:
+            raise ValueError(f"patch_size must be a multiple of scale ({self.scale}) and >= {2 * self.scale}, got {self.patch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.device not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be {' or '.join(FLAVOURS)}, got {self.flavour!r}")
+        if self.max_seconds < 0 or self.max_cpu_seconds < 0 or self.threads < 0:
+            raise ValueError("max_seconds, max_cpu_seconds and threads must be >= 0")
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {"n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "res_scale": self.res_scale, "scale": self.scale}
+
+    #: fields that may change between the slices of one run (the rest must match the saved state)
+    RESUMABLE = ("steps", "max_seconds", "max_cpu_seconds", "val_every", "checkpoint_every", "workers", "device", "threads", "init")
+
+
+def list_images(folder: str) -> list[str]:
+    """Absolute paths (workers run in other directories) of the images under ``folder``."""
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    return paths
+
+
+def load_images(paths: list[str], min_side: int = 0) -> list[np.ndarray]:
+    """uint8 RGB (H, W, 3) images (grey ones repeated to 3 channels), those with a side
+    shorter than ``min_side`` left out. For small sets (validation); training streams
+    from an ``ImageStore``."""
+    return [im for im in (load_rgb(p)[0] for p in paths) if min(im.shape[:2]) >= min_side]
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, images: list[np.ndarray], scale: int, device: torch.device) -> float:
+    """Mean Y-PSNR (``scale`` px cropped) on HR images, LR made by the MATLAB-compatible bicubic."""
+    was = model.training
+    model.eval()
+    vals = []
+    for hr in images:
+        hr = modcrop(hr, scale)
+        h, w = hr.shape[:2]
+        lr = bicubic_resize_uint8(hr, (h // scale, w // scale))
+        sr = upscale_frames(model, lr[None], scale, device=device)[0]
+        vals.append(psnr_y(sr, hr, crop=scale))
+    model.train(was)
+    return float(np.mean(vals))
+
+
+def init_from(model: EDSR, blob: bytes) -> str:
+    """Copy weights from a checkpoint: all of them at the same scale, all but the
+    upsampler from a x2 model (EDSR paper's x3/x4 initialisation). Returns what was done."""
+    src, meta = checkpoint.load(blob)
+    a = meta["arch"]
+    if (a["n_resblocks"], a["n_feats"]) != (model.arch["n_resblocks"], model.arch["n_feats"]):
+        raise ValueError(f"init checkpoint is EDSR {a['n_resblocks']}x{a['n_feats']}, the model {model.arch['n_resblocks']}x{model.arch['n_feats']}")
+    if a["scale"] == model.scale:
+        model.load_state_dict(src.state_dict())
+        return f"all weights from a x{a['scale']} model"
+    if a["scale"] != 2:
+        raise ValueError(f"init checkpoint must be x2 or x{model.scale}, got x{a['scale']}")
+    state = {k: v for k, v in src.state_dict().items() if not k.startswith("tail.0.")}
+    missing, _ = model.load_state_dict(state, strict=False)
+    assert all(k.startswith("tail.0.") for k in missing), missing
+    return "all but the upsampler from a x2 model"
+
+
+def final_name(cfg: PretrainConfig) -> str:
+    return f"edsr_{cfg.n_resblocks}x{cfg.n_feats}_x{cfg.scale}.pt"
+
+
+def _say(msg: str) -> None:
+    sys.stdout.write(msg + "\n")  # not print(): Ray Train patches print and logs it twice
+    sys.stdout.flush()
+
+
+def _history(out: str) -> list[dict[str, Any]]:
+    try:
+        with open(os.path.join(out, "history.jsonl"), encoding="utf-8") as fh:
+            return [json.loads(ln) for ln in fh if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _state_bytes(model, opt, sched, step: int, cfg: PretrainConfig, seconds: float, cpu_seconds: float) -> bytes:
+    buf = io.BytesIO()
+    torch.save({
+        "format": STATE_FORMAT, "step": step, "seconds": seconds, "train_cpu_seconds": cpu_seconds,
+        "config": dataclasses.asdict(cfg),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+    }, buf)
+    return buf.getvalue()
+
+
+def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
+    """One worker of a pretraining (see the module docstring); rank 0 validates and writes."""
+    cfg: PretrainConfig = config["cfg"]
+    out = config["output"]
+    device = worker.device
+    images = ImageStore.open(config["images"])
+    val_sets = {name: load_images(paths) for name, paths in config["val"].items()} if worker.main else {}
+    make_lr = ArchiveDegradation() if cfg.flavour == "archive" else bicubic_lr
+
+    torch.manual_seed(cfg.seed)
+    model = EDSR(**cfg.arch)
+    step, seconds_before, cpu_before = 0, 0.0, 0.0
+    state = config["state"]
+    if state is None and config["init"] is not None:
+        note = init_from(model, config["init"])
+        if worker.main:
+            _say(f"pretrain: initialised with {note}")
+    model = worker.wrap(model)  # on the device before the optimiser state is loaded into it
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.5)
+    if state is not None:
+        st = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])  # (Adam's moments follow the parameters' device)
+        sched.load_state_dict(st["scheduler"])
+        step, seconds_before, cpu_before = int(st["step"]), float(st["seconds"]), float(st.get("train_cpu_seconds", 0.0))
+    inner = unwrap(model)
+    sampler = PatchSampler(images, cfg.patch_size)
+    rng = np.random.default_rng([cfg.seed, worker.rank, step])  # a resumed run does not replay its patches
+
+    t0 = time.perf_counter()
+    cpu_run = 0.0  # this run's training CPU seconds (validation and saving excluded)
+    start_step = step
+    losses: list[float] = []
+    model.train()
+    while step < cfg.steps:
+        c0 = time.process_time()
+        lr_t, hr_t = sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
+        loss = F.l1_loss(model(lr_t.to(device)), hr_t.to(device))
+        bad = worker.agree(not bool(torch.isfinite(loss)))  # all ranks skip together (no half-done all-reduce)
+        opt.zero_grad(set_to_none=True)
+        if not bad:
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        step += 1
+        cpu_run += time.process_time() - c0
+        last = step == cfg.steps
+        if step % cfg.checkpoint_every and not last:
+            continue
+        elapsed = seconds_before + time.perf_counter() - t0
+        cpu_total = cpu_before + cpu_run * worker.world  # the CPU time of all workers (each measures its own)
+        stop = (cfg.max_seconds > 0 and time.perf_counter() - t0 >= cfg.max_seconds) or (
+            cfg.max_cpu_seconds > 0 and cpu_total >= cfg.max_cpu_seconds)
+        stop = worker.agree(stop)
+        if worker.main:
+            metrics: dict[str, Any] = {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])) if losses else None,
+                                       "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
+            if val_sets and (step % cfg.val_every == 0 or last or stop):
+                for name, ims in val_sets.items():
+                    metrics[f"val_{name}"] = round(validate(inner, ims, cfg.scale, device), 4)
+                metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
+            with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+            Store().write_bytes(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed, cpu_total))
+            vals = "  ".join(f"{k[4:]} {v:.2f} dB" for k, v in metrics.items() if k.startswith("val_") and k != "val_psnr_y")
+            _say(f"pretrain: step {step}/{cfg.steps}  L1 {metrics['loss'] or float('nan'):.4f}  lr {metrics['lr']:.2e}  "
+                 f"{(step - start_step) / (time.perf_counter() - t0):.2f} steps/s  {cpu_total / 3600:.2f} CPU-h" + (f"  {vals}" if vals else ""))
+        if stop and not last:
+            if worker.main:
+                _say(f"pretrain: stopping at step {step} (time budget); run again to continue")
+            return {"step": step, "finished": False}
+    if worker.main:
+        hist = _history(out)
+        final = hist[-1] if hist else {}
+        prov = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("max_seconds", "max_cpu_seconds", "threads", "device", "workers")}
+        prov.update(trained_by="jobs.pretrain", steps_done=step, seconds=final.get("seconds"), train_cpu_seconds=final.get("train_cpu_seconds"),
+                    workers=worker.world, device=str(device), final_loss=final.get("loss"), train_images=config["train_name"],
+                    train_image_count=len(images), val={k[4:]: v for k, v in final.items() if k.startswith("val_") and k != "val_psnr_y"})
+        checkpoint.save(inner, os.path.join(out, final_name(cfg)), prov)
+        _say(f"pretrain: done: {os.path.join(out, final_name(cfg))}")
+    return {"step": step, "finished": True}
+
+
+def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[str, str] | str | None = None, where: str | None = None) -> dict[str, Any]:
+    """Run (or continue) a pretraining into ``output``; returns a summary dict.
+
+    ``data``: image folder(s); ``val``: {name: folder} (or one folder) of validation
+    images. ``where``: "local" (this process) or "ray"; None: local for one worker
+    when no cluster is named by RAY_ADDRESS, else Ray.
+    """
+    data = [data] if isinstance(data, str) else list(data)
+    val = {os.path.basename(os.path.normpath(val.rstrip("/").removesuffix("/HR"))): val} if isinstance(val, str) else dict(val or {})
+    train_paths = [p for d in data for p in list_images(d)]
+    val_paths = {name: list_images(folder) for name, folder in val.items()}
+    output = os.path.abspath(output)
+    os.makedirs(output, exist_ok=True)
+    state_path = os.path.join(output, "state.pt")
+    state = None
+    if os.path.exists(state_path):
+        with open(state_path, "rb") as fh:
+            state = fh.read()
+        st = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+        saved = {k: v for k, v in st["config"].items() if k not in PretrainConfig.RESUMABLE}
+        now = {k: v for k, v in dataclasses.asdict(cfg).items() if k in saved}
+        if saved != now:
+            diff = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+            raise ValueError(f"{state_path} was made with another config {diff}: use another --output or the same settings")
+        done = int(st["step"])
+        if done >= cfg.steps and os.path.exists(os.path.join(output, final_name(cfg))):
+            print(f"pretrain: already complete ({done} steps): {os.path.join(output, final_name(cfg))}", flush=True)
+            return {"step": done, "checkpoint": os.path.join(output, final_name(cfg)), "resumed": True}
+        if cfg.max_cpu_seconds and float(st.get("train_cpu_seconds", 0.0)) >= cfg.max_cpu_seconds:
+            print(f"pretrain: the CPU budget ({cfg.max_cpu_seconds:g} s) is spent at step {done}: raise max_cpu_seconds to continue", flush=True)
+            return {"step": done, "checkpoint": None, "resumed": True}
+        print(f"pretrain: resuming from step {done}/{cfg.steps} ({state_path})", flush=True)
+    init = None
+    if state is None and cfg.init:
+        with open(checkpoint.resolve(cfg.init, cfg.scale) if cfg.init.startswith("builtin:") else cfg.init, "rb") as fh:
+            init = fh.read()
+    images = ImageStore.build(train_paths, os.path.join(output, "images"), min_side=cfg.patch_size)
+    if where is None:
+        where = "local" if cfg.workers == 1 and not os.environ.get("RAY_ADDRESS") else "ray"
+    if where == "ray":
+        import ray
+
+        from pipeline.run.session import connect
+
+        connect()
+        gpu = cfg.device == "gpu" or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        if not gpu and cfg.workers > cpus:
+            raise ValueError(f"workers={cfg.workers} CPU workers cannot be placed on a cluster with {int(cpus)} CPU(s)")
+    else:
+        gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
+    print(f"pretrain: EDSR {cfg.n_resblocks}x{cfg.n_feats} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
+          f"(of {len(train_paths)}; sides >= {cfg.patch_size} px), validation: "
+          f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
+    t0 = time.perf_counter()
+    launch(pretrain_loop, {
+        "cfg": cfg, "output": output, "state": state, "init": init, "images": images.folder, "val": val_paths,
+        "train_name": ", ".join(os.path.abspath(d) for d in data),
+    }, workers=cfg.workers, gpu=gpu, threads=cfg.threads or None, where=where, name="pretrain")
+    hist = _history(output)
+    last = hist[-1] if hist else {}
+    final = os.path.join(output, final_name(cfg))
+    done = last.get("step") == cfg.steps and os.path.exists(final)
+    return {"step": last.get("step"), "val_psnr_y": last.get("val_psnr_y"), "seconds": time.perf_counter() - t0,
+            "checkpoint": final if done else None, "resumed": state is not None}

@@ -1,0 +1,226 @@
+"""Encoding chunks and assembling them: round trips, colour, audio, errors."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.config import MediaConfig
+from pipeline.media.chunks import (
+    decode_chunk,
+    from_rgb,
+    plan_chunks,
+    to_rgb,
+)
+from pipeline.media.encode import ChunkWriter, assemble
+from pipeline.media.probe import probe
+from tests.media.conftest import CARPHONE, CLIPS
+
+
+def _audio_span(path: str) -> Fraction | None:
+    """Seconds from the first audio packet's pts to the end of the last one."""
+    with av.open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        packets = [p for p in container.demux(stream) if p.size]
+    start = min(p.pts for p in packets)
+    end = max(p.pts + p.duration for p in packets)
+    return (end - start) * stream.time_base
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 arrays of the same shape (peak 255)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _restore(
+    path: str, info, tmp_path, *, scale: int = 1, crf: int = MediaConfig().crf, min_frames: int = 10
+):
+    """Decode every chunk, "upscale" by pixel repetition, encode, assemble; return
+    (output path, source frames, chunk count)."""
+    chunk_paths, source_frames = [], []
+    chunks = plan_chunks(info, min_frames)
+    for chunk in chunks:
+        chunk_path = str(tmp_path / f"chunk{chunk.index:03d}.mp4")
+        with ChunkWriter(
+            chunk_path,
+            width=info.width * scale,
+            height=info.height * scale,
+            time_base=info.time_base,
+            rate=info.rate,
+            colorspace=info.colorspace,
+            crf=crf,
+        ) as writer:
+            for pts, rgb in decode_chunk(path, chunk, info):
+                source_frames.append((pts, rgb))
+                writer.write(
+                    pts, np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+                )
+        chunk_paths.append(chunk_path)
+    out_path = str(tmp_path / "restored.mp4")
+    assemble(chunk_paths, path, out_path)
+    return out_path, source_frames, len(chunks)
+
+
+@pytest.mark.parametrize("path", CLIPS)
+def test_round_trip_identity(reference, path, tmp_path):
+    info, _ = reference[path]
+    out_path, source_frames, n_chunks = _restore(path, info, tmp_path)
+    assert n_chunks >= 3
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f"chunk{i:03d}.mp4" for i in range(n_chunks)] + ["restored.mp4"]
+    )  # no temporary file left behind
+
+    out = probe(out_path)
+    assert out.frames == info.frames
+    assert (out.width, out.height) == (info.width, info.height)
+    assert out.colorspace == info.colorspace
+    assert abs(out.duration - info.duration) <= float(1 / info.rate)
+
+    with av.open(out_path) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        assert (
+            ctx.colorspace
+            == ctx.color_primaries
+            == ctx.color_trc
+            == (1 if info.colorspace == "bt709" else 6)
+        )
+        assert ctx.color_range == 1  # limited
+        packets = [p for p in container.demux(stream) if p.size]
+        dts = [p.dts for p in packets]
+        assert dts == sorted(set(dts))  # strictly increasing
+        container.seek(0)
+        decoded = [
+            (f.pts * stream.time_base, to_rgb(f, out.colorspace))
+            for f in container.decode(stream)
+        ]
+
+    assert len(decoded) == len(source_frames)
+    assert [t for t, _ in decoded] == [p * info.time_base for p, _ in source_frames]
+    psnr = [_psnr(a, b) for (_, a), (_, b) in zip(decoded, source_frames, strict=True)]
+    print(
+        f"{os.path.basename(path)}: {n_chunks} chunks, mean PSNR {np.mean(psnr):.2f} dB, min {np.min(psnr):.2f} dB"
+    )
+    assert np.mean(psnr) >= 40.0
+
+    assert out.has_audio == info.has_audio
+    if info.has_audio:
+        assert out.audio_codec == info.audio_codec
+        assert _audio_span(out_path) == _audio_span(path)
+        assert abs(float(_audio_span(out_path)) - out.duration) <= float(1 / info.rate)
+
+
+def test_round_trip_upscale_x2(reference, tmp_path):
+    info, _ = reference[CARPHONE]
+    out_path, source_frames, _ = _restore(
+        CARPHONE, info, tmp_path, scale=2, min_frames=20
+    )
+    out = probe(out_path)
+    assert (out.width, out.height) == (2 * info.width, 2 * info.height)
+    assert out.frames == info.frames
+    with av.open(out_path) as container:
+        stream = container.streams.video[0]
+        times = [f.pts * stream.time_base for f in container.decode(stream)]
+    assert times == [p * info.time_base for p, _ in source_frames]
+
+
+def test_odd_size_raises(tmp_path):
+    with pytest.raises(ValueError, match="175x144"):
+        ChunkWriter(
+            str(tmp_path / "odd.mp4"),
+            width=175,
+            height=144,
+            time_base=Fraction(1, 30000),
+            rate=Fraction(30000, 1001),
+            colorspace="bt601",
+        )
+    with pytest.raises(ValueError, match="176x143"):
+        from_rgb(np.zeros((143, 176, 3), np.uint8), "bt601")
+
+
+def test_writer_rejects_bad_frames(tmp_path):
+    with ChunkWriter(
+        str(tmp_path / "c.mp4"),
+        width=64,
+        height=48,
+        time_base=Fraction(1, 25),
+        rate=Fraction(25),
+        colorspace="bt601",
+    ) as writer:
+        with pytest.raises(ValueError):
+            writer.write(0, np.zeros((48, 64, 3), np.float32))
+        with pytest.raises(ValueError):
+            writer.write(0, np.zeros((64, 48, 3), np.uint8))
+        writer.write(3, np.zeros((48, 64, 3), np.uint8))
+        with pytest.raises(ValueError):
+            writer.write(3, np.zeros((48, 64, 3), np.uint8))
+
+
+def test_colour_conversion_matches_bt_formulas():
+    """A flat limited-range YUV colour converts with the right matrix and back."""
+    yuv = (100, 150, 90)
+    for colorspace, (kr, kb) in {
+        "bt709": (0.2126, 0.0722),
+        "bt601": (0.299, 0.114),
+    }.items():
+        frame = av.VideoFrame(16, 16, "yuv420p")
+        for plane, value in zip(frame.planes, yuv, strict=True):
+            plane.update(np.full(plane.buffer_size, value, np.uint8))
+        y = (yuv[0] - 16) * 255 / 219
+        u, v = ((c - 128) * 255 / 224 for c in yuv[1:])
+        r, b = y + 2 * (1 - kr) * v, y + 2 * (1 - kb) * u
+        g = (y - kr * r - kb * b) / (1 - kr - kb)
+        rgb = to_rgb(frame, colorspace)
+        assert np.abs(rgb[8, 8].astype(float) - (r, g, b)).max() <= 0.51
+        back = from_rgb(rgb, colorspace)
+        assert [int(np.frombuffer(p, np.uint8)[0]) for p in back.planes] == list(yuv)
+
+
+def test_assemble_bad_order_leaves_nothing(reference, tmp_path):
+    info, _ = reference[CARPHONE]
+    chunk_dir = tmp_path / "chunks"
+    chunk_dir.mkdir()
+    _restore(CARPHONE, info, chunk_dir, min_frames=20)
+    chunks = sorted(
+        str(chunk_dir / n) for n in os.listdir(chunk_dir) if n.startswith("chunk")
+    )
+    final = tmp_path / "final.mp4"
+    with pytest.raises(ValueError, match="dts"):
+        assemble(chunks[::-1], CARPHONE, str(final))
+    assert os.listdir(tmp_path) == ["chunks"]
+
+
+def test_assemble_reencodes_audio_the_container_cannot_hold(reference, tmp_path):
+    """pcm_u8 cannot go in mp4: the source's audio is re-encoded to AAC."""
+    info, _ = reference[CARPHONE]
+    source = str(tmp_path / "source.mkv")
+    with av.open(CARPHONE) as src, av.open(source, "w") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        audio = out.add_stream("pcm_u8", rate=8000, layout="mono")
+        for packet in src.demux(video=0):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+        t = np.arange(int(8000 * info.duration)) / 8000
+        samples = (128 + 60 * np.sin(2 * np.pi * 440 * t)).astype(np.uint8)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="u8", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            out.mux(packet)
+    chunk_dir = tmp_path / "chunks"
+    chunk_dir.mkdir()
+    src_info = probe(source)
+    out_path, _, _ = _restore(source, src_info, chunk_dir, min_frames=20)
+    out = probe(out_path)
+    assert out.audio_codec == "aac"
+    assert out.frames == info.frames
+    assert (
+        abs(float(_audio_span(out_path)) - out.duration) <= 0.2
+    )  # AAC frames of 1024 samples

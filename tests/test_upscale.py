@@ -1,0 +1,54 @@
+"""A chunk upscaled with decode, model and encode overlapped equals one done in turn."""
+
+import os
+
+import av
+import numpy as np
+import torch
+
+from pipeline import inference
+from pipeline.config import InferConfig, MediaConfig
+from pipeline.media.chunks import DamagedChunk, plan_chunks
+from pipeline.media.probe import probe
+from pipeline.models.edsr import EDSR
+from pipeline.upscale import upscale_chunk
+from tests.conftest import DATA, thread_names
+
+
+def _frames(path):
+    with av.open(path) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_overlapped_chunk_equals_the_stages_in_turn(tmp_path):
+    clip = os.path.join(DATA, "carphone_gop10.mp4")
+    info = probe(clip)
+    chunk = plan_chunks(info, 20)[1]
+    torch.manual_seed(0)
+    model = inference.prepare(EDSR(scale=2, n_resblocks=2, n_feats=16), torch.device("cpu"))
+    outs = {}
+    for depth in (0, 2):
+        path = str(tmp_path / f"d{depth}.mp4")
+        n = upscale_chunk(model, 2, info, chunk, path, MediaConfig(preset="veryfast"), InferConfig(batch_size=3), torch.device("cpu"), None, depth)
+        assert n == chunk.frames
+        outs[depth] = _frames(path)
+    assert len(outs[2]) == chunk.frames
+    for a, b in zip(outs[0], outs[2], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_a_damaged_chunk_still_fails_with_its_count(tmp_path):
+    from tests.corpus import make_corrupt_middle
+
+    src = make_corrupt_middle(str(tmp_path / "corrupt_middle.mp4"))
+    info = probe(src)
+    model = inference.prepare(EDSR(scale=2, n_resblocks=1, n_feats=8), torch.device("cpu"))
+    damaged = []
+    for chunk in plan_chunks(info, 10):
+        try:
+            upscale_chunk(model, 2, info, chunk, str(tmp_path / f"c{chunk.index}.mp4"), MediaConfig(preset="ultrafast"),
+                          InferConfig(), torch.device("cpu"), None)
+        except DamagedChunk as e:
+            damaged.append(e.frames)
+    assert sum(damaged) == 3
+    assert "reelsr-ahead" not in thread_names() and "reelsr-behind" not in thread_names()

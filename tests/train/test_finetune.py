@@ -1,0 +1,135 @@
+"""The per-video fine-tune on real images (no Ray): frozen layers, every loss term, the time
+budget and early stopping, multi-scale pairs."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import TrainConfig, build_config
+from pipeline.losses import parse_loss
+from pipeline.models.edsr import EDSR
+from pipeline.train.finetune import finetune, freeze_except_last
+from tests.conftest import DATA
+
+BIRD = os.path.join(DATA, "bird.png")
+
+
+CPU = torch.device("cpu")
+
+
+def bird():
+    return np.asarray(Image.open(BIRD).convert("RGB"))
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return EDSR(2, 16, 1.0, 2)
+
+
+def test_finetune_lowers_loss_on_a_real_image():
+    img = np.asarray(Image.open(BIRD).convert("RGB"))
+    torch.manual_seed(0)
+    m = EDSR(2, 16, 1.0, 2)
+    cfg = TrainConfig(steps=60, patch_size=48, batch_size=8, lr=5e-4)
+    stats = finetune(m, [img], cfg, 2, torch.device("cpu"), seed=0)
+    assert stats["loss_last"] < 0.5 * stats["loss_first"], stats
+
+
+def test_only_the_last_blocks_and_upsampler_train():
+    m = tiny_model()
+    total = sum(p.numel() for p in m.parameters() if p.requires_grad)
+    n = freeze_except_last(m, 1)
+    assert 0 < n < total
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    finetune(m, [bird()], TrainConfig(steps=3, patch_size=48, batch_size=4, lr=1e-3, train_last=1), 2, CPU, seed=0)
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("body.1.", "body.2.", "tail.")) for k in changed), changed
+    assert not any(k.startswith(("head.", "body.0.")) for k in changed)
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "charbonnier", "ssim", "l1:1,ssim:0.5", "niqe", "l1:1,gan:0.01"])
+def test_each_loss_term_trains(loss):
+    m = tiny_model()
+    before = [p.detach().clone() for p in m.parameters()]
+    stats = finetune(m, [bird()], TrainConfig(steps=3, patch_size=48, batch_size=4, lr=1e-3, loss=loss), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_first"]) and np.isfinite(stats["loss_last"]) and stats["steps"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_niqe_term_needs_no_target(monkeypatch):
+    """Trained on the NIQE term alone, no self-pair (no high-resolution target) is made:
+    the term scores the model's output on frame patches at their own resolution."""
+    import pipeline.train.finetune as training
+    from pipeline.losses import Objective
+
+    assert not Objective.build("niqe", CPU).needs_pairs and Objective.build("niqe:1,l1:1", CPU).needs_pairs
+
+    def no_pairs(*a, **k):
+        raise AssertionError("a self-pair was sampled")
+
+    monkeypatch.setattr(training, "sample_pairs", no_pairs)
+    m = tiny_model()
+    before = [p.detach().clone() for p in m.parameters()]
+    stats = finetune(m, [bird()], TrainConfig(steps=2, patch_size=48, batch_size=8, lr=1e-4, loss="niqe"), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_last"]) and any(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_vgg_term_needs_a_local_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="set train.vgg_weights"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="l1,vgg:0.1"), 2, CPU, seed=0)
+    with pytest.raises(FileNotFoundError, match="vgg_weights not found"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="vgg", vgg_weights=str(tmp_path / "x.pt")), 2, CPU, seed=0)
+    from torchvision.models import vgg19
+
+    path = tmp_path / "vgg19_features.pt"
+    torch.manual_seed(0)
+    torch.save({f"features.{k}": v for k, v in vgg19(weights=None).features.state_dict().items()}, path)
+    stats = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, loss="l1,vgg:0.1", vgg_weights=str(path)), 2, CPU, seed=0)
+    assert np.isfinite(stats["loss_last"])
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+        finetune(tiny_model(), [bird()], TrainConfig(steps=1, patch_size=48, batch_size=2, loss="vgg", vgg_weights=str(tmp_path / "bad.pt")), 2, CPU, seed=0)
+
+
+def test_time_budget_and_early_stopping():
+    img = bird()
+    frames = [img, np.roll(img, 40, 1), np.roll(img, 80, 0), np.roll(img, 120, 1)]
+    stats = finetune(tiny_model(), frames, TrainConfig(steps=10_000, patch_size=48, batch_size=4, max_seconds=1.0), 2, CPU, seed=0)
+    assert stats["steps"] < 10_000 and stats["seconds"] < 10
+    # a learning rate far too high makes validation worse: it stops early and keeps the best weights
+    m = tiny_model()
+    cfg = TrainConfig(steps=200, patch_size=48, batch_size=4, lr=0.05, holdout=1, eval_every=2, patience=2)
+    stats = finetune(m, frames, cfg, 2, CPU, seed=0)
+    assert stats["steps"] < 200 and stats["best_step"] <= stats["steps"] and stats["val_best"] <= stats["val_first"]
+    with pytest.raises(ValueError, match="at least 2 training frames"):
+        finetune(tiny_model(), [img], TrainConfig(steps=2, patch_size=48, batch_size=2, holdout=1), 2, CPU, seed=0)
+
+
+def test_choices_are_validated_config_fields():
+    cfg = build_config("tiny", overrides=["train.loss=l1:1,ssim:0.2", "train.patches=texture", "train.train_last=1",
+                                          "train.degrade=noise:2", "train.multiscale=true", "train.dedup=1.5", "train.holdout=2"])
+    assert parse_loss(cfg.train.loss) == {"l1": 1.0, "ssim": 0.2}
+    assert cfg.hash() != build_config("tiny").hash()  # they change the result, so the output folder
+    for bad, msg in (("train.loss=l3", "unknown term"), ("train.loss=l1:-1", "> 0"), ("train.loss=l1,l1", "twice"),
+                     ("train.patches=random", "uniform or texture"), ("train.dedup=300", "0..255"), ("train.train_last=-1", ">= 0")):
+        with pytest.raises(ValueError, match=msg):
+            build_config("tiny", overrides=[bad])
+
+
+def test_niqe_term_survives_letterboxed_frames():
+    img = bird().copy()
+    img[:80] = 0  # black bars
+    img[-80:] = 0
+    stats = finetune(tiny_model(), [img], TrainConfig(steps=6, patch_size=48, batch_size=8, lr=1e-4, loss="l1:1,niqe:0.05"), 2, CPU, seed=1)
+    assert np.isfinite(stats["loss_last"]) and stats["steps"] == 6
+
+
+def test_multiscale_says_when_frames_are_too_small():
+    small = np.asarray(Image.fromarray(bird()).resize((88, 72)))
+    stats = finetune(tiny_model(), [small], TrainConfig(steps=2, patch_size=48, batch_size=2, multiscale=True), 2, CPU, seed=0)
+    assert stats["multiscale_used"] == 0.0
+    stats = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, multiscale=True), 2, CPU, seed=0)
+    assert stats["multiscale_used"] == 1.0

@@ -1,0 +1,127 @@
+"""Pretraining: config checks, x2 -> x3/x4 initialisation, and a real Ray Train run on
+CPU that is killed mid-run and resumed from its last state."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pipeline.models import checkpoint
+from pipeline.models.edsr import EDSR
+from pipeline.train.pretrain import PretrainConfig, init_from, pretrain
+from tests.conftest import ROOT
+
+HR = os.path.join(ROOT, "tests", "data", "set5", "HR")
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [({"scale": 5}, "scale must be 2, 3 or 4"), ({"patch_size": 50, "scale": 4}, "multiple of scale"),
+     ({"lr": float("nan")}, "lr must be a finite"), ({"steps": 0}, "steps must be >= 1")],
+)
+def test_config_checks(kw, message):
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig(**kw)
+
+
+def test_init_x4_from_x2_copies_all_but_the_upsampler(tmp_path):
+    torch.manual_seed(0)
+    x2 = EDSR(2, 8, 1.0, 2)
+    blob = checkpoint.to_bytes(x2, {})
+    x4 = EDSR(2, 8, 1.0, 4)
+    before = {k: v.clone() for k, v in x4.state_dict().items()}
+    assert "upsampler" in init_from(x4, blob)
+    for k, v in x4.state_dict().items():
+        if k.startswith("tail.0."):
+            assert torch.equal(v, before[k]), k  # the x4 upsampler keeps its own initialisation
+        else:
+            assert torch.equal(v, x2.state_dict()[k]), k
+    same = EDSR(2, 8, 1.0, 2)
+    assert "all weights" in init_from(same, blob)
+    with pytest.raises(ValueError, match="init checkpoint is EDSR 2x8, the model 3x8"):
+        init_from(EDSR(3, 8, 1.0, 4), blob)
+
+
+def history(out):
+    try:
+        with open(os.path.join(out, "history.jsonl")) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def test_one_worker_trains_in_this_process_without_ray(tmp_path):
+    """The plain loop: no Ray imported, resumable, and the x4 archive flavour starts from it."""
+    out = str(tmp_path / "x2")
+    cfg = PretrainConfig(scale=2, n_resblocks=2, n_feats=8, steps=6, batch_size=4, patch_size=48, val_every=3, checkpoint_every=3, threads=1)
+    code = ("import sys; from pipeline.train.pretrain import PretrainConfig, pretrain; "
+            f"print(pretrain(PretrainConfig(**{{**{dataclasses.asdict(cfg)!r}, 'steps': 3}}), [{HR!r}], {out!r}, val={{'Set5': {HR!r}}})); "
+            "print('ray imported:', 'ray' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "ray imported: False" in first.stdout and "local" in first.stdout
+    summary = pretrain(cfg, [HR], out, val={"Set5": HR})  # continues the same run to 6 steps
+    assert summary["resumed"] and summary["checkpoint"]
+    assert [h["step"] for h in history(out)] == [3, 6] and all(h["train_cpu_seconds"] >= 0 for h in history(out))
+    assert "val_Set5" in history(out)[-1]
+    x4 = PretrainConfig(scale=4, n_resblocks=2, n_feats=8, steps=2, batch_size=2, patch_size=48, val_every=2, checkpoint_every=2,
+                        threads=1, flavour="archive", init=summary["checkpoint"])
+    done = pretrain(x4, [HR], str(tmp_path / "x4"), val={"Set5": HR})
+    _, meta = checkpoint.load(done["checkpoint"])
+    assert meta["arch"]["scale"] == 4 and meta["provenance"]["flavour"] == "archive"
+    with pytest.raises(ValueError, match="was made with another config"):
+        pretrain(PretrainConfig(**{**dataclasses.asdict(cfg), "lr": 3e-4}), [HR], out)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_state(tmp_path):
+    """Two data-parallel CPU workers; the run is SIGKILLed, resumed for a time slice
+    (--max-seconds), then resumed to the end."""
+    out = str(tmp_path / "pt")
+    cmd = [sys.executable, "-m", "jobs.pretrain", "--data", HR, "--val", HR, "--output", out, "--scale", "2",
+           "--preset", "tiny", "--set", "steps=300", "--set", "checkpoint_every=25", "--set", "val_every=75",
+           "--set", "patch_size=48", "--set", "workers=2"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(h["step"] >= 50 for h in history(out)):
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    # Ray's workers notice their raylet is gone and exit, possibly a step later: wait.
+    deadline = time.time() + 60
+    while time.time() < deadline and subprocess.run(["pgrep", "-f", "RayTrainWorker|raylet|gcs_server"], capture_output=True).returncode == 0:
+        time.sleep(0.5)
+    state = torch.load(os.path.join(out, "state.pt"), weights_only=True)
+    killed_at = state["step"]
+    assert killed_at == max(h["step"] for h in history(out))
+    assert 50 <= killed_at < 300, history(out)
+    assert not os.path.exists(os.path.join(out, "edsr_2x16_x2.pt"))
+
+    sliced = subprocess.run([*cmd, "--max-seconds", "0.5"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert sliced.returncode == 0, sliced.stdout[-3000:] + sliced.stderr[-3000:]
+    assert f"resuming from step {killed_at}/300" in sliced.stdout and "stopping at step" in sliced.stdout
+    sliced_at = max(h["step"] for h in history(out))
+    assert killed_at < sliced_at < 300 and not os.path.exists(os.path.join(out, "edsr_2x16_x2.pt"))
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"resuming from step {sliced_at}/300" in rerun.stdout
+    steps = [h["step"] for h in history(out)]
+    assert steps[-1] == 300 and steps == sorted(steps)  # continued, not restarted
+    assert steps.count(25) == 1  # the first 25 steps were not trained again
+    model, meta = checkpoint.load(os.path.join(out, "edsr_2x16_x2.pt"))
+    prov = meta["provenance"]
+    assert prov["steps_done"] == 300 and prov["trained_by"] == "jobs.pretrain" and prov["workers"] == 2
+    assert history(out)[-1]["val_psnr_y"] > 25
