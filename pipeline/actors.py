@@ -1,7 +1,11 @@
-"""The Ray wrapping of the stages: tasks for probing, training-frame extraction,
-assembly and metrics, and the inference actor. Each calls the plain stage functions
-(tests call those directly without Ray) on node-local copies of its inputs
-(``Store.local_copy``), and commits what it writes through ``Store.committing``.
+"""The Ray wrapping of the stages: probing, training-frame extraction, assembly and
+metrics as Ray tasks, and the inference actor ``ChunkRestorer``. Each works on node-local
+copies of its inputs (``Store.local_copy``) and commits what it writes through
+``Store.committing``.
+
+The light stages (probe, extraction, assembly, metrics) are also methods of the actor:
+the run's pool hands them to an idle inference actor when it has one, so they take no
+CPU from the pool and start no process; otherwise they run as the tasks below.
 """
 
 from __future__ import annotations
@@ -52,8 +56,7 @@ def _named(local: str, uri: str) -> Iterator[None]:
         raise ValueError(str(e).replace(local, uri)) from None
 
 
-@ray.remote(num_cpus=1)
-def probe_task(store: Store, source: str, version: str, max_pixels: int = 0) -> VideoInfo:
+def probe_source(store: Store, source: str, version: str, max_pixels: int = 0) -> VideoInfo:
     """Probe a video where it will be read (its scratch copy then serves later tasks on
     the node). The returned ``path`` is the store URI, not the node's copy."""
     local = store.local_copy(source, version)
@@ -61,8 +64,7 @@ def probe_task(store: Store, source: str, version: str, max_pixels: int = 0) -> 
         return dataclasses.replace(probe(local, max_pixels), path=source)
 
 
-@ray.remote(num_cpus=1, num_returns=2)
-def extract_training_frames(
+def training_frames(
     store: Store, info: VideoInfo, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0
 ) -> tuple[list[np.ndarray], int]:
     """(training frames of the video ``info.path`` (a store URI) by policy, near-duplicates
@@ -76,8 +78,7 @@ def extract_training_frames(
     return frames, len(frames)
 
 
-@ray.remote(num_cpus=1)
-def assemble_task(
+def assemble_output(
     store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int, rotation: int = 0
 ) -> dict[str, int]:
     """Join the restored chunks and the source's audio (and display rotation), check the
@@ -101,6 +102,22 @@ def assemble_task(
         return {"width": info.width, "height": info.height, "frames": info.frames}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(store: Store, versions: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    """``measure_video`` on this node's copies of the source, output and reference."""
+    from pipeline.measure import measure_video
+
+    for name in ("source", "output", "reference"):
+        if kwargs.get(name):
+            kwargs[name] = store.local_copy(kwargs[name], versions.get(name, ""))
+    return measure_video(**kwargs)
+
+
+probe_task = ray.remote(num_cpus=1)(probe_source)
+extract_training_frames = ray.remote(num_cpus=1, num_returns=2)(training_frames)
+assemble_task = ray.remote(num_cpus=1)(assemble_output)
+measure_video_task = ray.remote(num_cpus=1)(measure)
 
 
 def _fetch(box: list) -> bytes:
@@ -157,6 +174,19 @@ class ChunkRestorer:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
 
+    # the light stages, run here when the pool has this actor idle
+    def probe(self, *args: Any) -> VideoInfo:
+        return probe_source(*args)
+
+    def extract(self, *args: Any) -> tuple[list[np.ndarray], int]:
+        return training_frames(*args)
+
+    def assemble(self, *args: Any) -> dict[str, int]:
+        return assemble_output(*args)
+
+    def measure(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return measure(*args, **kwargs)
+
 
 def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int, arch: dict[str, Any], start_box: list | None):
     """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs. Ray does not restart
@@ -164,14 +194,3 @@ def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int, arch: dict[str,
     only when complete, so a retry cannot leave a partial one)."""
     opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cpus}
     return ray.remote(ChunkRestorer).options(max_restarts=0, **opts).remote(infer, use_gpu, arch, start_box)
-
-
-@ray.remote(num_cpus=1)
-def measure_video_task(store: Store, versions: dict[str, str], **kwargs: Any) -> dict[str, Any]:
-    """``measure_video`` on this node's copies of the source, output and reference."""
-    from pipeline.measure import measure_video
-
-    for name in ("source", "output", "reference"):
-        if kwargs.get(name):
-            kwargs[name] = store.local_copy(kwargs[name], versions.get(name, ""))
-    return measure_video(**kwargs)

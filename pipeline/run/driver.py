@@ -137,6 +137,7 @@ def restore(
           f"{at_once} video(s) at a time, cluster {ray.cluster_resources()}", flush=True)
     heartbeat = Heartbeat()
     pool = _pool_for(cfg, gpu, pretrained, heartbeat)
+    started_before = pool.started
     stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
     rows: list[VideoRow] = []
     skipped_rows: list[dict] = []
@@ -241,6 +242,10 @@ def restore(
                 collect()
     finally:
         _keep_warm(pool)
+    restored = sum(r.status == "restored" for r in rows)
+    if restored:
+        print(f"reelsr: {pool.started - started_before} inference actor(s) started for {restored} restored video(s) "
+              f"(pool of {pool.size.actors}, {pool.what} each)", flush=True)
     flush_skipped()
     outcome = Outcome(rows, skipped, run_id, layout)
     print_summary(outcome)

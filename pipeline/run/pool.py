@@ -124,11 +124,12 @@ class RestorerPool:
             if ready:
                 self._lock.notify_all()
 
-    def acquire(self, most: int) -> list[Any]:
-        """Up to ``most`` started, idle actors (none when none is free now); starts
-        actors the pool lacks."""
+    def acquire(self, most: int, fill: bool = True) -> list[Any]:
+        """Up to ``most`` started, idle actors (none when none is free now); with
+        ``fill``, starts the actors the pool lacks."""
         with self._lock:
-            self._fill()
+            if fill:
+                self._fill()
         self._collect_started(timeout=0)
         with self._lock:
             if not self._idle and not self._starting and not self._busy and self._failures:
@@ -142,6 +143,26 @@ class RestorerPool:
             self._busy -= 1
             self._idle.append(actor)
             self._lock.notify_all()
+
+    def stage(self, method: str, task: Any, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
+        """Run a light stage (probe, training-frame extraction, assembly, metrics) on an
+        idle actor when one is free now: no process to start, and no CPU or GPU taken
+        from the pool; else as its Ray ``task``. Returns the call's ObjectRef(s), ready."""
+        for actor in self.acquire(1, fill=False):
+            call = getattr(actor, method)
+            refs = (call.options(num_returns=num_returns) if num_returns != 1 else call).remote(*args, **kwargs)
+            last = refs[-1] if num_returns != 1 else refs
+            try:
+                ray.wait([last], num_returns=1)
+                ray.get(last)
+            except ray.exceptions.RayActorError:
+                self.discard(actor)  # died meanwhile: the task below does the stage
+                break
+            except Exception:  # noqa: BLE001 - the stage's own failure: the caller's ray.get raises it
+                pass
+            self.release(actor)
+            return refs
+        return (task.options(num_returns=num_returns) if num_returns != 1 else task).remote(*args, **kwargs)
 
     def discard(self, actor: Any) -> None:
         with self._lock:
@@ -159,17 +180,23 @@ class RestorerPool:
                 if not self._idle:
                     self._lock.wait(timeout)
 
-    def make_room(self, cpus: float = 1.0, gpus: float = 0.0) -> None:
+    def make_room(self, cpus: float = 1.0, gpus: float = 0.0, settle_s: float = 1.0) -> None:
         """Stop idle actors until the cluster has ``cpus`` / ``gpus`` free for a task of
-        another stage (they start again when inference needs them)."""
-        with self._lock:
+        another stage (they start again when inference needs them). Ray's view of the
+        free resources lags the tasks that just finished, so an actor is stopped only
+        after the view has said "no room" for ``settle_s`` seconds, one at a time."""
+        deadline = time.monotonic() + settle_s
+        while True:
             free = ray.available_resources()
-            need_cpu = cpus - free.get("CPU", 0.0)
-            need_gpu = gpus - free.get("GPU", 0.0)
-            while self._idle and (need_cpu > 0 or need_gpu > 0):
-                ray.kill(self._idle.pop())
-                need_cpu -= 1 if self.size.use_gpu else self.size.cpus_per_actor
-                need_gpu -= 1 if self.size.use_gpu else 0
+            if free.get("CPU", 0.0) >= cpus and free.get("GPU", 0.0) >= gpus:
+                return
+            with self._lock:
+                if not self._idle:
+                    return  # the busy actors and other videos' tasks release what they hold in time
+                if time.monotonic() >= deadline:
+                    ray.kill(self._idle.pop())
+                    deadline = time.monotonic() + settle_s
+            time.sleep(0.05)
 
     def shutdown(self) -> None:
         with self._lock:

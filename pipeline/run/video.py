@@ -71,8 +71,7 @@ class VideoStages:
             except FileNotFoundError:
                 raise FileNotFoundError(f"reference not found: {job.reference}") from None
 
-        self.pool.make_room()
-        info = ray.get(probe_task.remote(store, job.source, job.version, cfg.limits.max_pixels))
+        info = ray.get(self.pool.stage("probe", probe_task, store, job.source, job.version, cfg.limits.max_pixels))
         chunks = plan_chunks(info, cfg.media.chunk_frames)
         row.probed(info, len(chunks))
         say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
@@ -120,9 +119,8 @@ class VideoStages:
         note = check_train_workers(cfg, self.gpu)
         if note:
             say(label, f"train: {note}")
-        self.pool.make_room()
-        frames_ref, count_ref = extract_training_frames.remote(
-            self.store, info, job.version, cfg.train.frames, cfg.train.max_frames, cfg.train.seed, cfg.train.dedup)
+        frames_ref, count_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
+                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, num_returns=2)
         n_frames = ray.get(count_ref)
         if n_frames == 0:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
@@ -171,9 +169,8 @@ class VideoStages:
     def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> None:
         from pipeline.actors import assemble_task
 
-        self.pool.make_room()
-        out = ray.get(assemble_task.remote(self.store, self._chunk_uris(job, chunks, ckpt), job.source, job.version,
-                                           job.output, info.frames, info.rotation))
+        out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt), job.source,
+                                      job.version, job.output, info.frames, info.rotation))
         row.frames_out, row.output = out["frames"], job.output
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
 
@@ -188,10 +185,9 @@ class VideoStages:
         cfg = self.cfg
         say(job.rel, f"metrics: {cfg.metrics.sample_frames} sampled frames" + (f", PSNR/SSIM against {job.reference}" if job.reference else ""))
         try:
-            self.pool.make_room(cpus=0 if self.gpu else 1, gpus=1 if self.gpu else 0)
             task = measure_video_task.options(num_gpus=1 if self.gpu else 0)
-            measured = ray.get(task.remote(
-                self.store, {"source": job.version, "reference": ref_version},
+            measured = ray.get(self.pool.stage(
+                "measure", task, self.store, {"source": job.version, "reference": ref_version},
                 video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,

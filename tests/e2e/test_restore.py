@@ -4,6 +4,7 @@ reports with pyarrow."""
 
 import json
 import os
+import re
 import shutil
 
 import av
@@ -76,6 +77,9 @@ def test_restore_folder_outputs(archive, restored):
     assert "2 restored, 0 failed, 0 skipped" in proc.stdout
     assert f"output:  {out / TAG / 'bbb.mp4'}" in proc.stdout
     assert not list((out / ".reelsr" / "work").rglob("*.mp4"))  # finished videos leave no chunks
+    # one pool for the run: the second video reuses the actors the other stages left running
+    m = re.search(r"(\d+) inference actor\(s\) started for 2 restored video\(s\) \(pool of (\d+)", proc.stdout)
+    assert m and int(m.group(1)) < 2 * int(m.group(2)), proc.stdout[-3000:]
 
 
 def test_reports_match_schemas(restored):
