@@ -4,7 +4,7 @@
         --out runs/shapes --shapes 8x32,16x32,16x48,16x64 --cpu-hours 1 [--plot docs/results/shapes.png]
 
 Each shape is pretrained at x2 (bicubic pairs, batch 16, 48-px LR patches, Adam 2e-4
-constant, single-threaded) until its training has used ``--cpu-hours`` of CPU time
+constant, bf16 autocast and channels-last as the real training runs, single-threaded) until its training has used ``--cpu-hours`` of CPU time
 (process CPU time, so a busy machine slows the run but does not bias the curve);
 Set5/Set14 Y-PSNR is measured about ten times along the way. Runs resume where they
 stopped. ``--plot`` draws PSNR against CPU-hours, one line per shape, from the runs'
@@ -25,19 +25,21 @@ import torch.nn.functional as F
 from pipeline.models.edsr import EDSR
 from pipeline.train.pretrain import PretrainConfig, pretrain
 
-RECIPE = {"scale": 2, "batch_size": 16, "patch_size": 96, "lr": 2e-4, "lr_step": 10**9, "steps": 10**7, "threads": 1}
+RECIPE = {"scale": 2, "batch_size": 16, "patch_size": 96, "lr": 2e-4, "lr_step": 10**9, "steps": 10**7, "threads": 1, "precision": "bf16"}
 
 
-def step_cpu_seconds(blocks: int, feats: int, repeat: int = 3) -> float:
+def step_cpu_seconds(blocks: int, feats: int, repeat: int = 3, bf16: bool = True) -> float:
     """CPU seconds of one training step of the recipe, single-threaded."""
     torch.set_num_threads(1)
-    model = EDSR(blocks, feats, 1.0, 2)
+    model = EDSR(blocks, feats, 1.0, 2).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, y = torch.rand(16, 3, 48, 48), torch.rand(16, 3, 96, 96)
+    x, y = torch.rand(16, 3, 48, 48).contiguous(memory_format=torch.channels_last), torch.rand(16, 3, 96, 96)
     times = []
     for _ in range(repeat + 1):
         c0 = time.process_time()
-        loss = F.l1_loss(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = F.l1_loss(out.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,7 +1,7 @@
 """Benchmark single-image super-resolution on Set5 / Set14-style HR folders.
 
     python -m jobs.benchmark --model CKPT|builtin:NAME|bicubic --data DIR --scale S
-        [--device cpu|cuda] [--json FILE]
+        [--degrade bicubic|blur1.6|noise5|x264crf30] [--device cpu|cuda] [--json FILE]
 
 Each HR image of DIR (or of DIR/HR when that exists) is cropped to a multiple of S,
 downscaled with the MATLAB-compatible bicubic, restored by the model (or upscaled back
@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder of HR images, or a folder with an HR/ subfolder")
     p.add_argument("--scale", required=True, type=int, help="upscaling factor (the checkpoint's)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where a checkpoint runs (default cpu)")
+    p.add_argument("--degrade", default="bicubic", help="how the input is made: bicubic (the papers' protocol, default), "
+                   "blur1.6 (Gaussian sigma 1.6, then every S-th pixel), noise5 (bicubic + Gaussian noise sigma 5), "
+                   "x264crf30 (bicubic + x264 CRF 30); seeded, the same for every model")
     p.add_argument("--json", metavar="FILE", help="also write the per-image rows and means to FILE as JSON")
     return p
 
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.benchmark import benchmark, format_table
 
     try:
-        result = benchmark(args.model, args.data, args.scale, device=args.device)
+        result = benchmark(args.model, args.data, args.scale, device=args.device, degrade=args.degrade)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

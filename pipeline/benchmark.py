@@ -118,8 +118,26 @@ def _restorer(model: str, scale: int, dev: torch.device):
     return restore, {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
 
 
-def benchmark(model: str, data: str, scale: int, device: str = "cpu") -> dict[str, Any]:
-    """Y-PSNR / Y-SSIM of ``model`` on the HR images of ``data`` at ``scale``.
+def degraded_lr(hr: np.ndarray, scale: int, degrade: str, seed: int) -> np.ndarray:
+    """The uint8 low-resolution input of the modcropped uint8 HR image ``hr``: the
+    MATLAB bicubic (``degrade`` "bicubic", the papers' protocol), or one of the fixed
+    degradations of :data:`pipeline.datasets.degrade.EVAL_DEGRADATIONS`, seeded."""
+    h, w = hr.shape[:2]
+    if degrade == "bicubic":
+        return bicubic_resize_uint8(hr, (h // scale, w // scale))
+    from pipeline.datasets.degrade import EVAL_DEGRADATIONS
+
+    if degrade not in EVAL_DEGRADATIONS:
+        raise ValueError(f"degrade must be one of {', '.join(EVAL_DEGRADATIONS)}, got {degrade!r}")
+    x = torch.from_numpy(hr.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    lr = EVAL_DEGRADATIONS[degrade][1](x, scale, np.random.default_rng(seed))
+    return (lr[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def benchmark(model: str, data: str, scale: int, device: str = "cpu", degrade: str = "bicubic", seed: int = 0) -> dict[str, Any]:
+    """Y-PSNR / Y-SSIM of ``model`` on the HR images of ``data`` at ``scale``, the input
+    made by ``degrade`` ("bicubic": the papers' protocol; else a fixed, seeded
+    degradation of ``EVAL_DEGRADATIONS``; image ``i`` uses the seed ``seed + i``).
 
     Args:
         model: ``"bicubic"``, ``"builtin:NAME"`` (shipped weights, see
@@ -146,14 +164,14 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu") -> dict[st
     dev = _device(device)
     restore, info = _restorer(model, scale, dev)
     rows = []
-    for path in files:
+    for i, path in enumerate(files):
         name = os.path.splitext(os.path.basename(path))[0]
         rgb, grey = load_rgb(path)
         hr = modcrop(rgb, scale)
         h, w = hr.shape[:2]
         if h // scale < 1 or w // scale < 1 or h - 2 * scale < 11 or w - 2 * scale < 11:
             raise ValueError(f"{path}: image {w}x{h} is too small for x{scale} (SSIM needs 11x11 px after the crop)")
-        lr = bicubic_resize_uint8(hr, (h // scale, w // scale))
+        lr = degraded_lr(hr, scale, degrade, seed + i)
         sr = restore(lr)
         if sr.shape != hr.shape:
             raise ValueError(f"{path}: restored image is {sr.shape}, HR is {hr.shape}")
@@ -164,7 +182,7 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu") -> dict[st
         rows.append({"image": name, "height": h, "width": w, "channel": "grey" if grey else "Y",
                      "psnr_y": psnr, "ssim_y": ssim})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr_y", "ssim_y")}
-    return {**info, "data": folder, "scale": scale, "device": str(dev), "rows": rows, "mean": mean, "n_images": len(rows)}
+    return {**info, "data": folder, "scale": scale, "degrade": degrade, "device": str(dev), "rows": rows, "mean": mean, "n_images": len(rows)}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -172,7 +190,8 @@ def format_table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     width = max([len("image"), len("mean")] + [len(r["image"]) for r in rows])
     lines = [
-        f"{result['model']} x{result['scale']} on {result['data']} ({result['n_images']} images, Y channel, {result['scale']} px crop)",
+        f"{result['model']} x{result['scale']} on {result['data']} ({result['n_images']} images, input {result.get('degrade', 'bicubic')}, "
+        f"Y channel, {result['scale']} px crop)",
         f"{'image':<{width}}  {'size':>9}  {'PSNR-Y dB':>9}  {'SSIM-Y':>6}",
     ]
     for r in rows:

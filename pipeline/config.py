@@ -24,6 +24,8 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+SCRATCH = "scratch"  # model.pretrained: start from a fresh initialisation, on purpose
+
 FRAME_POLICIES_HELP = '"iframes" (keyframes only, fast), "fps:N" (N frames per second), or "all"'
 
 
@@ -65,7 +67,7 @@ class ModelConfig:
     n_resblocks: int = _f(16, "EDSR residual blocks.")
     n_feats: int = _f(64, "EDSR feature channels.")
     res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
-    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped with the package (the table pipeline.models.weights.WEIGHTS). Empty: train from scratch (with a warning).")
+    pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped with the package (the table pipeline.models.weights.WEIGHTS), or scratch to fine-tune a freshly initialised model (poor results: only when asked for). Empty: refused when the run starts, with where to get weights.")
 
     def __post_init__(self) -> None:
         from pipeline.models import ARCHS
@@ -221,7 +223,7 @@ class RestoreConfig:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
-        if not self.train.finetune and not self.model.pretrained:
+        if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
 
     def to_dict(self) -> dict[str, Any]:

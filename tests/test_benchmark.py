@@ -112,3 +112,19 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: not an integer
         main(["--model", "bicubic", "--data", str(SET5), "--scale", "two"])
     assert e.value.code == 2
+
+
+def test_degraded_inputs_are_fixed_and_harder():
+    """The degraded benchmarks give every model the same (seeded) inputs, each harder than clean bicubic."""
+    from pipeline.benchmark import degraded_lr
+    from tests.conftest import bird
+
+    hr = bird()[:96, :96]
+    for name in ("blur1.6", "noise5", "x264crf30"):
+        a, b = degraded_lr(hr, 4, name, seed=3), degraded_lr(hr, 4, name, seed=3)
+        assert a.shape == (24, 24, 3) and a.dtype == np.uint8 and np.array_equal(a, b), name
+    assert not np.array_equal(degraded_lr(hr, 4, "noise5", 3), degraded_lr(hr, 4, "noise5", 4))
+    clean = benchmark("bicubic", str(SET5), 4)["mean"]["psnr_y"]
+    for name in ("blur1.6", "noise5", "x264crf30"):
+        got = benchmark("bicubic", str(SET5), 4, degrade=name)
+        assert got["degrade"] == name and got["mean"]["psnr_y"] < clean - 0.3, (name, got["mean"], clean)

@@ -77,10 +77,47 @@ def builtin(name: str) -> Weights:
     return WEIGHTS.get(name)
 
 
+#: The official EDSR-PyTorch files (sanghyun-son/EDSR-PyTorch), which model.pretrained loads as they are.
+OFFICIAL_EDSR = {
+    (16, 64, 2): "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x2-1bc95232.pt",
+    (16, 64, 3): "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x3-abf2a44e.pt",
+    (16, 64, 4): "https://cv.snu.ac.kr/research/EDSR/models/edsr_baseline_x4-6b446fab.pt",
+    (32, 256, 2): "https://cv.snu.ac.kr/research/EDSR/models/edsr_x2-0edfb8a3.pt",
+    (32, 256, 3): "https://cv.snu.ac.kr/research/EDSR/models/edsr_x3-ea3ef2c6.pt",
+    (32, 256, 4): "https://cv.snu.ac.kr/research/EDSR/models/edsr_x4-4f62e9ef.pt",
+}
+
+
+def no_weights_error(arch: dict[str, Any], scale: int) -> ValueError:
+    """Why a run without model.pretrained is refused, and where weights come from."""
+    key = (arch.get("n_resblocks"), arch.get("n_feats"), scale)
+    shipped = [f"builtin:{e.name}" for e in WEIGHTS
+               if {k: v for k, v in e.item.arch.items()} == {k: arch.get(k) for k in e.item.arch} and scale in e.item.files]
+    hints = []
+    if shipped:
+        hints.append(f"use the shipped weights: --set model.pretrained={shipped[0]}")
+    if key in OFFICIAL_EDSR:
+        hints.append(f"download the official EDSR file {OFFICIAL_EDSR[key]} and pass it: --set model.pretrained=PATH")
+    hints.append("train your own with python -m jobs.pretrain")
+    hints.append(f"or pick a preset whose weights ship ({', '.join(_presets_with_weights())})")
+    hints.append("--set model.pretrained=scratch fine-tunes from a fresh initialisation (poor results)")
+    return ValueError(f"no starting weights for {arch.get('name', 'edsr').upper()} {key[0]}x{key[1]} x{scale} (model.pretrained is unset): "
+                      + "; ".join(hints))
+
+
+def _presets_with_weights() -> list[str]:
+    from pipeline.presets import PRESETS
+
+    return [e.name for e in PRESETS if str(e.item.model.get("pretrained") or "").startswith(BUILTIN_PREFIX)]
+
+
 def read_pretrained(pretrained: str | None, scale: int) -> bytes | None:
     """The bytes behind ``model.pretrained`` for a local file or ``builtin:NAME`` (None
-    when unset). S3 locations are read through the run's store by the caller."""
-    if not pretrained:
+    for "scratch"; the caller refuses an unset one). S3 locations are read through the
+    run's store by the caller."""
+    from pipeline.config import SCRATCH
+
+    if not pretrained or pretrained == SCRATCH:
         return None
     if pretrained.startswith(BUILTIN_PREFIX):
         w = builtin(pretrained)

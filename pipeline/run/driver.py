@@ -27,7 +27,7 @@ import ray
 from pipeline import reports
 from pipeline.config import RestoreConfig
 from pipeline.models import checkpoint
-from pipeline.models.weights import read_pretrained
+from pipeline.models.weights import no_weights_error, read_pretrained
 from pipeline.run.layout import VIDEO_EXTENSIONS, DoneMarkers, Layout, VideoJob, list_entries
 from pipeline.run.pool import Heartbeat, RestorerPool, reason, say
 from pipeline.run.row import VideoRow
@@ -44,12 +44,14 @@ POOL_IDLE_S = 120.0  # a warm pool left by a finished run is stopped after this 
 def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
     """The starting checkpoint's bytes (None: from scratch), checked against the config:
     a mismatch is a config error for the whole run, not a per-video failure."""
-    if cfg.model.pretrained and is_s3(cfg.model.pretrained):
+    if not cfg.model.pretrained:
+        raise no_weights_error({"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats}, cfg.scale)
+    if is_s3(cfg.model.pretrained):
         blob = store.read_bytes(cfg.model.pretrained)
     else:
         blob = read_pretrained(cfg.model.pretrained, cfg.scale)
         if blob is None:
-            return None
+            return None  # "scratch", asked for by name
     arch = checkpoint.load(blob)[1]["arch"]
     want = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "scale": cfg.scale}
     got = {k: arch.get(k) for k in want}

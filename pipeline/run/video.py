@@ -115,7 +115,7 @@ class VideoStages:
             say(label, f"train: reusing fine-tuned checkpoint {uri}")
             return blob
         if self.pretrained is None:
-            say(label, "WARNING: no pretrained model configured (model.pretrained): fine-tuning from scratch; expect lower quality")
+            say(label, "WARNING: model.pretrained=scratch: fine-tuning a freshly initialised model; expect lower quality")
         note = check_train_workers(cfg, self.gpu)
         if note:
             say(label, f"train: {note}")

@@ -163,8 +163,8 @@ def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
     shutil.copy(arch / "broken.mp4", ref / "broken.mp4")
     out = tmp_path / "out"
     proc = run_job("jobs.restore", "--input", str(arch), "--output", str(out), "--reference", str(ref), *FAST,
-                   "--set", "model.pretrained=", check=False)
-    assert "WARNING: no pretrained model configured" in proc.stdout
+                   "--set", "model.pretrained=scratch", check=False)
+    assert "WARNING: model.pretrained=scratch" in proc.stdout
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = {r["video"]: r for r in reports.read_table(str(out), "videos").to_pylist()}
     assert rows["broken.mp4"]["status"] == "failed" and "broken.mp4" in rows["broken.mp4"]["error"]
@@ -183,6 +183,10 @@ def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     proc = run_job("jobs.restore", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), check=False)
     assert proc.returncode == 2 and "input not found" in proc.stderr
+    # a preset without shipped weights and no model.pretrained: refused before any work, saying where weights come from
+    proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--preset", "full", "--scale", "4", check=False)
+    assert proc.returncode == 2 and "no starting weights for EDSR 32x256 x4" in proc.stderr and "edsr_x4-4f62e9ef.pt" in proc.stderr
+    assert not (tmp_path / "o").exists()
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", "train.steps=-1", check=False)
     assert proc.returncode == 2 and "train.steps must be >= 1, got -1" in proc.stderr
     bad_yaml = tmp_path / "bad.yaml"

@@ -1,0 +1,112 @@
+"""Train the shipped base weights of a preset, in resumable slices: the plan below, one
+stage at a time, each continuing from the state committed in ``training/<name>/<stage>/``.
+
+    python -m pipeline.data.make_weights --name NAME --data TRAIN_IMAGES \\
+        --val Set5=SET5_HR --val Set14=SET14_HR [--stages x2-bicubic,...] [--hours H] [--threads N]
+
+TRAIN_IMAGES: the T91 + BSD200 images (the 291-image set of VDSR; see
+``pipeline/data/weights/MODEL_CARD.md``). A stage whose ``init`` is not trained yet waits
+(it is skipped this time); a finished stage copies its checkpoint to
+``pipeline/data/weights/<NAME>_<flavour>_x<S>.pt`` and prints the line for the
+``WEIGHTS`` table. Stop it at any time (or give ``--hours``): the next run, on this
+machine or another with this repository, continues from the last committed state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import shutil
+import time
+
+from pipeline.train.pretrain import PretrainConfig, final_name, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEIGHTS_DIR = os.path.join(ROOT, "pipeline", "data", "weights")
+STATE_DIR = os.path.join(ROOT, "training")
+
+#: name -> (n_resblocks, n_feats)
+SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), "edsr_16x64": (16, 64)}
+
+#: stage -> (scale, flavour, steps, lr, init stage or None). Bicubic x2 first; x3/x4 start
+#: from x2 (as in the EDSR paper); each archive flavour starts from its bicubic model.
+PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
+    "x2-bicubic": (2, "bicubic", 100_000, 4e-4, None),
+    "x4-bicubic": (4, "bicubic", 50_000, 2e-4, "x2-bicubic"),
+    "x3-bicubic": (3, "bicubic", 50_000, 2e-4, "x2-bicubic"),
+    "x4-archive": (4, "archive", 30_000, 1e-4, "x4-bicubic"),
+    "x2-archive": (2, "archive", 30_000, 1e-4, "x2-bicubic"),
+    "x3-archive": (3, "archive", 30_000, 1e-4, "x3-bicubic"),
+}
+
+
+def config(name: str, stage: str, threads: int) -> PretrainConfig:
+    scale, flavour, steps, lr, _ = PLAN[stage]
+    blocks, feats = SHAPES[name]
+    every = 2500
+    return PretrainConfig(scale=scale, n_resblocks=blocks, n_feats=feats, flavour=flavour, steps=steps, batch_size=16,
+                          patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=every, checkpoint_every=every,
+                          threads=threads, precision="bf16", seed=scale)
+
+
+def shipped(name: str, stage: str) -> str:
+    scale, flavour, *_ = PLAN[stage]
+    return os.path.join(WEIGHTS_DIR, f"{name}_{flavour}_x{scale}.pt")
+
+
+def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hours: float, threads: int) -> None:
+    t_end = time.monotonic() + hours * 3600 if hours else None
+    for stage in stages:
+        out = os.path.join(STATE_DIR, name, stage)
+        cfg = config(name, stage, threads)
+        if os.path.exists(os.path.join(out, final_name(cfg))):
+            publish(name, stage, os.path.join(out, final_name(cfg)))
+            continue
+        init_stage = PLAN[stage][4]
+        init = None
+        if init_stage is not None:
+            init = os.path.join(STATE_DIR, name, init_stage, final_name(config(name, init_stage, threads)))
+            if not os.path.exists(init):
+                print(f"make_weights: {stage} waits for {init_stage}", flush=True)
+                continue
+        left = t_end - time.monotonic() if t_end else 0.0
+        if t_end and left < 60:
+            print("make_weights: time is up", flush=True)
+            return
+        cfg = dataclasses.replace(cfg, init=init, max_seconds=left)
+        print(f"make_weights: {name} {stage}: {cfg.steps} steps of {cfg.flavour} x{cfg.scale} pairs", flush=True)
+        done = pretrain(cfg, data, out, val=val, where="local")
+        if done.get("checkpoint"):
+            publish(name, stage, done["checkpoint"])
+        else:
+            return  # stopped by the time budget: the state is in `out`, commit it
+
+
+def publish(name: str, stage: str, checkpoint: str) -> None:
+    """Copy a finished stage's checkpoint into the package and print its table line."""
+    dst = shipped(name, stage)
+    if not os.path.exists(dst) or open(dst, "rb").read() != open(checkpoint, "rb").read():
+        shutil.copyfile(checkpoint, dst)
+    digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
+    print(f"make_weights: {stage} -> {dst}\n    {PLAN[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, choices=sorted(SHAPES))
+    ap.add_argument("--data", action="append", required=True)
+    ap.add_argument("--val", action="append", default=[], metavar="NAME=DIR")
+    ap.add_argument("--stages", default=",".join(PLAN), help="stages to run, in order (default: the whole plan)")
+    ap.add_argument("--hours", type=float, default=0.0, help="stop (saving the state) after this many hours; 0: no limit")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of this process")
+    args = ap.parse_args(argv)
+    unknown = [s for s in args.stages.split(",") if s not in PLAN]
+    if unknown:
+        ap.error(f"unknown stages {unknown} (the plan: {', '.join(PLAN)})")
+    run(args.name, args.stages.split(","), args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads)
+
+
+if __name__ == "__main__":
+    main()
