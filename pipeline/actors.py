@@ -33,6 +33,7 @@ from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import build_model, checkpoint
 from pipeline.storage import Store
 from pipeline.storage.uri import is_s3
+from pipeline.train.launch import node_cpus
 from pipeline.upscale import upscale_chunk
 
 
@@ -159,11 +160,16 @@ class ChunkRestorer:
         self.weights = key
 
     def restore(
-        self, key: str, box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str, media: MediaConfig
+        self, key: str, box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str,
+        media: MediaConfig, threads: int = 0,
     ) -> dict[str, Any]:
         """Restore ``chunk`` of ``info.path`` (a store URI; read from this node's copy)
         with the checkpoint ``key`` (its sha256; ``box`` = [ObjectRef to its bytes]) into
-        ``out_uri``, committed only when complete; returns {"frames", "seconds", "chunk"}."""
+        ``out_uri``, committed only when complete; returns {"frames", "seconds", "chunk"}.
+        ``threads`` (CPU): the threads this call may use, when the pool's other actors
+        are left idle (at most the node's CPUs); 0: the actor's own."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(min(threads, node_cpus()) if threads else _threads())
         self._use(key, box)
         t0 = time.perf_counter()
         source = info.path

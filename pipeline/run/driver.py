@@ -64,41 +64,56 @@ def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
     return blob
 
 
-# A driver that runs several restores (the bench, a service) keeps its inference actors
-# warm between them: the pool of the last run, while its config and start model match.
-_warm: dict[str, object] = {}
-_warm_lock = threading.Lock()
+class WarmPool:
+    """The inference pool of this driver's last run, kept for its next run (a service,
+    the bench) while its config, start model and Ray session match, and stopped after
+    ``POOL_IDLE_S`` seconds unused. Runs at the same time share it when they match;
+    another config gets a pool of its own, stopped at its end."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pool: RestorerPool | None = None
+        self.key = ""
+        self.users = 0
+        self.generation = 0  # a stop armed under an older generation does nothing
 
-def _pool_for(cfg: RestoreConfig, gpu: bool, pretrained: bytes | None, heartbeat: Heartbeat) -> RestorerPool:
-    key = "|".join([repr(cfg.infer), repr(cfg.model), str(cfg.scale), str(gpu), hashlib.sha256(pretrained or b"").hexdigest()])
-    with _warm_lock:
-        timer = _warm.pop("timer", None)
-        if timer is not None:
-            timer.cancel()
-        pool = _warm.get("pool")
-        if pool is not None and _warm.get("key") == key:
-            pool.heartbeat = heartbeat
-            return pool
-        if pool is not None:
-            pool.shutdown()
-        pool = RestorerPool(cfg, gpu, pretrained, heartbeat)
-        _warm.update(pool=pool, key=key)
-        return pool
+    def take(self, cfg: RestoreConfig, gpu: bool, pretrained: bytes | None) -> RestorerPool:
+        key = "|".join([ray.get_runtime_context().get_job_id(), repr(cfg.infer), repr(cfg.model), str(cfg.scale), str(gpu),
+                        hashlib.sha256(pretrained or b"").hexdigest()])
+        with self._lock:
+            self.generation += 1
+            if self.pool is not None and self.key == key:
+                self.users += 1
+                return self.pool
+            if self.pool is not None and self.users:
+                return RestorerPool(cfg, gpu, pretrained)  # the kept one serves another run now
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool, self.key, self.users = RestorerPool(cfg, gpu, pretrained), key, 1
+            return self.pool
 
-
-def _keep_warm(pool: RestorerPool) -> None:
-    def stop() -> None:
-        with _warm_lock:
-            if _warm.get("pool") is pool:
-                _warm.clear()
+    def give_back(self, pool: RestorerPool) -> None:
+        with self._lock:
+            if pool is not self.pool:
                 pool.shutdown()
-
-    with _warm_lock:
-        timer = threading.Timer(POOL_IDLE_S, stop)
+                return
+            self.users -= 1
+            if self.users:
+                return
+            generation = self.generation
+        timer = threading.Timer(POOL_IDLE_S, self._stop, args=(generation,))
         timer.daemon = True
-        _warm["timer"] = timer
         timer.start()
+
+    def _stop(self, generation: int) -> None:
+        with self._lock:
+            if generation != self.generation or self.users or self.pool is None:
+                return
+            pool, self.pool, self.key = self.pool, None, ""
+        pool.shutdown()
+
+
+WARM = WarmPool()
 
 
 def restore(
@@ -138,7 +153,7 @@ def restore(
     print(f"reelsr: run {run_id}: x{cfg.scale}, results in {layout.videos}, "
           f"{at_once} video(s) at a time, cluster {ray.cluster_resources()}", flush=True)
     heartbeat = Heartbeat()
-    pool = _pool_for(cfg, gpu, pretrained, heartbeat)
+    pool = WARM.take(cfg, gpu, pretrained)
     started_before = pool.started
     stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
     rows: list[VideoRow] = []
@@ -243,7 +258,7 @@ def restore(
             while in_flight:
                 collect()
     finally:
-        _keep_warm(pool)
+        WARM.give_back(pool)
     restored = sum(r.status == "restored" for r in rows)
     if restored:
         print(f"reelsr: {pool.started - started_before} inference actor(s) started for {restored} restored video(s) "

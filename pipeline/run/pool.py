@@ -11,9 +11,11 @@ an idle pool) and are started again when a video needs them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -32,9 +34,16 @@ def say(label: str, msg: str) -> None:
 
 
 def reason(e: BaseException) -> str:
-    """One line saying why: the original exception of a failed Ray task, not its
-    remote traceback."""
+    """One line saying why: the original exception of a failed Ray task, or the one an
+    actor's constructor raised (the last line of the creation task's traceback), not
+    the remote traceback."""
     cause = getattr(e, "cause", None) if isinstance(e, ray.exceptions.RayTaskError) else None
+    if isinstance(e, ray.exceptions.RayActorError) and "\n  File " in getattr(e, "error_msg", ""):
+        lines = e.error_msg.splitlines()
+        after = max(i for i, ln in enumerate(lines) if ln.startswith("  File "))
+        raised = next((ln for ln in lines[after + 1:] if ln and not ln[0].isspace()), "")
+        if raised:
+            return raised
     e = cause if isinstance(cause, BaseException) else e
     return f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
 
@@ -72,10 +81,17 @@ class Heartbeat:
 
 class RestorerPool:
     """A pool of ``ChunkRestorer`` actors sized from the cluster when the run starts
-    (one per GPU, or one single-threaded actor per CPU)."""
+    (one per GPU, or one single-threaded actor per CPU).
 
-    def __init__(self, cfg: RestoreConfig, gpu: bool, start: bytes | None, heartbeat: Heartbeat) -> None:
-        self.cfg, self.gpu, self.heartbeat = cfg, gpu, heartbeat
+    Actors hold their CPU or GPU while alive, idle or not. When another stage needs a
+    Ray task of its own (a fine-tune, or a light stage that found no idle actor), it
+    declares that demand (``outside``): idle actors are stopped until the cluster has
+    room, actors that become idle meanwhile are stopped too, and none is started, until
+    the demand ends; so a task never waits on an idle pool.
+    """
+
+    def __init__(self, cfg: RestoreConfig, gpu: bool, start: bytes | None) -> None:
+        self.cfg, self.gpu = cfg, gpu
         self.size = inference_pool_size(cfg, gpu)
         self.arch = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats,
                      "res_scale": cfg.model.res_scale, "scale": cfg.scale}
@@ -84,8 +100,10 @@ class RestorerPool:
         self._idle: list[Any] = []
         self._starting: dict[Any, Any] = {}  # ready ref -> actor
         self._busy = 0
-        self._failures: list[str] = []
-        self.started = 0  # actors started over the run (for the log and the bench)
+        self._demand = 0  # stages waiting for, or running, a task of their own
+        self._failed_starts = 0  # since the last actor that started
+        self._last_failure = ""
+        self.started = 0  # actors started (for the log and the bench)
 
     @property
     def what(self) -> str:
@@ -95,16 +113,23 @@ class RestorerPool:
         return len(self._idle) + len(self._starting) + self._busy
 
     def _fill(self) -> None:
-        """Start actors up to the pool's size (lock held)."""
+        """Start actors up to the pool's size (lock held), unless another stage's task
+        is waiting for resources, or every start of late has failed (then raise the
+        reason: starting more would fail the same way)."""
         from pipeline.actors import restorer_actor
 
+        if self._failed_starts >= self.size.actors and not self._alive():
+            raise RuntimeError(f"no inference actor could start: {self._last_failure}")
+        if self._demand:
+            return
         for _ in range(self.size.actors - self._alive()):
             a = restorer_actor(self.cfg.infer, self.size.use_gpu, self.size.cpus_per_actor, self.arch, self._start_box)
             self._starting[a.__ray_ready__.remote()] = a
             self.started += 1
 
     def _collect_started(self, timeout: float) -> None:
-        """Move actors that finished starting to the idle list; record those that failed."""
+        """Move actors that finished starting to the idle list (or stop them while another
+        stage waits for resources); record those that failed, with the reason."""
         with self._lock:
             refs = list(self._starting)
         if not refs:
@@ -117,23 +142,27 @@ class RestorerPool:
                     continue
                 try:
                     ray.get(ref)
-                    self._idle.append(actor)
                 except Exception as e:  # noqa: BLE001 - e.g. CUDA unusable: the reason is reported
-                    self._failures.append(reason(e))
+                    self._failed_starts += 1
+                    self._last_failure = reason(e)
                     ray.kill(actor)
+                    continue
+                self._failed_starts = 0
+                if self._demand:
+                    ray.kill(actor)
+                else:
+                    self._idle.append(actor)
             if ready:
                 self._lock.notify_all()
 
     def acquire(self, most: int, fill: bool = True) -> list[Any]:
         """Up to ``most`` started, idle actors (none when none is free now); with
-        ``fill``, starts the actors the pool lacks."""
+        ``fill``, starts the actors the pool lacks (raising when none can start)."""
         with self._lock:
             if fill:
                 self._fill()
         self._collect_started(timeout=0)
         with self._lock:
-            if not self._idle and not self._starting and not self._busy and self._failures:
-                raise RuntimeError(f"no inference actor could start: {self._failures[-1]}")
             got, self._idle = self._idle[:most], self._idle[most:]
             self._busy += len(got)
             return got
@@ -141,33 +170,75 @@ class RestorerPool:
     def release(self, actor: Any) -> None:
         with self._lock:
             self._busy -= 1
-            self._idle.append(actor)
+            if self._demand:
+                ray.kill(actor)  # another stage's task waits for what it holds
+            else:
+                self._idle.append(actor)
             self._lock.notify_all()
 
-    def stage(self, method: str, task: Any, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
+    def discard(self, actor: Any) -> None:
+        with self._lock:
+            self._busy -= 1
+            self._lock.notify_all()
+        ray.kill(actor)
+
+    @contextlib.contextmanager
+    def outside(self, cpus: float = 1.0, gpus: float = 0.0) -> Iterator[None]:
+        """Declare, for the block, a task of another stage that needs ``cpus`` / ``gpus``:
+        idle actors are stopped until the cluster has room for it, and the pool neither
+        keeps newly idle actors nor starts new ones until the block ends."""
+        with self._lock:
+            self._demand += 1
+        try:
+            self._make_room(cpus, gpus)
+            yield
+        finally:
+            with self._lock:
+                self._demand -= 1
+                self._lock.notify_all()
+
+    def _make_room(self, cpus: float, gpus: float, settle_s: float = 1.0) -> None:
+        """Stop idle actors until the cluster has ``cpus`` / ``gpus`` free. Ray's view of
+        the free resources lags the tasks that just finished, so an actor is stopped only
+        after the view has said "no room" for ``settle_s`` seconds, one at a time; actors
+        that are busy now are stopped when they become idle (``release``)."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            free = ray.available_resources()
+            if free.get("CPU", 0.0) >= cpus and free.get("GPU", 0.0) >= gpus:
+                return
+            with self._lock:
+                if not self._idle:
+                    return
+                if time.monotonic() >= deadline:
+                    ray.kill(self._idle.pop())
+                    deadline = time.monotonic() + settle_s
+            time.sleep(0.05)
+
+    def stage(self, method: str, task: Any, *args: Any, num_returns: int = 1, cpus: float = 1.0, gpus: float = 0.0,
+              **kwargs: Any) -> Any:
         """Run a light stage (probe, training-frame extraction, assembly, metrics) on an
         idle actor when one is free now: no process to start, and no CPU or GPU taken
-        from the pool; else as its Ray ``task``. Returns the call's ObjectRef(s), ready."""
+        from the pool; else as its Ray ``task`` (needing ``cpus``/``gpus``, declared to
+        the pool). Returns the call's ObjectRef(s), ready (an error inside is raised by
+        the caller's ``ray.get``)."""
         for actor in self.acquire(1, fill=False):
             call = getattr(actor, method)
             refs = (call.options(num_returns=num_returns) if num_returns != 1 else call).remote(*args, **kwargs)
             last = refs[-1] if num_returns != 1 else refs
             try:
-                ray.wait([last], num_returns=1)
                 ray.get(last)
-            except ray.exceptions.RayActorError:
-                self.discard(actor)  # died meanwhile: the task below does the stage
+            except ray.exceptions.RayTaskError:
+                pass  # the stage's own failure, raised by the caller's ray.get
+            except ray.exceptions.RayError:
+                self.discard(actor)  # the actor died (or was killed for memory): the task below does the stage
                 break
-            except Exception:  # noqa: BLE001 - the stage's own failure: the caller's ray.get raises it
-                pass
             self.release(actor)
             return refs
-        return (task.options(num_returns=num_returns) if num_returns != 1 else task).remote(*args, **kwargs)
-
-    def discard(self, actor: Any) -> None:
-        with self._lock:
-            self._busy -= 1
-        ray.kill(actor)
+        with self.outside(cpus, gpus):
+            refs = (task.options(num_returns=num_returns) if num_returns != 1 else task).remote(*args, **kwargs)
+            ray.wait(list(refs) if num_returns != 1 else [refs], num_returns=num_returns)
+        return refs
 
     def wait(self, timeout: float) -> None:
         """Wait until an actor becomes free or finishes starting (at most ``timeout`` s)."""
@@ -180,45 +251,35 @@ class RestorerPool:
                 if not self._idle:
                     self._lock.wait(timeout)
 
-    def make_room(self, cpus: float = 1.0, gpus: float = 0.0, settle_s: float = 1.0) -> None:
-        """Stop idle actors until the cluster has ``cpus`` / ``gpus`` free for a task of
-        another stage (they start again when inference needs them). Ray's view of the
-        free resources lags the tasks that just finished, so an actor is stopped only
-        after the view has said "no room" for ``settle_s`` seconds, one at a time."""
-        deadline = time.monotonic() + settle_s
-        while True:
-            free = ray.available_resources()
-            if free.get("CPU", 0.0) >= cpus and free.get("GPU", 0.0) >= gpus:
-                return
-            with self._lock:
-                if not self._idle:
-                    return  # the busy actors and other videos' tasks release what they hold in time
-                if time.monotonic() >= deadline:
-                    ray.kill(self._idle.pop())
-                    deadline = time.monotonic() + settle_s
-            time.sleep(0.05)
-
     def shutdown(self) -> None:
         with self._lock:
-            for a in self._idle + list(self._starting.values()):
+            actors, self._idle, self._starting = self._idle + list(self._starting.values()), [], {}
+        for a in actors:
+            try:
                 ray.kill(a)
-            self._idle, self._starting = [], {}
+            except Exception:  # noqa: BLE001 - Ray was shut down meanwhile: the actors went with it
+                pass
 
     def run_chunks(
-        self, label: str, info, work: list, ckpt: bytes, store: Store, version: str, done_frames: int = 0,
-        start_timeout_s: float = 600.0,
+        self, label: str, info, work: list, ckpt: bytes, store: Store, version: str, media, heartbeat: Heartbeat,
+        done_frames: int = 0, start_timeout_s: float = 600.0,
     ) -> list[DamagedChunk]:
-        """Restore ``work`` ([(chunk, uri)]) of one video with its checkpoint ``ckpt``,
-        printing progress; returns the chunks that could not be decoded whole (the others
-        are still restored, so the report can say how many frames are damaged).
+        """Restore ``work`` ([(chunk, uri)]) of one video with its checkpoint ``ckpt``
+        (encoded with ``media``), printing progress; returns the chunks that could not be
+        decoded whole (the others are still restored, so the report can say how many
+        frames are damaged).
 
         If no actor starts within ``start_timeout_s`` while every video in flight is
         waiting likewise, the video fails with the reason.
         """
         if not work:
             return []
-        cfg = self.cfg
-        say(label, f"infer: {len(work)} chunks on up to {min(self.size.actors, len(work))} actor(s) ({self.what} each)")
+        scale = self.cfg.scale
+        # CPU actors are single-threaded; a video with fewer chunks than actors gives each of its calls
+        # the threads of the actors it leaves idle (capped by the node's CPUs in the actor)
+        threads = 0 if self.size.use_gpu else max(1, self.size.actors // min(len(work), self.size.actors))
+        say(label, f"infer: {len(work)} chunks on up to {min(self.size.actors, len(work))} actor(s) ({self.what}"
+            + (f", {threads} threads" if threads > 1 else "") + " each)")
         box = [ray.put(ckpt)]  # boxed: an actor fetches it once per video, not per chunk
         key = hashlib.sha256(ckpt).hexdigest()
         info_ref = ray.put(info)  # the keyframe index grows with the video: stored once, not pickled into every call
@@ -228,19 +289,18 @@ class RestorerPool:
         first = done_frames
         damaged: list[DamagedChunk] = []
         waiting = False
+        lost: dict[Any, tuple] = {}  # call -> its (chunk, uri), to redo it if the actor dies
+        retries: dict[int, int] = {}
 
         def wait_state(now: bool) -> None:
             nonlocal waiting
             if now != waiting:
-                self.heartbeat.waiting(+1 if now else -1)
+                heartbeat.waiting(+1 if now else -1)
                 waiting = now
-
-        lost: dict[Any, tuple] = {}  # call -> its (chunk, uri), to redo it if the actor dies
-        retries: dict[int, int] = {}
 
         def give(actor) -> None:
             c, uri = queue.pop(0)
-            ref = actor.restore.remote(key, box, cfg.scale, info_ref, c, store, version, uri, cfg.media)
+            ref = actor.restore.remote(key, box, scale, info_ref, c, store, version, uri, media, threads)
             working[ref], lost[ref] = actor, (c, uri)
 
         try:
@@ -251,7 +311,7 @@ class RestorerPool:
                 wait_state(not working)
                 if not working:
                     self.wait(5.0)
-                    if self.heartbeat.stuck_s() > start_timeout_s:
+                    if heartbeat.stuck_s() > start_timeout_s:
                         raise RuntimeError(
                             f"no inference actor started within {start_timeout_s:.0f} s "
                             f"(each needs {self.what}; cluster: {ray.cluster_resources()})")
@@ -266,7 +326,10 @@ class RestorerPool:
                 except DamagedChunk as e:  # (a RayTaskError that is also the DamagedChunk raised)
                     damaged.append(e)
                     say(label, f"infer: chunk {e.chunk}: {e.frames} frames could not be decoded")
-                except ray.exceptions.RayActorError as e:
+                except ray.exceptions.RayTaskError:
+                    self.release(actor)
+                    raise
+                except ray.exceptions.RayError as e:  # the actor died (or was killed for memory)
                     self.discard(actor)  # the pool starts a replacement
                     c, uri = lost_chunk
                     retries[c.index] = retries.get(c.index, 0) + 1
@@ -275,14 +338,11 @@ class RestorerPool:
                     say(label, f"infer: chunk {c.index}: its actor died ({reason(e)}); restoring it again")
                     queue.insert(0, (c, uri))  # a chunk is committed only when complete: nothing partial to undo
                     continue
-                except Exception:
-                    self.release(actor)
-                    raise
                 if queue:
                     give(actor)  # the same actor goes on with this video: its weights are loaded
                 else:
                     self.release(actor)
-                self.heartbeat.beat()
+                heartbeat.beat()
                 rate = (done_frames - first) / (time.perf_counter() - t0)
                 say(label, f"infer: {done_frames}/{info.frames} frames  {rate:.1f} fps")
         finally:

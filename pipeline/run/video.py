@@ -127,13 +127,13 @@ class VideoStages:
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
             f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name
-        self.pool.make_room(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0)
-        launch(finetune_loop, {
-            "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
-            "label": label, "store": self.store, "checkpoint_uri": uri,
-            "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
-                           "pretrained": cfg.model.pretrained, "run_id": self.run_id},
-        }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")
+        with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0):
+            launch(finetune_loop, {
+                "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
+                "label": label, "store": self.store, "checkpoint_uri": uri,
+                "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
+                               "pretrained": cfg.model.pretrained, "run_id": self.run_id},
+            }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")
         self.heartbeat.beat()
         blob = self.store.read_bytes(uri)
         stats = checkpoint.load(blob)[1]["provenance"]
@@ -157,7 +157,8 @@ class VideoStages:
         reused_frames = sum(c.frames for c, u in zip(chunks, uris, strict=True) if name_of(u) in have)
         if row.chunks_reused:
             say(job.rel, f"infer: reusing {row.chunks_reused}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
-        damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, done_frames=reused_frames)
+        damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, self.cfg.media, self.heartbeat,
+                                       done_frames=reused_frames)
         row.frames_damaged = sum(d.frames for d in damaged)
         if damaged:
             where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
@@ -187,7 +188,7 @@ class VideoStages:
         try:
             task = measure_video_task.options(num_gpus=1 if self.gpu else 0)
             measured = ray.get(self.pool.stage(
-                "measure", task, self.store, {"source": job.version, "reference": ref_version},
+                "measure", task, self.store, {"source": job.version, "reference": ref_version}, gpus=1 if self.gpu else 0,
                 video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,

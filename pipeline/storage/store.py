@@ -34,9 +34,14 @@ class Store:
     def from_config(cls, cfg: StorageConfig) -> Store:
         """With the endpoint and region resolved here, from this process's environment,
         so every Ray worker uses the same ones whatever its own environment holds."""
-        store = cls(cfg)
+        endpoint = cls(cfg).endpoint() or ""
         region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
-        return cls(dataclasses.replace(cfg, endpoint_url=store.endpoint() or "", region=region))
+        try:
+            return cls(dataclasses.replace(cfg, endpoint_url=endpoint, region=region))
+        except ValueError as e:
+            if cfg.endpoint_url:
+                raise
+            raise ValueError(f"the S3 endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL: {e}".replace("storage.endpoint_url ", "")) from None
 
     def endpoint(self) -> str | None:
         """The configured endpoint, else the standard AWS_ENDPOINT_URL_S3 /

@@ -199,6 +199,6 @@ def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
 
     stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker)
     if worker.main:
-        prov = dict(config["provenance"], **stats, workers=worker.world, device=str(worker.device))
+        prov = {**stats, **config["provenance"], "workers": worker.world, "device": str(worker.device)}  # train_frames: as extracted
         config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(unwrap(model), prov))
     return stats

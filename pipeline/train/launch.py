@@ -66,7 +66,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _node_cpus() -> int:
+def node_cpus() -> int:
     """CPUs Ray declares for the node this process runs on (os.cpu_count() outside Ray)."""
     try:
         import ray
@@ -83,7 +83,7 @@ def _node_cpus() -> int:
 def _run(fn: Loop, config: dict[str, Any], gpu: bool, threads: int | None) -> dict[str, Any]:
     device = cuda_or_raise() if gpu else torch.device("cpu")
     if not gpu:
-        torch.set_num_threads(max(1, threads or _node_cpus()))
+        torch.set_num_threads(max(1, threads or node_cpus()))
     return fn(Worker(0, 1, device), config)
 
 
@@ -98,7 +98,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         cuda_or_raise()
     else:
         local = max(1, ctx.get_local_world_size())
-        torch.set_num_threads(max(1, loop_config["threads"] or _node_cpus() // local))
+        torch.set_num_threads(max(1, loop_config["threads"] or node_cpus() // local))
     worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     result = loop_config["fn"](worker, loop_config["config"])
     ray.train.report(dict(result or {}))

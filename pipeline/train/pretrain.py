@@ -202,6 +202,10 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     model = EDSR(**cfg.arch)
     step, seconds_before, cpu_before = 0, 0.0, 0.0
     state = config["state"]
+    latest = os.path.join(out, "state.pt")
+    if os.path.exists(latest):  # a retried worker continues from what was saved since the launch
+        with open(latest, "rb") as fh:
+            state = fh.read()
     if state is None and config["init"] is not None:
         note = init_from(model, config["init"])
         if worker.main:
