@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import shutil
 import time
 
 from pipeline.train.pretrain import PretrainConfig, final_name, pretrain
@@ -62,7 +61,7 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
         out = os.path.join(STATE_DIR, name, stage)
         cfg = config(name, stage, threads)
         if os.path.exists(os.path.join(out, final_name(cfg))):
-            publish(name, stage, os.path.join(out, final_name(cfg)))
+            publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
         init_stage = PLAN[stage][4]
         init = None
@@ -79,16 +78,36 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
         print(f"make_weights: {name} {stage}: {cfg.steps} steps of {cfg.flavour} x{cfg.scale} pairs", flush=True)
         done = pretrain(cfg, data, out, val=val, where="local")
         if done.get("checkpoint"):
-            publish(name, stage, done["checkpoint"])
+            publish(name, stage, done["checkpoint"], val)
         else:
             return  # stopped by the time budget: the state is in `out`, commit it
 
 
-def publish(name: str, stage: str, checkpoint: str) -> None:
-    """Copy a finished stage's checkpoint into the package and print its table line."""
+def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
+    """The benchmark protocol's Y-PSNR on each validation set, and on the degraded Set14
+    (fixed seeds) when it is one of them."""
+    from pipeline.benchmark import benchmark
+
+    out = {}
+    for name, folder in val.items():
+        out[f"{name}_psnr_y"] = round(benchmark(path, folder, scale)["mean"]["psnr_y"], 3)
+        if name.lower() == "set14":
+            for degrade in ("blur1.6", "noise5", "x264crf30"):
+                out[f"{name}_{degrade}_psnr_y"] = round(benchmark(path, folder, scale, degrade=degrade)["mean"]["psnr_y"], 3)
+    return out
+
+
+def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) -> None:
+    """Copy a finished stage's checkpoint into the package, with its benchmark scores in
+    its provenance, and print its table line."""
+    from pipeline.models import checkpoint
+
     dst = shipped(name, stage)
-    if not os.path.exists(dst) or open(dst, "rb").read() != open(checkpoint, "rb").read():
-        shutil.copyfile(checkpoint, dst)
+    if not os.path.exists(dst):
+        model, meta = checkpoint.load(checkpoint_path)
+        prov = dict(meta["provenance"], scores=scores(checkpoint_path, PLAN[stage][0], val), stage=stage,
+                    made_by=f"python -m pipeline.data.make_weights --name {name}")
+        checkpoint.save(model, dst, prov)
     digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
     print(f"make_weights: {stage} -> {dst}\n    {PLAN[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
 

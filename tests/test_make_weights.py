@@ -1,0 +1,36 @@
+"""The shipped-weights plan (pipeline/data/make_weights.py) on a tiny shape: stages in
+order, a stage waiting for its init, resume from the committed state, and published
+files carrying their benchmark scores."""
+
+import os
+
+from pipeline.data import make_weights
+from pipeline.models import checkpoint
+from tests.conftest import DATA
+
+SET5 = os.path.join(DATA, "set5", "HR")
+
+
+def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch):
+    monkeypatch.setattr(make_weights, "SHAPES", {"edsr_1x8": (1, 8)})
+    monkeypatch.setattr(make_weights, "PLAN", {"x2-bicubic": (2, "bicubic", 4, 1e-3, None), "x4-archive": (4, "archive", 2, 1e-3, "x2-bicubic")})
+    monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path / "training"))
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path / "weights"))
+    real = make_weights.config
+    monkeypatch.setattr(make_weights, "config", lambda n, s, t: __import__("dataclasses").replace(
+        real(n, s, t), patch_size=24 * make_weights.PLAN[s][0], val_every=2, checkpoint_every=2, batch_size=2))
+    os.makedirs(tmp_path / "weights")
+    val = {"Set5": SET5, "Set14": SET5}  # (Set5 stands in for Set14: the degraded scores are computed for it)
+    make_weights.run("edsr_1x8", ["x4-archive"], [SET5], val, 0, 1)
+    assert not os.listdir(tmp_path / "weights")  # x4 waits for its x2 init
+    make_weights.run("edsr_1x8", ["x2-bicubic", "x4-archive"], [SET5], val, 0, 1)
+    x2, x4 = tmp_path / "weights" / "edsr_1x8_bicubic_x2.pt", tmp_path / "weights" / "edsr_1x8_archive_x4.pt"
+    assert x2.exists() and x4.exists()
+    _, meta = checkpoint.load(str(x4))
+    prov = meta["provenance"]
+    assert prov["flavour"] == "archive" and prov["stage"] == "x4-archive" and prov["steps_done"] == 2
+    assert set(prov["scores"]) == {"Set5_psnr_y", "Set14_psnr_y", "Set14_blur1.6_psnr_y", "Set14_noise5_psnr_y", "Set14_x264crf30_psnr_y"}
+    assert all(5 < v < 40 for v in prov["scores"].values())
+    before = x2.read_bytes()
+    make_weights.run("edsr_1x8", ["x2-bicubic"], [SET5], val, 0, 1)  # finished stages are not trained again
+    assert x2.read_bytes() == before
