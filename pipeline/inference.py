@@ -41,6 +41,7 @@ def cuda_or_raise() -> torch.device:
         why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES)"
         raise RuntimeError(f"this worker was given a GPU but CUDA is unusable: {why}")
     torch.cuda.init()
+    torch.backends.cudnn.benchmark = True  # fixed shapes per video (and per training run): cuDNN picks its fastest kernels once
     return torch.device("cuda", torch.cuda.current_device())
 
 
@@ -57,7 +58,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 where the GPU computes it natively (Ampere and later); fp16 on older GPUs, where bf16 is emulated and slow
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
@@ -138,8 +140,35 @@ def tile_for(
     return max(min(CPU_TILE, fit_tile(share - out, n_feats, scale, batch, amp)), 4 * overlap)
 
 
+def batch_and_tile(
+    batch: int, tile: int, overlap: int, device: torch.device, n_feats: int, scale: int, amp: torch.dtype | None,
+    frame: tuple[int, int],
+) -> tuple[int, int]:
+    """(frames per forward pass, tile side) for ``frame`` (height, width) frames.
+
+    A set ``tile`` is kept with the batch. Auto (0): the batch is lowered before the
+    frames are tiled: the largest batch up to ``batch`` whose whole frames fit (no
+    tiling, tile 0); when not even one whole frame fits, one frame at a time in the
+    largest tiles that fit."""
+    if tile:
+        return batch, tile
+    for b in range(batch, 0, -1):
+        t = tile_for(0, overlap, device, n_feats, scale, b, amp, frame)
+        if t >= max(frame):
+            return b, 0
+    return 1, tile_for(0, overlap, device, n_feats, scale, 1, amp, frame)
+
+
+def tiled_pixels(height: int, width: int, tile: int, overlap: int) -> float:
+    """Input pixels the model computes for a frame in tiles, over the frame's pixels (1.0
+    untiled): the cost of the overlaps."""
+    rows, cols = _tile_spans(height, tile or height, overlap), _tile_spans(width, tile or width, overlap)
+    return sum((ye - ys) * (xe - xs) for ys, ye, _, _ in rows for xs, xe, _, _ in cols) / (height * width)
+
+
 def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
-    """Split [0, length) into tiles of ``tile`` px overlapping by >= ``overlap``.
+    """Split [0, length) into equal tiles of at most ``tile`` px overlapping by >= ``overlap``
+    (as few as can cover it; equal sizes, so no tile is pushed onto its neighbour).
 
     Returns (tile_start, tile_end, own_start, own_end): each output pixel is taken from
     exactly one tile, the one whose owned span holds it (boundaries sit in the middle
@@ -147,13 +176,14 @@ def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, in
     """
     if length <= tile:
         return [(0, length, 0, length)]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    n = -(-(length - overlap) // (tile - overlap))  # tiles needed
+    size = -(-(length + (n - 1) * overlap) // n)  # equal sides, each <= tile
+    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
     spans = []
     for i, s in enumerate(starts):
-        own_start = 0 if i == 0 else (s + starts[i - 1] + tile) // 2
-        own_end = length if i == len(starts) - 1 else (starts[i + 1] + s + tile) // 2
-        spans.append((s, s + tile, own_start, own_end))
+        own_start = 0 if i == 0 else (s + starts[i - 1] + size) // 2
+        own_end = length if i == len(starts) - 1 else (starts[i + 1] + s + size) // 2
+        spans.append((s, s + size, own_start, own_end))
     return spans
 
 
@@ -203,3 +233,34 @@ def upscale_frames(
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
         return y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def smaller_tile(tile: int, frame: tuple[int, int], overlap: int) -> int | None:
+    """The next tile to try after running out of memory: half the frame's longer side
+    when untiled, else half the tile (a multiple of 16), never below 4 x overlap; None
+    when nothing smaller is left."""
+    current = tile or max(frame)
+    nxt = current // 2 // 16 * 16
+    return nxt if nxt >= max(4 * overlap, 32) else None
+
+
+def upscale_frames_fitting(
+    model: nn.Module, frames: np.ndarray, scale: int, *, device: torch.device, tile: int = 0, overlap: int = 16,
+    amp: torch.dtype | None = None, on_retry=None,
+) -> tuple[np.ndarray, int]:
+    """``upscale_frames``, retried in smaller tiles when the device runs out of memory
+    (another process took some, or the estimate was short); returns (frames, the tile
+    that worked), so the caller keeps it for the next batches. ``on_retry(tile)`` is told."""
+    frame = frames.shape[1:3]
+    while True:
+        try:
+            return upscale_frames(model, frames, scale, device=device, tile=tile, overlap=overlap, amp=amp), tile
+        except torch.OutOfMemoryError:
+            nxt = smaller_tile(tile, frame, overlap)
+            if nxt is None:
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            tile = nxt
+            if on_retry:
+                on_retry(tile)

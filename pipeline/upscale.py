@@ -31,8 +31,8 @@ def upscale_chunk(
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
     width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
     n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
-    batch_size = infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width)
-    tile = inference.tile_for(infer.tile, infer.tile_overlap, device, n_feats, scale, batch_size, amp, (info.height, info.width))
+    batch_size, tile = inference.batch_and_tile(infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width),
+                                                infer.tile, infer.tile_overlap, device, n_feats, scale, amp, (info.height, info.width))
 
     def batches() -> Iterator[tuple[list[int], np.ndarray]]:
         pts: list[int] = []
@@ -58,7 +58,8 @@ def upscale_chunk(
 
         with Behind(encode, depth) as encoder:
             for pts, frames in ahead(batches(), depth):
-                out = inference.upscale_frames(model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap, amp=amp)
+                out, tile = inference.upscale_frames_fitting(model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap,
+                                                             amp=amp, on_retry=lambda t: print(f"infer: out of memory, tiles of {t} px now", flush=True))
                 encoder.put((pts, out))
                 n += len(pts)
     return n

@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline import inference
@@ -66,3 +67,51 @@ def test_activation_estimate_covers_the_largest_maps():
         for h in hooks:
             h.remove()
         assert max(sizes) * 4 / (32 * 32) <= inference.activation_bytes_per_pixel(16, scale, None)
+
+
+def test_tiles_are_equal_and_cover_with_little_overlap():
+    for length, tile, ov in ((1080, 512, 16), (1920, 448, 16), (1000, 1024, 16), (1080, 1024, 16), (97, 40, 8)):
+        spans = inference._tile_spans(length, tile, ov)
+        sizes = {te - ts for ts, te, _, _ in spans}
+        assert max(sizes) <= max(tile, 1) or len(spans) == 1
+        assert max(sizes) - min(sizes) <= 1  # equal tiles: none pushed onto its neighbour
+        for (_, b, _, _), (c, _, _, _) in zip(spans, spans[1:], strict=False):
+            assert b - c >= ov  # every join has the overlap
+    # 1080p x4 in 1024 px tiles: the old last-tile-at-the-edge plan computed 2.02x the frame's pixels
+    assert inference.tiled_pixels(1080, 1920, 1024, 16) < 1.03
+    assert inference.tiled_pixels(1080, 1920, 512, 16) < 1.06
+    assert inference.tiled_pixels(100, 100, 0, 16) == 1.0
+
+
+def test_the_batch_is_lowered_before_frames_are_tiled(monkeypatch):
+    cpu = torch.device("cpu")
+    fits = {1: 1500, 2: 1200, 3: 1000, 4: 700}  # batch -> the largest tile that fits
+    monkeypatch.setattr(inference, "tile_for", lambda tile, ov, dev, nf, s, b, amp, frame=(0, 0): fits.get(b, 500))
+    assert inference.batch_and_tile(8, 0, 16, cpu, 64, 4, None, (1080, 1920)) == (1, 1500)  # only one whole frame fits
+    assert inference.batch_and_tile(8, 0, 16, cpu, 64, 4, None, (720, 1080)) == (2, 0)
+    assert inference.batch_and_tile(8, 0, 16, cpu, 64, 4, None, (540, 960)) == (3, 0)
+    assert inference.batch_and_tile(8, 0, 16, cpu, 64, 4, None, (3000, 3000)) == (1, 1500)  # tiles only when even one frame does not fit
+    assert inference.batch_and_tile(8, 300, 16, cpu, 64, 4, None, (3000, 3000)) == (8, 300)  # a set tile is kept
+
+
+def test_running_out_of_memory_retries_in_smaller_tiles():
+    """A model that runs out of memory above 48x48 inputs: the batch is restored in
+    smaller tiles, exactly as a run with those tiles from the start, and the tile is kept."""
+    torch.manual_seed(0)
+    inner = EDSR(1, 8, 1.0, 2).eval()
+
+    class Tight(torch.nn.Module):
+        arch = inner.arch
+
+        def forward(self, x):
+            if x.shape[-1] * x.shape[-2] > 48 * 48:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return inner(x)
+
+    frames = bird()[None, :100, :90]
+    tries = []
+    out, tile = inference.upscale_frames_fitting(Tight(), frames, 2, device=torch.device("cpu"), tile=0, overlap=8, on_retry=tries.append)
+    assert tries == [48] and tile == 48
+    assert np.array_equal(out, inference.upscale_frames(inner, frames, 2, device=torch.device("cpu"), tile=48, overlap=8))
+    with pytest.raises(torch.OutOfMemoryError):
+        inference.upscale_frames_fitting(Tight(), frames, 2, device=torch.device("cpu"), tile=0, overlap=16)  # 4 x overlap is the floor

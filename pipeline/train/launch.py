@@ -44,11 +44,12 @@ class Worker:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on this worker's device; wrapped for data parallelism when the world
         is larger than one (freeze layers before: DDP records the trainable ones once)."""
+        model = model.to(self.device)
         if self.world > 1:
-            import ray.train.torch
+            from torch.nn.parallel import DistributedDataParallel
 
-            return ray.train.torch.prepare_model(model)
-        return model.to(self.device)
+            return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
 
     def agree(self, flag: bool) -> bool:
         """True on every rank when any rank says so. Every rank must call it at the same

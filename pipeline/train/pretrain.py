@@ -189,6 +189,27 @@ def _state_bytes(model, opt, sched, step: int, cfg: PretrainConfig, seconds: flo
     return buf.getvalue()
 
 
+def training_state(model: torch.nn.Module, worker: Worker, cfg: PretrainConfig, state: bytes | None):
+    """(the model on the worker's device, wrapped for data parallelism; Adam; its
+    schedule; the saved state dict or None), with the saved model, optimiser and schedule
+    loaded when resuming. The model moves to its device first: Adam's load_state_dict
+    puts the saved moments on the parameters' device, so loading them before the move
+    would leave them on the CPU and fail the first step on a GPU."""
+    model = worker.wrap(model.to(memory_format=torch.channels_last))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr / 100)
+    else:
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.5)
+    st = None
+    if state is not None:
+        st = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+    return model, opt, sched, st
+
+
 def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     """One worker of a pretraining (see the module docstring); rank 0 validates and writes."""
     cfg: PretrainConfig = config["cfg"]
@@ -210,17 +231,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
         note = init_from(model, config["init"])
         if worker.main:
             _say(f"pretrain: initialised with {note}")
-    model = worker.wrap(model.to(memory_format=torch.channels_last))  # on the device before the optimiser state is loaded into it
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    if cfg.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr / 100)
-    else:
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.5)
-    if state is not None:
-        st = torch.load(io.BytesIO(state), map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])  # (Adam's moments follow the parameters' device)
-        sched.load_state_dict(st["scheduler"])
+    model, opt, sched, st = training_state(model, worker, cfg, state)
+    if st is not None:
         step, seconds_before, cpu_before = int(st["step"]), float(st["seconds"]), float(st.get("train_cpu_seconds", 0.0))
     inner = unwrap(model)
     sampler = PatchSampler(images, cfg.patch_size)

@@ -51,3 +51,62 @@ def test_one_worker_on_ray_is_a_task_with_the_same_result():
         ray.shutdown()
     local = launch(loop, {"seed": 1}, where="local", threads=2)
     assert remote == local
+
+
+def _rank_with_a_nan(rank: int, port: int, out: str) -> None:
+    """One of two gloo workers fine-tuning one model; rank 1's loss is NaN at step 3."""
+    import json
+
+    import numpy as np
+    import torch.distributed as dist
+
+    from pipeline.config import TrainConfig
+    from pipeline.losses import Objective
+    from pipeline.models.edsr import EDSR
+    from pipeline.train.finetune import finetune
+    from tests.conftest import bird
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    real, calls = Objective.generator_loss, {"n": 0}
+
+    def loss(self, *args):
+        total, parts = real(self, *args)
+        calls["n"] += 1
+        return (total * float("nan") if rank == 1 and calls["n"] == 3 else total), parts
+
+    Objective.generator_loss = loss
+    torch.manual_seed(0)
+    worker = Worker(rank, 2, torch.device("cpu"))
+    model = worker.wrap(EDSR(1, 8, 1.0, 2))
+    stats = finetune(model, [bird()], TrainConfig(steps=6, patch_size=32, batch_size=2), 2, worker.device, seed=rank, worker=worker)
+    weights = float(sum(p.detach().double().sum() for p in model.parameters()))
+    with open(f"{out}/{rank}.json", "w") as fh:
+        json.dump({"steps": stats["steps"], "skipped": stats["skipped_steps"], "weights": weights, "nan": bool(np.isnan(weights))}, fh)
+    dist.destroy_process_group()
+
+
+def test_every_rank_skips_a_non_finite_step_together(tmp_path):
+    """Two data-parallel CPU workers (gloo); one meets a NaN loss. Both skip that step (no
+    rank waits in an all-reduce the other never joins), finish, and keep equal weights."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from tests.s3server import free_port
+
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_rank_with_a_nan, args=(r, port, str(tmp_path))) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    alive = [p.is_alive() for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not any(alive), "a worker hung waiting for the other"
+    got = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    assert [g["skipped"] for g in got] == [1, 1] and [g["steps"] for g in got] == [6, 6]
+    assert got[0]["weights"] == got[1]["weights"] and not got[0]["nan"]

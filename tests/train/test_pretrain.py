@@ -125,3 +125,22 @@ def test_killed_run_resumes_from_its_last_state(tmp_path):
     prov = meta["provenance"]
     assert prov["steps_done"] == 300 and prov["trained_by"] == "jobs.pretrain" and prov["workers"] == 2
     assert history(out)[-1]["val_psnr_y"] > 25
+
+
+def test_resume_puts_the_optimiser_state_on_the_models_device(tmp_path):
+    """On resume the model reaches its device before the saved Adam moments are loaded
+    into the optimiser (which puts them on the parameters' device); the other order
+    leaves them on the CPU and the first step on a GPU fails. "meta" stands in for the GPU."""
+    from pipeline.train.launch import Worker
+    from pipeline.train.pretrain import _state_bytes, training_state
+
+    cfg = PretrainConfig(scale=2, n_resblocks=1, n_feats=8, steps=10)
+    model, opt, sched, _ = training_state(EDSR(**cfg.arch), Worker(), cfg, None)
+    model(torch.rand(1, 3, 8, 8)).mean().backward()
+    opt.step()
+    state = _state_bytes(model, opt, sched, 1, cfg, 1.0, 1.0)
+    model2, opt2, _, st = training_state(EDSR(**cfg.arch), Worker(device=torch.device("meta")), cfg, state)
+    assert st["step"] == 1
+    moments = [t for s in opt2.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
+    assert moments and {t.device.type for t in moments} == {"meta"}
+    assert {p.device.type for p in model2.parameters()} == {"meta"}
