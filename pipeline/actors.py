@@ -141,8 +141,9 @@ class ChunkRestorer:
     def __init__(self, infer: InferConfig, gpu: bool, arch: dict[str, Any], start_box: list | None) -> None:
         self.infer = infer
         self.device = inference.cuda_or_raise() if gpu else torch.device("cpu")
+        self.cpus = _threads()  # the actor's CPU share: the model's threads on the CPU, the codecs' on a GPU
         if not gpu:
-            torch.set_num_threads(_threads())
+            torch.set_num_threads(self.cpus)
         self.amp = inference.autocast_dtype(infer.precision, self.device)
         blob = _fetch(start_box) if start_box else None
         model = checkpoint.load(blob)[0] if blob is not None else build_model(arch)
@@ -168,14 +169,15 @@ class ChunkRestorer:
         ``out_uri``, committed only when complete; returns {"frames", "seconds", "chunk"}.
         ``threads`` (CPU): the threads this call may use, when the pool's other actors
         are left idle (at most the node's CPUs); 0: the actor's own."""
+        threads = min(threads, node_cpus()) if threads else self.cpus
         if self.device.type == "cpu":
-            torch.set_num_threads(min(threads, node_cpus()) if threads else _threads())
+            torch.set_num_threads(threads)
         self._use(key, box)
         t0 = time.perf_counter()
         source = info.path
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         with store.committing(out_uri, "." + media.container) as tmp:
-            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp)
+            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp, threads=threads)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
@@ -195,8 +197,9 @@ class ChunkRestorer:
 
 
 def restorer_actor(infer: InferConfig, use_gpu: bool, cpus: int, arch: dict[str, Any], start_box: list | None):
-    """A ChunkRestorer Ray actor on one GPU, or on ``cpus`` CPUs. Ray does not restart
+    """A ChunkRestorer Ray actor on one GPU with ``cpus`` CPUs (for decoding and
+    encoding), or on ``cpus`` CPUs. Ray does not restart
     it: the pool replaces a dead actor and restores its chunk again (a chunk is committed
     only when complete, so a retry cannot leave a partial one)."""
-    opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": cpus}
+    opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": cpus} if use_gpu else {"num_cpus": cpus}
     return ray.remote(ChunkRestorer).options(max_restarts=0, **opts).remote(infer, use_gpu, arch, start_box)

@@ -17,8 +17,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -48,6 +46,7 @@ class MediaConfig:
     crf: int = _f(12, "libx264 constant rate factor of the restored video (0 = lossless, 51 = worst). 12 keeps a decode-encode round trip above 40 dB PSNR.")
     preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
     container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
+    encoder: str = _f("auto", 'H.264 encoder of the restored chunks: "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
@@ -57,6 +56,8 @@ class MediaConfig:
         presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
         if self.preset not in presets:
             raise ValueError(f"media.preset must be one of {', '.join(presets)}, got {self.preset!r}")
+        if self.encoder not in ("auto", "x264", "nvenc"):
+            raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):
             raise ValueError(f"media.container must be mp4, mkv or mov, got {self.container!r}")
 
@@ -337,6 +338,8 @@ def build_config(
     if preset is not None:
         for k, v in _flatten(PRESETS.get(preset).restore_tree()):
             _set(tree, k, v)
+    import yaml  # here, not at the top: the torch-only GPU machines import the config without PyYAML
+
     if yaml_path:
         with open(yaml_path, encoding="utf-8") as fh:
             loaded = yaml.safe_load(fh) or {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -134,9 +136,11 @@ def tile_for(
         free, _ = torch.cuda.mem_get_info(device)
         free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return max(fit_tile(free - out, n_feats, scale, batch, amp), 4 * overlap)
-    import psutil
-
-    share = psutil.virtual_memory().total // (os.cpu_count() or 1)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: the fixed CPU tile
+        return max(CPU_TILE, 4 * overlap)
+    share = total // (os.cpu_count() or 1)
     return max(min(CPU_TILE, fit_tile(share - out, n_feats, scale, batch, amp)), 4 * overlap)
 
 
@@ -214,7 +218,49 @@ def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0,
     return out.clamp_(0, 1)
 
 
-def upscale_frames(
+class HostCopy:
+    """Device-to-host copies of results that overlap the next batch's compute: on a GPU
+    each copy runs on a side stream into a pinned buffer (reused once its consumer has
+    read it) and ``start`` returns at once; ``result()`` waits for that copy only. On
+    the CPU the result is the tensor's own memory."""
+
+    def __init__(self) -> None:
+        self._free: list[torch.Tensor] = []
+        self._stream = None
+        self._lock = threading.Lock()
+
+    def _buffer(self, like: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            for i, b in enumerate(self._free):
+                if b.shape == like.shape and b.dtype == like.dtype:
+                    return self._free.pop(i)
+        return torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+
+    def start(self, t: torch.Tensor) -> Callable[[], np.ndarray]:
+        if t.device.type != "cuda":
+            host = t.cpu().numpy()
+            return lambda: host
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(t.device)
+        buf = self._buffer(t)
+        self._stream.wait_stream(torch.cuda.current_stream(t.device))
+        with torch.cuda.stream(self._stream):
+            buf.copy_(t, non_blocking=True)
+            t.record_stream(self._stream)  # the allocator must not hand t's memory out before the copy ends
+            done = torch.cuda.Event()
+            done.record(self._stream)
+
+        def result() -> np.ndarray:
+            done.synchronize()
+            host = buf.numpy().copy()
+            with self._lock:
+                self._free.append(buf)
+            return host
+
+        return result
+
+
+def upscale_frames_deferred(
     model: nn.Module,
     frames: np.ndarray,
     scale: int,
@@ -223,8 +269,15 @@ def upscale_frames(
     tile: int = 0,
     overlap: int = 16,
     amp: torch.dtype | None = None,
-) -> np.ndarray:
-    """uint8 (N, H, W, 3) RGB -> uint8 (N, scale*H, scale*W, 3) RGB (rounded)."""
+    i420: str | None = None,
+    crop: tuple[int, int] | None = None,
+    host: HostCopy | None = None,
+) -> Callable[[], np.ndarray]:
+    """Upscale uint8 (N, H, W, 3) RGB frames; returns a function giving the result once
+    its copy to the host is done (see ``HostCopy``): uint8 (N, scale*H, scale*W, 3) RGB
+    (rounded), or with ``i420`` (the colorspace) the limited-range I420 planes
+    (N, h * 3 // 2, w) converted on the device. ``crop`` (h, w): keep the top-left
+    h x w of each result (I420 needs even sides)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
     with torch.inference_mode():
@@ -232,7 +285,21 @@ def upscale_frames(
         # there, and an NHWC result is already in the (N, H, W, 3) order of the frames
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
-        return y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        if crop is not None:
+            y = y[:, :, :crop[0], :crop[1]]
+        if i420 is not None:
+            from pipeline.media.colour import rgb_to_i420
+
+            out = rgb_to_i420(y, i420)
+        else:
+            out = y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return (host or HostCopy()).start(out)
+
+
+def upscale_frames(model: nn.Module, frames: np.ndarray, scale: int, **kwargs) -> np.ndarray:
+    """uint8 (N, H, W, 3) RGB -> uint8 (N, scale*H, scale*W, 3) RGB (rounded); the
+    keyword arguments of ``upscale_frames_deferred``."""
+    return upscale_frames_deferred(model, frames, scale, **kwargs)()
 
 
 def smaller_tile(tile: int, frame: tuple[int, int], overlap: int) -> int | None:
@@ -246,15 +313,16 @@ def smaller_tile(tile: int, frame: tuple[int, int], overlap: int) -> int | None:
 
 def upscale_frames_fitting(
     model: nn.Module, frames: np.ndarray, scale: int, *, device: torch.device, tile: int = 0, overlap: int = 16,
-    amp: torch.dtype | None = None, on_retry=None,
-) -> tuple[np.ndarray, int]:
-    """``upscale_frames``, retried in smaller tiles when the device runs out of memory
-    (another process took some, or the estimate was short); returns (frames, the tile
-    that worked), so the caller keeps it for the next batches. ``on_retry(tile)`` is told."""
+    on_retry=None, **kwargs,
+) -> tuple[Callable[[], np.ndarray], int]:
+    """``upscale_frames_deferred``, retried in smaller tiles when the device runs out of
+    memory (another process took some, or the estimate was short); returns (the deferred
+    result, the tile that worked), so the caller keeps it for the next batches.
+    ``on_retry(tile)`` is told."""
     frame = frames.shape[1:3]
     while True:
         try:
-            return upscale_frames(model, frames, scale, device=device, tile=tile, overlap=overlap, amp=amp), tile
+            return upscale_frames_deferred(model, frames, scale, device=device, tile=tile, overlap=overlap, **kwargs), tile
         except torch.OutOfMemoryError:
             nxt = smaller_tile(tile, frame, overlap)
             if nxt is None:

@@ -4,7 +4,7 @@ file: the inference actor (``pipeline.actors``) and the speed bench call it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,16 +17,35 @@ from pipeline.media.probe import VideoInfo
 from pipeline.overlap import Behind, ahead
 
 
+def encoder_for(media: MediaConfig, device: torch.device) -> str:
+    """The FFmpeg encoder of a chunk: NVENC when asked for, or on a GPU that has it with
+    ``media.encoder`` auto; libx264 otherwise."""
+    from pipeline.media.encode import nvenc_available
+
+    if media.encoder == "nvenc":
+        if not nvenc_available():
+            raise RuntimeError("media.encoder=nvenc, but NVENC cannot be opened here (no NVIDIA GPU with NVENC, driver, or FFmpeg support)")
+        return "h264_nvenc"
+    if media.encoder == "auto" and device.type == "cuda" and nvenc_available():
+        return "h264_nvenc"
+    return "libx264"
+
+
 def upscale_chunk(
     model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, path: str, media: MediaConfig,
-    infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2,
+    infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2, threads: int = 1,
+    device_colour: bool | None = None,
 ) -> int:
     """Decode ``chunk`` of the local file ``info.path``, upscale it with ``model`` and
     encode it to ``path``; returns the frames written.
 
     Decoding runs one thread ahead of the model and encoding one thread behind it, so
     the three overlap; each queue holds ``depth`` batches (0: all three in turn in this
-    thread, for comparison).
+    thread, for comparison). On a GPU the colour conversion to I420 runs on the device
+    and the copies back overlap the next batch (``inference.HostCopy``). ``threads``:
+    the CPU threads the decoder and the encoder may each use (the actor's share).
+    ``device_colour``: convert to I420 on the model's device (None: on a GPU only; on
+    the CPU swscale is faster).
     """
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
     width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
@@ -34,10 +53,13 @@ def upscale_chunk(
     batch_size, tile = inference.batch_and_tile(infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width),
                                                 infer.tile, infer.tile_overlap, device, n_feats, scale, amp, (info.height, info.width))
 
+    on_device = device.type == "cuda" if device_colour is None else device_colour
+    host = inference.HostCopy()
+
     def batches() -> Iterator[tuple[list[int], np.ndarray]]:
         pts: list[int] = []
         rgbs: list[np.ndarray] = []
-        for p, rgb in decode_chunk(info.path, chunk, info):
+        for p, rgb in decode_chunk(info.path, chunk, info, threads=threads):
             pts.append(p)
             rgbs.append(rgb)
             if len(pts) == batch_size:
@@ -49,17 +71,23 @@ def upscale_chunk(
     n = 0
     with ChunkWriter(
         path, width=width, height=height, time_base=info.time_base, rate=info.rate,
-        colorspace=info.colorspace, crf=media.crf, preset=media.preset,
+        colorspace=info.colorspace, crf=media.crf, preset=media.preset, codec=encoder_for(media, device), threads=threads,
     ) as writer:
 
-        def encode(item: tuple[list[int], np.ndarray]) -> None:
-            for p, frame in zip(*item, strict=True):
-                writer.write(p, frame[:height, :width])
+        def encode(item: tuple[list[int], Callable[[], np.ndarray]]) -> None:
+            pts, result = item
+            for p, frame in zip(pts, result(), strict=True):
+                if on_device:
+                    writer.write_i420(p, frame)
+                else:
+                    writer.write(p, frame[:height, :width])
 
         with Behind(encode, depth) as encoder:
             for pts, frames in ahead(batches(), depth):
-                out, tile = inference.upscale_frames_fitting(model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap,
-                                                             amp=amp, on_retry=lambda t: print(f"infer: out of memory, tiles of {t} px now", flush=True))
+                out, tile = inference.upscale_frames_fitting(
+                    model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap, amp=amp, host=host,
+                    i420=info.colorspace if on_device else None, crop=(height, width) if on_device else None,
+                    on_retry=lambda t: print(f"infer: out of memory, tiles of {t} px now", flush=True))
                 encoder.put((pts, out))
                 n += len(pts)
     return n

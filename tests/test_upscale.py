@@ -4,6 +4,7 @@ import os
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from pipeline import inference
@@ -12,7 +13,7 @@ from pipeline.media.chunks import DamagedChunk, plan_chunks
 from pipeline.media.probe import probe
 from pipeline.models.edsr import EDSR
 from pipeline.upscale import upscale_chunk
-from tests.conftest import DATA, thread_names
+from tests.conftest import DATA, psnr, thread_names
 
 
 def _frames(path):
@@ -52,3 +53,27 @@ def test_a_damaged_chunk_still_fails_with_its_count(tmp_path):
             damaged.append(e.frames)
     assert sum(damaged) == 3
     assert "reelsr-ahead" not in thread_names() and "reelsr-behind" not in thread_names()
+
+
+def test_colour_on_the_device_gives_the_same_video(tmp_path):
+    """The GPU path (I420 converted where the model ran, deferred copies) rehearsed on the
+    CPU: the same frames as the host-side conversion, within a grey level or so."""
+    from pipeline.upscale import encoder_for
+
+    path = os.path.join(DATA, "carphone_gop10.mp4")
+    info = probe(path)
+    chunk = plan_chunks(info, 20)[0]
+    torch.manual_seed(0)
+    model = EDSR(2, 8, 1.0, 2).eval()
+    outs = {}
+    for on_device in (False, True):
+        p = str(tmp_path / f"{on_device}.mp4")
+        n = upscale_chunk(model, 2, info, chunk, p, MediaConfig(preset="veryfast", crf=0), InferConfig(batch_size=3), torch.device("cpu"),
+                          None, device_colour=on_device)
+        assert n == chunk.frames
+        outs[on_device] = _frames(p)
+    assert len(outs[True]) == len(outs[False]) == chunk.frames
+    assert min(psnr(a, b) for a, b in zip(outs[True], outs[False], strict=True)) > 40
+    assert encoder_for(MediaConfig(), torch.device("cpu")) == "libx264"
+    with pytest.raises(RuntimeError, match="NVENC cannot be opened"):
+        encoder_for(MediaConfig(encoder="nvenc"), torch.device("cpu"))

@@ -228,7 +228,7 @@ def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoF
 
 
 def decode_chunk(
-    path: str, chunk: Chunk, info: VideoInfo
+    path: str, chunk: Chunk, info: VideoInfo, threads: int = 0
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode one chunk to RGB.
 
@@ -240,6 +240,8 @@ def decode_chunk(
     frames are missing or came out flagged corrupt. An interlaced video
     (``info.interlaced``) is deinterlaced (``_deinterlaced``); the frames before the
     chunk that the decoder goes through serve as the first frame's neighbours.
+    ``threads``: the decoder's threads (0: FFmpeg's choice, one per core of the machine,
+    which oversubscribes a node shared by several actors).
     """
     if info.interlaced and chunk.start_pts is not None:
         # bwdif needs the frame before the chunk's first: start one GOP earlier (its frames are
@@ -253,6 +255,8 @@ def decode_chunk(
     last_pts: int | None = None
     with av.open(path) as container:
         stream = container.streams.video[0]
+        if threads:
+            stream.codec_context.thread_count = threads
 
         def decoded() -> Iterator[av.VideoFrame]:
             for packet in _packets_from(container, stream, chunk, info):

@@ -66,6 +66,38 @@ def _muxer_options(fmt: str, time_base: Fraction) -> dict[str, str]:
     return {"movie_timescale": str(scale), "video_track_timescale": str(scale)}
 
 
+def encoder_options(codec: str, crf: int, preset: str, threads: int = 0) -> dict[str, str]:
+    """The encoder's options for a constant-quality encode without B-frames: libx264's
+    CRF and preset; NVENC's constant-quality VBR (``cq`` = the CRF, the nearest NVENC
+    has) at its middle preset."""
+    if codec == "libx264":
+        options = {"crf": str(crf), "preset": preset, "x264-params": "bframes=0"}
+        if threads:
+            options["threads"] = str(threads)
+        return options
+    if codec in ("h264_nvenc", "hevc_nvenc"):
+        return {"rc": "vbr", "cq": str(crf), "b": "0", "preset": "p4", "bf": "0"}
+    return {"crf": str(crf), "preset": preset}
+
+
+_NVENC: dict[str, bool] = {}
+
+
+def nvenc_available(codec: str = "h264_nvenc") -> bool:
+    """Whether this process can open the NVENC encoder (a GPU with NVENC, its driver, and
+    FFmpeg built with it); tried once per process."""
+    if codec not in _NVENC:
+        try:
+            ctx = av.CodecContext.create(codec, "w")
+            ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+            ctx.time_base = Fraction(1, 25)
+            ctx.open()
+            _NVENC[codec] = True
+        except Exception:  # noqa: BLE001 - not in this FFmpeg, no GPU, no driver: x264 then
+            _NVENC[codec] = False
+    return _NVENC[codec]
+
+
 class ChunkWriter:
     """Encode RGB frames of one chunk to a video file (a context manager).
 
@@ -89,6 +121,7 @@ class ChunkWriter:
         preset: str = "medium",
         codec: str = "libx264",
         gop_size: int | None = None,
+        threads: int = 0,
     ) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(
@@ -120,10 +153,9 @@ class ChunkWriter:
             tag = _COLOR_TAGS[colorspace]
             ctx.colorspace, ctx.color_primaries, ctx.color_trc = tag, tag, tag
             ctx.color_range = _AVCOL_RANGE_MPEG
-            options = {"crf": str(crf), "preset": preset}
-            if codec == "libx264":
-                options["x264-params"] = "bframes=0"
-            stream.options = options
+            if threads:
+                ctx.thread_count = threads
+            stream.options = encoder_options(codec, crf, preset, threads)
         except Exception:
             self._container.close()
             raise
@@ -136,18 +168,30 @@ class ChunkWriter:
         `pts` is in the source stream's time_base ticks and must increase;
         `rgb` is uint8 (height, width, 3), RGB order, full range 0..255.
         """
-        if self._closed:
-            raise ValueError(f"{self.path}: writer is closed")
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise ValueError(
                 f"{self.path}: expected uint8 ({self.height}, {self.width}, 3), "
                 f"got {rgb.dtype} {rgb.shape}"
             )
+        self._encode(pts, from_rgb(rgb, self.colorspace))
+
+    def write_i420(self, pts: int, planes: np.ndarray) -> None:
+        """Encode one frame given as limited-range I420 planes in this writer's colorspace:
+        uint8 (height * 3 // 2, width), Y then U then V (``pipeline.media.colour``)."""
+        if planes.shape != (self.height * 3 // 2, self.width) or planes.dtype != np.uint8:
+            raise ValueError(
+                f"{self.path}: expected uint8 I420 ({self.height * 3 // 2}, {self.width}), "
+                f"got {planes.dtype} {planes.shape}"
+            )
+        self._encode(pts, av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p"))
+
+    def _encode(self, pts: int, frame: av.VideoFrame) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(
                 f"{self.path}: pts {pts} not after previous pts {self._last_pts}"
             )
-        frame = from_rgb(rgb, self.colorspace)
         frame.pts = int(pts)
         frame.time_base = self.time_base
         frame.duration = self._frame_ticks

@@ -107,7 +107,7 @@ class RestorerPool:
 
     @property
     def what(self) -> str:
-        return "1 GPU" if self.size.use_gpu else f"{self.size.cpus_per_actor} CPU"
+        return f"1 GPU + {self.size.cpus_per_actor} CPU" if self.size.use_gpu else f"{self.size.cpus_per_actor} CPU"
 
     def _alive(self) -> int:
         return len(self._idle) + len(self._starting) + self._busy

@@ -68,7 +68,9 @@ def inference_pool_size(cfg: RestoreConfig, gpu: bool, chunks: int | None = None
     want_chunks = chunks if chunks is not None else 1 << 30
     if gpu:
         gpus = int(sum(n.get("GPU", 0) for n in nodes))
-        return PoolSize(max(1, min(cfg.infer.actors or max(1, gpus), want_chunks)), True, 1)
+        # each GPU actor gets its node's CPUs shared among the node's GPUs, for decoding and encoding
+        shares = [int(n.get("CPU", 0) // n["GPU"]) for n in nodes if n.get("GPU", 0) >= 1]
+        return PoolSize(max(1, min(cfg.infer.actors or max(1, gpus), want_chunks)), True, max(1, min(shares, default=1)))
     cpus = [int(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) >= 1]
     if not cpus:
         raise RuntimeError("the cluster has no CPU to run inference on (device=cpu)")

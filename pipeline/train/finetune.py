@@ -21,6 +21,7 @@ from pipeline.config import TrainConfig
 from pipeline.datasets.degrade import SpecDegradation
 from pipeline.datasets.patches import PatchSampler, effective_patch, sample_pairs
 from pipeline.models import build_model, checkpoint
+from pipeline.overlap import ahead
 from pipeline.train.launch import Worker, unwrap
 
 
@@ -58,7 +59,7 @@ def finetune(
     scale: int,
     device: torch.device,
     seed: int,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
     worker: Worker | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` in place on self-pairs from ``frames`` with ``cfg``'s choices
@@ -91,58 +92,69 @@ def finetune(
     best_state, bad = None, 0
     native: PatchSampler | None = None
     skipped = 0  # steps whose loss was not finite (skipped on every rank, not applied)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    step = 0
-    while step < cfg.steps:
-        step += 1
-        out = hr = out_native = None
-        if objective.needs_pairs:
-            lr, hr = sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
-            lr, hr = lr.to(device), hr.to(device)
-            out = model(lr)
-            if objective.disc is not None:
-                objective.discriminator_step(out, hr)
-        if objective.needs_native:
-            if native is None:
-                side = min(-(-192 // scale), min(min(f.shape[:2]) for f in frames))  # NIQE: 96 px blocks, 4 per output
-                native = PatchSampler(frames, side, "texture")  # flat patches (letterbox, fades) break NIQE's statistics
-            out_native = model(torch.from_numpy(np.stack([np.ascontiguousarray(native.sample(rng)) for _ in range(max(2, cfg.batch_size // 4))]))
-                               .permute(0, 3, 1, 2).float().div_(255).to(device))
-        try:
-            loss, _ = objective.generator_loss(out, hr, out_native)
-        except (torch.linalg.LinAlgError, RuntimeError):  # NIQE on a degenerate patch
-            loss = None
-        if worker.agree(loss is None or not bool(torch.isfinite(loss))):
-            skipped += 1
-            if skipped > max(10, cfg.steps // 10):
-                raise RuntimeError(f"fine-tune: {skipped} steps without a usable loss (NIQE on degenerate patches, or diverged)")
+    losses: list[torch.Tensor] = []  # on the device: read once at the end (each read syncs a GPU)
+    native_rng = np.random.default_rng(seed + 1)  # the pair thread owns rng
+
+    def batches():
+        while True:
+            yield sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
+
+    pairs = ahead(batches(), 2) if objective.needs_pairs else None  # the next pairs are made while this step trains
+    try:
+        t0 = time.perf_counter()
+        step = 0
+        while step < cfg.steps:
+            step += 1
+            out = hr = out_native = None
+            if pairs is not None:
+                lr, hr = next(pairs)
+                lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
+                out = model(lr)
+                if objective.disc is not None:
+                    objective.discriminator_step(out, hr)
+            if objective.needs_native:
+                if native is None:
+                    side = min(-(-192 // scale), min(min(f.shape[:2]) for f in frames))  # NIQE: 96 px blocks, 4 per output
+                    native = PatchSampler(frames, side, "texture")  # flat patches (letterbox, fades) break NIQE's statistics
+                out_native = model(torch.from_numpy(np.stack([np.ascontiguousarray(native.sample(native_rng)) for _ in range(max(2, cfg.batch_size // 4))]))
+                                   .permute(0, 3, 1, 2).float().div_(255).to(device))
+            try:
+                loss, _ = objective.generator_loss(out, hr, out_native)
+            except (torch.linalg.LinAlgError, RuntimeError):  # NIQE on a degenerate patch
+                loss = None
+            if worker.agree(loss is None or not bool(torch.isfinite(loss))):
+                skipped += 1
+                if skipped > max(10, cfg.steps // 10):
+                    raise RuntimeError(f"fine-tune: {skipped} steps without a usable loss (NIQE on degenerate patches, or diverged)")
+                opt.zero_grad(set_to_none=True)
+                continue
             opt.zero_grad(set_to_none=True)
-            continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if on_step:
-            on_step(step, losses[-1])
-        stop = bool(cfg.max_seconds) and time.perf_counter() - t0 >= cfg.max_seconds
-        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            v = _val_loss(model, val, device)
-            stats.setdefault("val_first", v)
-            if v < stats.get("val_best", float("inf")):
-                stats.update(val_best=v, best_step=float(step))
-                best_state, bad = {k: t.detach().clone() for k, t in inner.state_dict().items()}, 0
-            else:
-                bad += 1
-                stop = stop or bad >= cfg.patience
-        if (cfg.max_seconds or val is not None) and worker.agree(stop):
-            break
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            if on_step:
+                on_step(step, losses[-1])  # a tensor: the callback reads it only when it prints
+            stop = bool(cfg.max_seconds) and time.perf_counter() - t0 >= cfg.max_seconds
+            if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                v = _val_loss(model, val, device)
+                stats.setdefault("val_first", v)
+                if v < stats.get("val_best", float("inf")):
+                    stats.update(val_best=v, best_step=float(step))
+                    best_state, bad = {k: t.detach().clone() for k, t in inner.state_dict().items()}, 0
+                else:
+                    bad += 1
+                    stop = stop or bad >= cfg.patience
+            if (cfg.max_seconds or val is not None) and worker.agree(stop):
+                break
+    finally:
+        if pairs is not None:
+            pairs.close()  # stops the pair thread
     if best_state is not None:
         inner.load_state_dict(best_state)
     if not losses:
         raise RuntimeError("fine-tune: no step had a finite loss")
     k = max(1, len(losses) // 10)
-    stats.update(loss_first=float(np.mean(losses[:k])), loss_last=float(np.mean(losses[-k:])), steps=float(step),
+    stats.update(loss_first=float(torch.stack(losses[:k]).mean()), loss_last=float(torch.stack(losses[-k:]).mean()), steps=float(step),
                  seconds=time.perf_counter() - t0, skipped_steps=float(skipped), train_frames=float(len(frames)),
                  multiscale_used=float(sampler.multiscale))
     return stats
@@ -190,8 +202,9 @@ def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     every = max(1, cfg.steps // 10)
     t0 = time.perf_counter()
 
-    def on_step(step: int, loss: float) -> None:
+    def on_step(step: int, loss: torch.Tensor) -> None:
         if worker.main and (step % every == 0 or step == cfg.steps):
+            loss = float(loss)
             rate = step / (time.perf_counter() - t0)
             # sys.stdout.write, not print: Ray Train patches print() and would log each line twice.
             sys.stdout.write(f"[{label}] train: step {step}/{cfg.steps}  L1 {loss:.4f}  {rate:.1f} steps/s\n")

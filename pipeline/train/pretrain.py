@@ -48,6 +48,7 @@ from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.models.edsr import EDSR
+from pipeline.overlap import ahead
 from pipeline.storage import Store
 from pipeline.train.launch import Worker, launch, unwrap
 
@@ -242,48 +243,58 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     cpu_run = 0.0  # this run's training CPU seconds (validation and saving excluded)
     start_step = step
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []  # on the device: read at each state save, not every step (each read syncs a GPU)
     model.train()
-    while step < cfg.steps:
-        c0 = time.process_time()
-        lr_t, hr_t = sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            sr = model(lr_t.to(device).contiguous(memory_format=torch.channels_last))
-        loss = F.l1_loss(sr.float(), hr_t.to(device))
-        bad = worker.agree(not bool(torch.isfinite(loss)))  # all ranks skip together (no half-done all-reduce)
-        opt.zero_grad(set_to_none=True)
-        if not bad:
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        sched.step()
-        step += 1
-        cpu_run += time.process_time() - c0
-        last = step == cfg.steps
-        if step % cfg.checkpoint_every and not last:
-            continue
-        elapsed = seconds_before + time.perf_counter() - t0
-        cpu_total = cpu_before + cpu_run * worker.world  # the CPU time of all workers (each measures its own)
-        stop = (cfg.max_seconds > 0 and time.perf_counter() - t0 >= cfg.max_seconds) or (
-            cfg.max_cpu_seconds > 0 and cpu_total >= cfg.max_cpu_seconds)
-        stop = worker.agree(stop)
-        if worker.main:
-            metrics: dict[str, Any] = {"step": step, "loss": float(np.mean(losses[-cfg.checkpoint_every:])) if losses else None,
-                                       "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
-            if val_sets and (step % cfg.val_every == 0 or last or stop):
-                for name, ims in val_sets.items():
-                    metrics[f"val_{name}"] = round(validate(inner, ims, cfg.scale, device), 4)
-                metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
-            with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(metrics) + "\n")
-            Store().write_bytes(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed, cpu_total))
-            vals = "  ".join(f"{k[4:]} {v:.2f} dB" for k, v in metrics.items() if k.startswith("val_") and k != "val_psnr_y")
-            _say(f"pretrain: step {step}/{cfg.steps}  L1 {metrics['loss'] or float('nan'):.4f}  lr {metrics['lr']:.2e}  "
-                 f"{(step - start_step) / (time.perf_counter() - t0):.2f} steps/s  {cpu_total / 3600:.2f} CPU-h" + (f"  {vals}" if vals else ""))
-        if stop and not last:
+
+    def batches():
+        while True:
+            yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
+
+    pairs = ahead(batches(), 2)  # the next batches are made in a thread while this one trains
+    try:
+        while step < cfg.steps:
+            c0 = time.process_time()
+            lr_t, hr_t = next(pairs)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                sr = model(lr_t.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+            loss = F.l1_loss(sr.float(), hr_t.to(device, non_blocking=True))
+            bad = worker.agree(not bool(torch.isfinite(loss)))  # all ranks skip together (no half-done all-reduce); the step's one sync
+            opt.zero_grad(set_to_none=True)
+            if not bad:
+                loss.backward()
+                opt.step()
+                losses.append(loss.detach())
+            sched.step()
+            step += 1
+            cpu_run += time.process_time() - c0
+            last = step == cfg.steps
+            if step % cfg.checkpoint_every and not last:
+                continue
+            elapsed = seconds_before + time.perf_counter() - t0
+            cpu_total = cpu_before + cpu_run * worker.world  # the CPU time of all workers (each measures its own)
+            stop = (cfg.max_seconds > 0 and time.perf_counter() - t0 >= cfg.max_seconds) or (
+                cfg.max_cpu_seconds > 0 and cpu_total >= cfg.max_cpu_seconds)
+            stop = worker.agree(stop)
             if worker.main:
-                _say(f"pretrain: stopping at step {step} (time budget); run again to continue")
-            return {"step": step, "finished": False}
+                metrics: dict[str, Any] = {"step": step, "loss": float(torch.stack(losses).mean()) if losses else None,
+                                           "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
+                if val_sets and (step % cfg.val_every == 0 or last or stop):
+                    for name, ims in val_sets.items():
+                        metrics[f"val_{name}"] = round(validate(inner, ims, cfg.scale, device), 4)
+                    metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
+                losses.clear()
+                with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(metrics) + "\n")
+                Store().write_bytes(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed, cpu_total))
+                vals = "  ".join(f"{k[4:]} {v:.2f} dB" for k, v in metrics.items() if k.startswith("val_") and k != "val_psnr_y")
+                _say(f"pretrain: step {step}/{cfg.steps}  L1 {metrics['loss'] or float('nan'):.4f}  lr {metrics['lr']:.2e}  "
+                     f"{(step - start_step) / (time.perf_counter() - t0):.2f} steps/s  {cpu_total / 3600:.2f} CPU-h" + (f"  {vals}" if vals else ""))
+            if stop and not last:
+                if worker.main:
+                    _say(f"pretrain: stopping at step {step} (time budget); run again to continue")
+                return {"step": step, "finished": False}
+    finally:
+        pairs.close()  # stops the pair thread
     if worker.main:
         hist = _history(out)
         final = hist[-1] if hist else {}

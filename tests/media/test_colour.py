@@ -1,0 +1,29 @@
+"""RGB to I420 on the device: within a grey level of swscale's conversion, and encoded
+through the same writer."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.media.chunks import from_rgb
+from pipeline.media.colour import rgb_to_i420
+from tests.conftest import bird, psnr
+
+
+@pytest.mark.parametrize("colorspace", ["bt601", "bt709"])
+def test_matches_swscale(colorspace):
+    img = bird()
+    ref = from_rgb(img, colorspace).to_ndarray()  # swscale, (H * 3 / 2, W)
+    mine = rgb_to_i420(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255, colorspace)[0].numpy()
+    h = img.shape[0]
+    assert mine.shape == ref.shape and mine.dtype == np.uint8
+    assert np.abs(ref[:h].astype(int) - mine[:h]).max() <= 1  # luma: rounding only
+    assert psnr(ref[h:], mine[h:]) > 45  # chroma: a 2x2 mean against swscale's filter
+    assert 16 <= mine[:h].min() and mine[:h].max() <= 235  # limited range
+
+
+def test_rejects_odd_sides_and_unknown_matrices():
+    with pytest.raises(ValueError, match="even"):
+        rgb_to_i420(torch.rand(1, 3, 5, 4), "bt601")
+    with pytest.raises(ValueError, match="colorspace"):
+        rgb_to_i420(torch.rand(1, 3, 4, 4), "bt2020")
