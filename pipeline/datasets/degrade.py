@@ -216,30 +216,38 @@ def _resize_to(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tenso
 
 @dataclass(frozen=True)
 class ArchiveDegradation:
-    """``MakeLR`` drawing a random degradation per patch:
+    """``MakeLR`` drawing a random degradation per patch (a share ``p_clean`` of the
+    patches stays the clean bicubic downscale, so the model does not unlearn clean
+    inputs):
 
     1. blur of the high-resolution patch (p ``p_blur``): isotropic or anisotropic
        Gaussian, sigmas in [0.2, 3] x scale/4 (at least 0.2..1), random rotation;
-    2. downscale to exactly 1/scale by bicubic, bilinear or area;
+    2. downscale to exactly 1/scale by bicubic, bilinear, area, or decimation (every
+       scale-th pixel, as classic blur-and-subsample degradation models have it);
     3. noise (p ``p_noise``): Gaussian, sigma 1..``noise_max`` (0-255), colour or grey;
        and compression (p ``p_compress``): JPEG q 30..95, x264 CRF 18..38 or MPEG-4
        Part 2 quantiser 2..14 (P-frame coded) -- these two in random order.
     """
 
-    p_blur: float = 0.8
+    p_clean: float = 0.2
+    p_blur: float = 0.6
     p_noise: float = 0.5
     noise_max: float = 12.0
-    p_compress: float = 0.8
+    p_compress: float = 0.7
 
     def one(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
         """One (3, H, W) patch -> its (3, H/scale, W/scale) degraded input."""
         x = hr[None]
+        size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
+        if rng.random() < self.p_clean:
+            return bicubic_resize(x, size)[0]
         if rng.random() < self.p_blur:
             top = max(1.0, 3.0 * scale / 4)
             sx = float(rng.uniform(0.2, top))
             sy = sx if rng.random() < 0.5 else float(rng.uniform(0.2, top))
             x = blur(x, gaussian_kernel(sx, sy, float(rng.uniform(0, math.pi)), radius=min(10, int(math.ceil(3 * max(sx, sy))))))
-        x = _resize_to(x, (hr.shape[-2] // scale, hr.shape[-1] // scale), str(rng.choice(["bicubic", "bilinear", "area"])))
+        mode = str(rng.choice(["bicubic", "bilinear", "area", "decimate"]))
+        x = x[..., ::scale, ::scale] if mode == "decimate" else _resize_to(x, size, mode)
         steps = ["noise", "compress"]
         rng.shuffle(steps)
         for step in steps:
