@@ -450,7 +450,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {c['check']} | {c['value']} | {c['target']} | {'yes' if c['pass'] else '**no**'} |")
     gpu = result.get("gpu")
     lines.append("")
-    if gpu:
+    if gpu and "see" in gpu:
+        lines.append("GPU: measured by the GPU section, in the <date>-<host>-gpu results files.")
+    elif gpu:
         rf = gpu["roofline"]
         lines += [f"GPU: {gpu['device']}", "", "| stage | count | seconds | rate | peak GPU MiB |", "|---|---:|---:|---:|---:|"]
         for r in gpu["rows"]:

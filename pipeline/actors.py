@@ -34,7 +34,7 @@ from pipeline.models import build_model, checkpoint
 from pipeline.storage import Store
 from pipeline.storage.uri import is_s3
 from pipeline.train.launch import node_cpus
-from pipeline.upscale import upscale_chunk
+from pipeline.upscale import encoder_for, upscale_chunk
 
 
 def _threads() -> int:
@@ -162,7 +162,7 @@ class ChunkRestorer:
 
     def restore(
         self, key: str, box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str,
-        media: MediaConfig, threads: int = 0,
+        media: MediaConfig, threads: int = 0, codec: str | None = None,
     ) -> dict[str, Any]:
         """Restore ``chunk`` of ``info.path`` (a store URI; read from this node's copy)
         with the checkpoint ``key`` (its sha256; ``box`` = [ObjectRef to its bytes]) into
@@ -177,10 +177,14 @@ class ChunkRestorer:
         source = info.path
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         with store.committing(out_uri, "." + media.container) as tmp:
-            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp, threads=threads)
+            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp, threads=threads, codec=codec)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
+
+    def encoder(self, media: MediaConfig, size: tuple[int, int]) -> str:
+        """The encoder this actor's node would use for frames of ``size`` (h, w)."""
+        return encoder_for(media, self.device, size)
 
     # the light stages, run here when the pool has this actor idle
     def probe(self, *args: Any) -> VideoInfo:

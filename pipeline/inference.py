@@ -104,9 +104,10 @@ def activation_bytes_per_pixel(n_feats: int, scale: int, amp: torch.dtype | None
 
 
 def output_bytes(batch: int, height: int, width: int, scale: int) -> int:
-    """Bytes of a batch's full-size results: the fp32 output, its uint8 copy and the
-    permuted copy that goes to the host."""
-    return max(1, batch) * height * width * scale * scale * 3 * (4 + 1 + 1)
+    """Bytes of a batch's full-size results: the fp32 output and its conversion, which
+    holds an fp32 copy, the luma and chroma temporaries and the uint8 planes (about 13
+    bytes per output value at its peak, more than the uint8 RGB path's 6)."""
+    return max(1, batch) * height * width * scale * scale * 3 * 13
 
 
 def fit_tile(free_bytes: int, n_feats: int, scale: int, batch: int, amp: torch.dtype | None) -> int:
@@ -283,7 +284,10 @@ def upscale_frames_deferred(
     with torch.inference_mode():
         # uint8 goes to the device (a quarter of the bytes of float), is quantised back
         # there, and an NHWC result is already in the (N, H, W, 3) order of the frames
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if device.type == "cuda":
+            x = x.pin_memory()  # (torch's caching host allocator reuses the block) so the upload does not block the stream
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
         if crop is not None:
             y = y[:, :, :crop[0], :crop[1]]
@@ -320,15 +324,23 @@ def upscale_frames_fitting(
     result, the tile that worked), so the caller keeps it for the next batches.
     ``on_retry(tile)`` is told."""
     frame = frames.shape[1:3]
+    tile = min(tile, max(frame)) if tile else 0
     while True:
         try:
             return upscale_frames_deferred(model, frames, scale, device=device, tile=tile, overlap=overlap, **kwargs), tile
-        except torch.OutOfMemoryError:
-            nxt = smaller_tile(tile, frame, overlap)
-            if nxt is None:
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not isinstance(e, torch.OutOfMemoryError) and "ALLOC_FAILED" not in str(e):  # cuDNN/cuBLAS workspaces
                 raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            tile = nxt
-            if on_retry:
-                on_retry(tile)
+            nxt = smaller_tile(tile, frame, overlap)
+            if nxt is None and len(frames) == 1:
+                raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # (outside the except block: its traceback held the failed attempt's tensors)
+        if nxt is None:  # the smallest tiles still do not fit a batch: half the frames at a time
+            half = len(frames) // 2
+            first, tile = upscale_frames_fitting(model, frames[:half], scale, device=device, tile=tile, overlap=overlap, on_retry=on_retry, **kwargs)
+            second, tile = upscale_frames_fitting(model, frames[half:], scale, device=device, tile=tile, overlap=overlap, on_retry=on_retry, **kwargs)
+            return (lambda first=first, second=second: np.concatenate([first(), second()])), tile
+        tile = nxt
+        if on_retry:
+            on_retry(tile)

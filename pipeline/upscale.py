@@ -16,17 +16,24 @@ from pipeline.media.encode import ChunkWriter
 from pipeline.media.probe import VideoInfo
 from pipeline.overlap import Behind, ahead
 
+NVENC_MAX_SIDE = 4096  # H.264 NVENC's largest frame side
 
-def encoder_for(media: MediaConfig, device: torch.device) -> str:
-    """The FFmpeg encoder of a chunk: NVENC when asked for, or on a GPU that has it with
-    ``media.encoder`` auto; libx264 otherwise."""
+
+def encoder_for(media: MediaConfig, device: torch.device, size: tuple[int, int] = (0, 0)) -> str:
+    """The FFmpeg encoder of a video's chunks, for output frames of ``size`` (h, w): NVENC
+    when asked for, or with ``media.encoder`` auto on a GPU that has it and frames it can
+    take (sides up to 4096); libx264 otherwise. Decided once per video (by one actor), so
+    all its chunks join."""
     from pipeline.media.encode import nvenc_available
 
+    fits = max(size) <= NVENC_MAX_SIDE
     if media.encoder == "nvenc":
         if not nvenc_available():
             raise RuntimeError("media.encoder=nvenc, but NVENC cannot be opened here (no NVIDIA GPU with NVENC, driver, or FFmpeg support)")
+        if not fits:
+            raise RuntimeError(f"media.encoder=nvenc, but H.264 NVENC takes sides up to {NVENC_MAX_SIDE} px, the output is {size[1]}x{size[0]}")
         return "h264_nvenc"
-    if media.encoder == "auto" and device.type == "cuda" and nvenc_available():
+    if media.encoder == "auto" and device.type == "cuda" and fits and nvenc_available():
         return "h264_nvenc"
     return "libx264"
 
@@ -34,7 +41,7 @@ def encoder_for(media: MediaConfig, device: torch.device) -> str:
 def upscale_chunk(
     model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, path: str, media: MediaConfig,
     infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2, threads: int = 1,
-    device_colour: bool | None = None,
+    device_colour: bool | None = None, codec: str | None = None,
 ) -> int:
     """Decode ``chunk`` of the local file ``info.path``, upscale it with ``model`` and
     encode it to ``path``; returns the frames written.
@@ -45,7 +52,7 @@ def upscale_chunk(
     and the copies back overlap the next batch (``inference.HostCopy``). ``threads``:
     the CPU threads the decoder and the encoder may each use (the actor's share).
     ``device_colour``: convert to I420 on the model's device (None: on a GPU only; on
-    the CPU swscale is faster).
+    the CPU swscale is faster). ``codec``: the video's encoder (None: ``encoder_for``).
     """
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
     width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
@@ -71,7 +78,8 @@ def upscale_chunk(
     n = 0
     with ChunkWriter(
         path, width=width, height=height, time_base=info.time_base, rate=info.rate,
-        colorspace=info.colorspace, crf=media.crf, preset=media.preset, codec=encoder_for(media, device), threads=threads,
+        colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=threads,
+        codec=codec or encoder_for(media, device, (height, width)),
     ) as writer:
 
         def encode(item: tuple[list[int], Callable[[], np.ndarray]]) -> None:

@@ -47,8 +47,9 @@ def test_auto_batch_and_tiles():
     bf16 = torch.bfloat16
     t40 = inference.fit_tile(40 << 30, 64, 4, 8, bf16)
     assert 360 < t40 < 1920 and t40 % 64 == 0
-    # a batch's full-size results are taken off the memory first: 1080p x4 at batch 8 is 4.8 GB
-    assert inference.output_bytes(8, 1080, 1920, 4) == 8 * 1080 * 1920 * 16 * 3 * 6
+    # a batch's full-size results are taken off the memory first: at least the fp32 output, the
+    # fp32 copy the colour conversion makes, and the uint8 result (1080p x4 at batch 8: over 7 GB)
+    assert inference.output_bytes(8, 1080, 1920, 4) >= 8 * 1080 * 1920 * 16 * 3 * (4 + 4 + 1)
     assert inference.fit_tile(80 << 30, 64, 4, 8, bf16) > t40 > inference.fit_tile(40 << 30, 64, 4, 16, bf16)
     assert inference.fit_tile(1 << 20, 64, 4, 8, bf16) == 64  # never below 64 px
     assert inference.fit_tile(-5, 64, 4, 8, bf16) == 64  # less than nothing left: still 64
@@ -116,3 +117,21 @@ def test_running_out_of_memory_retries_in_smaller_tiles():
     assert np.array_equal(out, inference.upscale_frames(inner, frames, 2, device=torch.device("cpu"), tile=48, overlap=8))
     with pytest.raises(torch.OutOfMemoryError):
         inference.upscale_frames_fitting(Tight(), frames, 2, device=torch.device("cpu"), tile=0, overlap=16)  # 4 x overlap is the floor
+
+
+def test_out_of_memory_with_the_smallest_tiles_halves_the_batch():
+    """When even the smallest tiles of a batch do not fit, the frames go half at a time."""
+    torch.manual_seed(0)
+    inner = EDSR(1, 8, 1.0, 2).eval()
+
+    class OneAtATime(torch.nn.Module):
+        arch = inner.arch
+
+        def forward(self, x):
+            if x.shape[0] > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return inner(x)
+
+    frames = np.stack([bird()[:40, :40], bird()[40:80, :40], bird()[80:120, :40]])
+    deferred, _ = inference.upscale_frames_fitting(OneAtATime(), frames, 2, device=torch.device("cpu"), tile=0, overlap=8)
+    assert np.array_equal(deferred(), inference.upscale_frames(inner, frames, 2, device=torch.device("cpu")))

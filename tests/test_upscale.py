@@ -77,3 +77,20 @@ def test_colour_on_the_device_gives_the_same_video(tmp_path):
     assert encoder_for(MediaConfig(), torch.device("cpu")) == "libx264"
     with pytest.raises(RuntimeError, match="NVENC cannot be opened"):
         encoder_for(MediaConfig(encoder="nvenc"), torch.device("cpu"))
+
+
+def test_the_encoder_is_nvenc_only_where_it_opens_and_fits(monkeypatch):
+    import pipeline.media.encode as encode
+    from pipeline.media.encode import encoder_options
+    from pipeline.upscale import encoder_for
+
+    monkeypatch.setattr(encode, "nvenc_available", lambda codec="h264_nvenc": True)
+    gpu = torch.device("cuda")
+    assert encoder_for(MediaConfig(), gpu, (1440, 2560)) == "h264_nvenc"
+    assert encoder_for(MediaConfig(), gpu, (2880, 5120)) == "libx264"  # over H.264 NVENC's 4096 px: x264
+    assert encoder_for(MediaConfig(), torch.device("cpu"), (1440, 2560)) == "libx264"
+    assert encoder_for(MediaConfig(encoder="x264"), gpu, (1440, 2560)) == "libx264"
+    with pytest.raises(RuntimeError, match="up to 4096"):
+        encoder_for(MediaConfig(encoder="nvenc"), gpu, (2880, 5120))
+    assert encoder_options("h264_nvenc", 0, "medium")["tune"] == "lossless"  # x264's CRF 0 is lossless; NVENC's cq 0 is not
+    assert encoder_options("h264_nvenc", 18, "medium")["cq"] == "18" and encoder_options("libx264", 18, "slow", 2)["threads"] == "2"

@@ -37,4 +37,5 @@ def rgb_to_i420(rgb: torch.Tensor, colorspace: str) -> torch.Tensor:
     u = 128.0 + (bm - lm) / (2.0 * (1.0 - kb)) * (224.0 / 255.0)
     v = 128.0 + (rm - lm) / (2.0 * (1.0 - kr)) * (224.0 / 255.0)
     q = [p.round().clamp_(0, 255).to(torch.uint8) for p in (y, u, v)]
-    return torch.cat([q[0], q[1].reshape(n, h // 4, w), q[2].reshape(n, h // 4, w)], dim=1)
+    # PyAV reads the array as flat planes (Y: h*w bytes, then U and V: h*w/4 each): any height that is even
+    return torch.cat([p.reshape(n, -1) for p in q], dim=1).view(n, h * 3 // 2, w)

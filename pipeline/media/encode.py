@@ -76,6 +76,8 @@ def encoder_options(codec: str, crf: int, preset: str, threads: int = 0) -> dict
             options["threads"] = str(threads)
         return options
     if codec in ("h264_nvenc", "hevc_nvenc"):
+        if crf == 0:  # x264's CRF 0 is lossless; NVENC's cq 0 would mean "automatic"
+            return {"preset": "p4", "tune": "lossless", "bf": "0"}
         return {"rc": "vbr", "cq": str(crf), "b": "0", "preset": "p4", "bf": "0"}
     return {"crf": str(crf), "preset": preset}
 
@@ -155,6 +157,7 @@ class ChunkWriter:
             ctx.color_range = _AVCOL_RANGE_MPEG
             if threads:
                 ctx.thread_count = threads
+                ctx.thread_type = "FRAME"  # (PyAV's default, SLICE, makes libx264 cut each frame into slices)
             stream.options = encoder_options(codec, crf, preset, threads)
         except Exception:
             self._container.close()

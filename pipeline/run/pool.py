@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import ray
+import torch
 
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import DamagedChunk
@@ -118,8 +119,11 @@ class RestorerPool:
         reason: starting more would fail the same way)."""
         from pipeline.actors import restorer_actor
 
-        if self._failed_starts >= self.size.actors and not self._alive():
-            raise RuntimeError(f"no inference actor could start: {self._last_failure}")
+        if self._failed_starts:
+            if self._starting:
+                return  # a start failed: see how the others end before starting more
+            if self._failed_starts >= self.size.actors and not self._alive():
+                raise RuntimeError(f"no inference actor could start: {self._last_failure}")
         if self._demand:
             return
         for _ in range(self.size.actors - self._alive()):
@@ -240,6 +244,29 @@ class RestorerPool:
             ray.wait(list(refs) if num_returns != 1 else [refs], num_returns=num_returns)
         return refs
 
+    def encoder(self, media, size: tuple[int, int], heartbeat: Heartbeat, start_timeout_s: float = 600.0) -> str:
+        """The encoder of one video's chunks, decided once (by an actor, on a GPU pool:
+        whether NVENC opens depends on the node), so that all its chunks join."""
+        from pipeline.upscale import encoder_for
+
+        if not self.size.use_gpu:
+            return encoder_for(media, torch.device("cpu"), size)
+        heartbeat.waiting(+1)
+        try:
+            while True:
+                got = self.acquire(1)
+                if got:
+                    break
+                self.wait(5.0)
+                if heartbeat.stuck_s() > start_timeout_s:
+                    raise RuntimeError(f"no inference actor started within {start_timeout_s:.0f} s (each needs {self.what})")
+        finally:
+            heartbeat.waiting(-1)
+        try:
+            return ray.get(got[0].encoder.remote(media, size))
+        finally:
+            self.release(got[0])
+
     def wait(self, timeout: float) -> None:
         """Wait until an actor becomes free or finishes starting (at most ``timeout`` s)."""
         with self._lock:
@@ -262,7 +289,7 @@ class RestorerPool:
 
     def run_chunks(
         self, label: str, info, work: list, ckpt: bytes, store: Store, version: str, media, heartbeat: Heartbeat,
-        done_frames: int = 0, start_timeout_s: float = 600.0,
+        done_frames: int = 0, start_timeout_s: float = 600.0, codec: str | None = None,
     ) -> list[DamagedChunk]:
         """Restore ``work`` ([(chunk, uri)]) of one video with its checkpoint ``ckpt``
         (encoded with ``media``), printing progress; returns the chunks that could not be
@@ -277,7 +304,7 @@ class RestorerPool:
         scale = self.cfg.scale
         # CPU actors are single-threaded; a video with fewer chunks than actors gives each of its calls
         # the threads of the actors it leaves idle (capped by the node's CPUs in the actor)
-        threads = 0 if self.size.use_gpu else max(1, self.size.actors // min(len(work), self.size.actors))
+        threads = 0 if self.size.use_gpu else self.size.cpus_per_actor * max(1, self.size.actors // min(len(work), self.size.actors))
         say(label, f"infer: {len(work)} chunks on up to {min(self.size.actors, len(work))} actor(s) ({self.what}"
             + (f", {threads} threads" if threads > 1 else "") + " each)")
         box = [ray.put(ckpt)]  # boxed: an actor fetches it once per video, not per chunk
@@ -300,7 +327,7 @@ class RestorerPool:
 
         def give(actor) -> None:
             c, uri = queue.pop(0)
-            ref = actor.restore.remote(key, box, scale, info_ref, c, store, version, uri, media, threads)
+            ref = actor.restore.remote(key, box, scale, info_ref, c, store, version, uri, media, threads, codec)
             working[ref], lost[ref] = actor, (c, uri)
 
         try:

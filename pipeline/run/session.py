@@ -69,7 +69,8 @@ def inference_pool_size(cfg: RestoreConfig, gpu: bool, chunks: int | None = None
     if gpu:
         gpus = int(sum(n.get("GPU", 0) for n in nodes))
         # each GPU actor gets its node's CPUs shared among the node's GPUs, for decoding and encoding
-        shares = [int(n.get("CPU", 0) // n["GPU"]) for n in nodes if n.get("GPU", 0) >= 1]
+        # (2 CPUs of each node are left to the light stages and the other tasks)
+        shares = [int(max(0, n.get("CPU", 0) - 2) // n["GPU"]) for n in nodes if n.get("GPU", 0) >= 1]
         return PoolSize(max(1, min(cfg.infer.actors or max(1, gpus), want_chunks)), True, max(1, min(shares, default=1)))
     cpus = [int(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) >= 1]
     if not cpus:

@@ -84,8 +84,8 @@ class VideoStages:
         row.train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self.infer(job, info, chunks, ckpt, row)
-        self.assemble(job, info, chunks, ckpt, row)
+        codec = self.infer(job, info, chunks, ckpt, row)
+        self.assemble(job, info, chunks, ckpt, codec, row)
         row.infer_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -143,22 +143,30 @@ class VideoStages:
 
     # ------------------------------------------------------------------ inference and assembly
 
-    def _chunk_uris(self, job: VideoJob, chunks, ckpt: bytes) -> list[str]:
-        model_sha = hashlib.sha256(ckpt).hexdigest()[:12]  # chunks of this model only
-        return [self.layout.chunk(job, model_sha, c.index) for c in chunks]
+    @staticmethod
+    def _work_key(ckpt: bytes, codec: str) -> str:
+        """Committed chunks are reused only by the same model and encoder (chunks of two
+        encoders do not join)."""
+        return hashlib.sha256(ckpt).hexdigest()[:12] + ("-nvenc" if "nvenc" in codec else "")
 
-    def infer(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> None:
+    def _chunk_uris(self, job: VideoJob, chunks, ckpt: bytes, codec: str) -> list[str]:
+        return [self.layout.chunk(job, self._work_key(ckpt, codec), c.index) for c in chunks]
+
+    def infer(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> str:
         """Restore the chunks not committed yet (an interrupted run's are reused) on the
-        pool; a video with frames that cannot be decoded fails with their count."""
-        uris = self._chunk_uris(job, chunks, ckpt)
-        have = self.store.names(self.layout.model_work(job, hashlib.sha256(ckpt).hexdigest()[:12]))
+        pool; a video with frames that cannot be decoded fails with their count. Returns
+        the encoder of its chunks."""
+        scale = self.cfg.scale
+        codec = self.pool.encoder(self.cfg.media, (info.height * scale // 2 * 2, info.width * scale // 2 * 2), self.heartbeat)
+        uris = self._chunk_uris(job, chunks, ckpt, codec)
+        have = self.store.names(self.layout.model_work(job, self._work_key(ckpt, codec)))
         todo = [(c, u) for c, u in zip(chunks, uris, strict=True) if name_of(u) not in have]
         row.chunks_reused = len(chunks) - len(todo)
         reused_frames = sum(c.frames for c, u in zip(chunks, uris, strict=True) if name_of(u) in have)
         if row.chunks_reused:
             say(job.rel, f"infer: reusing {row.chunks_reused}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
         damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, self.cfg.media, self.heartbeat,
-                                       done_frames=reused_frames)
+                                       done_frames=reused_frames, codec=codec)
         row.frames_damaged = sum(d.frames for d in damaged)
         if damaged:
             where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
@@ -166,11 +174,12 @@ class VideoStages:
                 f"{job.source}: {row.frames_damaged} of {info.frames} frames could not be decoded "
                 f"({sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt; "
                 f"chunk{'s' if len(damaged) > 1 else ''} {where}); not restored, so that no frame is silently lost")
+        return codec
 
-    def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> None:
+    def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, codec: str, row: VideoRow) -> None:
         from pipeline.actors import assemble_task
 
-        out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt), job.source,
+        out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt, codec), job.source,
                                       job.version, job.output, info.frames, info.rotation))
         row.frames_out, row.output = out["frames"], job.output
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")

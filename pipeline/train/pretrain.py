@@ -225,7 +225,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     step, seconds_before, cpu_before = 0, 0.0, 0.0
     state = config["state"]
     latest = os.path.join(out, "state.pt")
-    if os.path.exists(latest):  # a retried worker continues from what was saved since the launch
+    if worker.world == 1 and os.path.exists(latest):  # a retried worker continues from what was saved since the launch
+        # (data-parallel workers on other nodes may not see this file: they all start from the launch's state)
         with open(latest, "rb") as fh:
             state = fh.read()
     if state is None and config["init"] is not None:
@@ -275,14 +276,15 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             stop = (cfg.max_seconds > 0 and time.perf_counter() - t0 >= cfg.max_seconds) or (
                 cfg.max_cpu_seconds > 0 and cpu_total >= cfg.max_cpu_seconds)
             stop = worker.agree(stop)
+            mean_loss = float(torch.stack(losses).mean()) if losses else None
+            losses.clear()  # on every rank
             if worker.main:
-                metrics: dict[str, Any] = {"step": step, "loss": float(torch.stack(losses).mean()) if losses else None,
+                metrics: dict[str, Any] = {"step": step, "loss": mean_loss,
                                            "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
                 if val_sets and (step % cfg.val_every == 0 or last or stop):
                     for name, ims in val_sets.items():
                         metrics[f"val_{name}"] = round(validate(inner, ims, cfg.scale, device), 4)
                     metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
-                losses.clear()
                 with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(metrics) + "\n")
                 Store().write_bytes(os.path.join(out, "state.pt"), _state_bytes(inner, opt, sched, step, cfg, elapsed, cpu_total))

@@ -27,3 +27,14 @@ def test_rejects_odd_sides_and_unknown_matrices():
         rgb_to_i420(torch.rand(1, 3, 5, 4), "bt601")
     with pytest.raises(ValueError, match="colorspace"):
         rgb_to_i420(torch.rand(1, 3, 4, 4), "bt2020")
+
+
+@pytest.mark.parametrize("height", [6, 270])
+def test_any_even_height_packs_like_pyav(height):
+    """Heights that are 2 mod 4 (x2 of an odd source height, 1080p / 4 ...) pack too."""
+    img = bird()[:height, :48]
+    mine = rgb_to_i420(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255, "bt601")[0].numpy()
+    ref = from_rgb(img, "bt601").to_ndarray()
+    assert mine.shape == ref.shape == (height * 3 // 2, 48)
+    assert np.abs(ref[:height].astype(int) - mine[:height]).max() <= 1
+    assert psnr(ref[height:], mine[height:]) > 40

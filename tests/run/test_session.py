@@ -29,7 +29,7 @@ def test_cpu_pool_fits_the_nodes(monkeypatch):
 def test_gpu_pool(monkeypatch):
     nodes(monkeypatch, {"CPU": 0}, {"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1})
     cfg = build_config("tiny")
-    assert session.inference_pool_size(cfg, chunks=10, gpu=True) == session.PoolSize(2, True, 8)  # a GPU actor: its node's CPUs per GPU
+    assert session.inference_pool_size(cfg, chunks=10, gpu=True) == session.PoolSize(2, True, 6)  # a GPU actor: its node's CPUs per GPU, 2 left for the other stages
     assert session.inference_pool_size(cfg, chunks=1, gpu=True).actors == 1
     # on an autoscaling cluster more GPU actors than GPUs present may be asked for
     cfg8 = build_config("tiny", overrides=["infer.actors=8"])
