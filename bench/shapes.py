@@ -109,6 +109,24 @@ def plot(out: str, png: str) -> str:
     return "\n".join(lines)
 
 
+def export(out: str, shape: str, path: str) -> None:
+    """Write a shape run's current weights as a checkpoint (to warm-start the real training)."""
+    import io
+
+    from pipeline.models import checkpoint
+
+    blocks, feats = parse_shape(shape)
+    folder = os.path.join(out, f"edsr_{shape}")
+    with open(os.path.join(folder, "state.pt"), "rb") as fh:
+        st = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True)
+    model = EDSR(blocks, feats, 1.0, 2)
+    model.load_state_dict(st["model"])
+    hist = curves(out)[shape][-1]
+    checkpoint.save(model, path, {"trained_by": "python -m bench.shapes", "recipe": RECIPE, "steps_done": st["step"],
+                                  "train_cpu_seconds": st["train_cpu_seconds"], "val": {k[4:]: v for k, v in hist.items() if k.startswith("val_")}})
+    print(f"shapes: EDSR {shape} at step {st['step']} -> {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", action="append", default=[])
@@ -118,9 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu-hours", type=float, default=1.0)
     ap.add_argument("--points", type=int, default=10)
     ap.add_argument("--plot", help="write the curves to this PNG and print the table (no training)")
+    ap.add_argument("--export", nargs=2, metavar=("SHAPE", "CHECKPOINT"), help="write a run's current weights as a checkpoint (no training)")
     args = ap.parse_args(argv)
     if args.plot:
         print(plot(args.out, args.plot))
+        return
+    if args.export:
+        export(args.out, *args.export)
         return
     val = dict(v.split("=", 1) for v in args.val)
     for shape in args.shapes.split(","):

@@ -32,12 +32,12 @@ SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), 
 #: stage -> (scale, flavour, steps, lr, init stage or None). Bicubic x2 first; x3/x4 start
 #: from x2 (as in the EDSR paper); each archive flavour starts from its bicubic model.
 PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
-    "x2-bicubic": (2, "bicubic", 100_000, 4e-4, None),
-    "x4-bicubic": (4, "bicubic", 50_000, 2e-4, "x2-bicubic"),
-    "x3-bicubic": (3, "bicubic", 50_000, 2e-4, "x2-bicubic"),
-    "x4-archive": (4, "archive", 30_000, 1e-4, "x4-bicubic"),
-    "x2-archive": (2, "archive", 30_000, 1e-4, "x2-bicubic"),
-    "x3-archive": (3, "archive", 30_000, 1e-4, "x3-bicubic"),
+    "x2-bicubic": (2, "bicubic", 40_000, 4e-4, None),
+    "x4-bicubic": (4, "bicubic", 60_000, 2e-4, "x2-bicubic"),
+    "x3-bicubic": (3, "bicubic", 40_000, 2e-4, "x2-bicubic"),
+    "x4-archive": (4, "archive", 20_000, 1e-4, "x4-bicubic"),
+    "x2-archive": (2, "archive", 20_000, 1e-4, "x2-bicubic"),
+    "x3-archive": (3, "archive", 20_000, 1e-4, "x3-bicubic"),
 }
 
 
@@ -55,7 +55,8 @@ def shipped(name: str, stage: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"{name}_{flavour}_x{scale}.pt")
 
 
-def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hours: float, threads: int) -> None:
+def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hours: float, threads: int,
+        start: dict[str, str] | None = None) -> None:
     t_end = time.monotonic() + hours * 3600 if hours else None
     for stage in stages:
         out = os.path.join(STATE_DIR, name, stage)
@@ -64,7 +65,7 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
             publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
         init_stage = PLAN[stage][4]
-        init = None
+        init = (start or {}).get(stage)  # a warm start given for a first stage (e.g. the shape study's run)
         if init_stage is not None:
             init = os.path.join(STATE_DIR, name, init_stage, final_name(config(name, init_stage, threads)))
             if not os.path.exists(init):
@@ -120,11 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stages", default=",".join(PLAN), help="stages to run, in order (default: the whole plan)")
     ap.add_argument("--hours", type=float, default=0.0, help="stop (saving the state) after this many hours; 0: no limit")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of this process")
+    ap.add_argument("--init", action="append", default=[], metavar="STAGE=CHECKPOINT",
+                    help="start a stage without an init stage from this checkpoint (same scale), e.g. a shape-study run")
     args = ap.parse_args(argv)
     unknown = [s for s in args.stages.split(",") if s not in PLAN]
     if unknown:
         ap.error(f"unknown stages {unknown} (the plan: {', '.join(PLAN)})")
-    run(args.name, args.stages.split(","), args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads)
+    run(args.name, args.stages.split(","), args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads,
+        dict(v.split("=", 1) for v in args.init))
 
 
 if __name__ == "__main__":
