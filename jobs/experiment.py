@@ -27,7 +27,7 @@ import sys
 import yaml
 
 from pipeline.config import build_config
-from pipeline.presets import PRESETS
+from pipeline.presets import DEFAULT, PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="a high-resolution clip or a local folder of them")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
-    p.add_argument("--preset", choices=PRESETS.names(), help="base config preset (default: baseline)")
+    p.add_argument("--preset", choices=PRESETS.names(), help=f"base config preset (default: {DEFAULT})")
     p.add_argument("--config", metavar="FILE.yaml", help="base config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="base config override (repeatable)")
     args = p.parse_args(argv)
     try:
         from pipeline.experiment import Grid, run_experiment
 
-        base = build_config(args.preset or "baseline", args.config, args.overrides, scale=args.scale)
+        base = build_config(args.preset or DEFAULT, args.config, args.overrides, scale=args.scale)
         grid = Grid.load(args.grid)
         rows = run_experiment(grid, base, args.input, args.output)
     except (ValueError, FileNotFoundError, yaml.YAMLError) as e:

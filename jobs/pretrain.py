@@ -20,7 +20,7 @@ import typing
 import yaml
 
 from pipeline.config import _coerce
-from pipeline.presets import PRESETS
+from pipeline.presets import DEFAULT, PRESETS
 from pipeline.train.pretrain import FLAVOURS, PretrainConfig
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="folder for state.pt, history.jsonl, the image store and the final checkpoint")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
     p.add_argument("--val", action="append", default=[], metavar="[NAME=]DIR", help="validation images (e.g. Set5=.../Set5/HR); repeatable")
-    p.add_argument("--preset", choices=PRESETS.names(), default="baseline")
+    p.add_argument("--preset", choices=PRESETS.names(), default=DEFAULT)
     p.add_argument("--flavour", choices=sorted(FLAVOURS), help="input side of the pairs (default bicubic)")
     p.add_argument("--init", help="start from this checkpoint (same scale, or x2 for x3/x4)")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds, saving the state (train in slices)")

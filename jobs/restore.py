@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import build_config, describe_fields
-from pipeline.presets import PRESETS
+from pipeline.presets import DEFAULT, PRESETS
 
 
 def parser(description: str = __doc__) -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="a video file, or a folder or s3://bucket/prefix searched recursively for mp4/mkv/mov/avi/webm/m4v")
     p.add_argument("--output", required=True, help="output folder or s3://bucket/prefix: restored videos at OUT/x<scale>-<config hash>/<path relative to IN>, reports at OUT/reports/")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
-    p.add_argument("--preset", choices=PRESETS.names(), help="start from a preset: " + ", ".join(PRESETS.names()) + " (default: baseline)")
+    p.add_argument("--preset", choices=PRESETS.names(), help="start from a preset: " + ", ".join(PRESETS.names()) + f" (default: {DEFAULT})")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one field, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--no-finetune", action="store_true", help="restore with the starting model (model.pretrained) as it is")
@@ -45,7 +45,7 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     """Parse, build the config, call ``work(cfg, args, preset)``; exit code 0 when every
     video was restored, 1 when some failed, 2 for a usage or config error."""
     args = p.parse_args(argv)
-    preset = args.preset or "baseline"
+    preset = args.preset or DEFAULT
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
     except (ValueError, OSError, yaml.YAMLError) as e:

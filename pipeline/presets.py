@@ -25,6 +25,7 @@ class Preset:
 
 
 PRESETS: Registry[Preset] = Registry("preset")
+DEFAULT = "baseline"  # what jobs.restore, jobs.experiment and jobs.pretrain use without --preset
 PRESETS.add(
     "tiny",
     Preset(
@@ -38,7 +39,7 @@ PRESETS.add(
 PRESETS.add(
     "baseline",
     Preset(model={"arch": "edsr", "n_resblocks": 16, "n_feats": 64, "res_scale": 1.0}),
-    help="EDSR-baseline 16 blocks x 64 features (the default)",
+    help="EDSR-baseline 16 blocks x 64 features; needs model.pretrained (e.g. the official EDSR-PyTorch file)",
 )
 PRESETS.add(
     "full",

@@ -15,7 +15,21 @@ def test_presets_build_and_differ():
     assert (base.model.n_resblocks, base.model.n_feats) == (16, 64)
     assert (full.model.n_resblocks, full.model.n_feats, full.model.res_scale) == (32, 256, 0.1)
     assert len({tiny.hash(), base.hash(), full.hash()}) == 3
-    assert set(PRESETS.names()) == {"tiny", "baseline", "full"}
+
+
+
+def test_every_preset_builds_and_its_shipped_weights_exist_for_every_scale():
+    from pipeline.models.weights import BUILTIN_PREFIX, builtin
+
+    for entry in PRESETS:
+        for scale in (2, 3, 4):
+            cfg = build_config(entry.name, scale=scale)
+            pretrained = cfg.model.pretrained or ""
+            if pretrained.startswith(BUILTIN_PREFIX):
+                w = builtin(pretrained)
+                assert w.read(scale)  # present, and its SHA-256 matches the table
+                assert {k: v for k, v in w.arch.items() if k != "name"} == {
+                    k: getattr(cfg.model, k) for k in ("n_resblocks", "n_feats", "res_scale")}
 
 
 def test_yaml_then_set_then_explicit(tmp_path):
