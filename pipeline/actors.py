@@ -66,17 +66,23 @@ def probe_source(store: Store, source: str, version: str, max_pixels: int = 0) -
 
 
 def training_frames(
-    store: Store, info: VideoInfo, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0
-) -> tuple[list[np.ndarray], int]:
+    store: Store, info: VideoInfo, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0, scale: int = 0,
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """(training frames of the video ``info.path`` (a store URI) by policy, near-duplicates
-    dropped, at most ``max_frames`` as a uniform sample; their count). Two returns, so the
-    driver can read the count without fetching the frames."""
+    dropped, at most ``max_frames`` as a uniform sample; {"count", and with ``scale`` the
+    video's estimated "degradation"}). Two returns, so the driver can read the second
+    without fetching the frames."""
+    from pipeline.estimate import estimate
+
     source = info.path
     path = store.local_copy(source, version)
     with _named(path, source):
         kept = drop_near_duplicates((rgb for _, rgb in iter_training_frames(path, policy, dataclasses.replace(info, path=path))), dedup)
         frames = reservoir(kept, max_frames, seed)
-    return frames, len(frames)
+        about: dict[str, Any] = {"count": len(frames)}
+        if scale and frames:
+            about["degradation"] = estimate(path, frames[:: max(1, len(frames) // 16)], scale).to_dict()
+    return frames, about
 
 
 def assemble_output(

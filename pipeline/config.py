@@ -99,9 +99,10 @@ class TrainConfig:
     vgg_weights: str = _f("", "Local VGG-19 state dict (torchvision layout) for the vgg loss term; nothing is downloaded.")
     train_last: int = _f(0, "Train only the last K residual blocks (with the body's closing conv) and the upsampler, the rest frozen. 0: all layers.")
     augment: bool = _f(True, "Random flips and 90-degree rotations of the training patches.")
-    degrade: str = _f("", 'Degradations of the input patch after the bicubic downscale, each applied with probability 0.5, comma-separated "name:value" (the degradations are listed at the end of --help). Empty: clean bicubic inputs.')
+    degrade: str = _f("auto", 'How a self-pair\'s input is made from its target: "auto" (the video\'s own degradation, estimated from the video: blur and subsampling, noise, and a re-encode with its codec at its quantiser), empty (the clean bicubic downscale), or named degradations after the bicubic downscale, each with probability 0.5, comma-separated "name:value" (listed at the end of --help).')
     multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
-    holdout: int = _f(0, "Frames held out for early stopping (validation self-pairs). 0: no early stopping.")
+    holdout: int = _f(2, "Frames held out: their self-pairs score the starting model (step 0) and every validation; the fine-tuned weights are kept only when they beat the starting model there by keep_margin (do no harm), and training stops early when they stop improving. 0: no holdout (the fine-tuned weights are always used).")
+    keep_margin: float = _f(0.005, "With holdout: the fine-tuned weights are used only when their held-out L1 is at least this fraction below the starting model's.")
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
     patience: int = _f(4, "With holdout: stop after this many validations without improvement, keeping the best weights.")
     workers: int = _f(1, "Fine-tune workers: 1 runs as one Ray task; more train data-parallel on Ray Train. Each takes one GPU when the cluster has GPUs.")
@@ -132,7 +133,10 @@ class TrainConfig:
 
         if "vgg" in parse_loss(self.loss) and not self.vgg_weights:
             raise ValueError("train.loss has a vgg term: set train.vgg_weights to a local VGG-19 checkpoint (nothing is downloaded)")
-        parse_degrade(self.degrade)
+        if self.degrade != "auto":
+            parse_degrade(self.degrade)
+        if not (math.isfinite(self.keep_margin) and 0 <= self.keep_margin < 1):
+            raise ValueError(f"train.keep_margin must be in [0, 1), got {self.keep_margin}")
 
 
 @dataclass(frozen=True)

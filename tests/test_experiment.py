@@ -18,12 +18,12 @@ CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
 @pytest.mark.slow
 def test_grid_runs_and_reports(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("lengths: [0.5]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.holdout: 1, train.frames: iframes}\n")
+    grid.write_text("lengths: [0.5]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "jobs.experiment", "--grid", str(grid), "--input", CLIP, "--output", str(out),
                            "--preset", "tiny", "--set", "train.steps=4", "--set", "metrics.sample_frames=3"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # "broken" fails on the 0.5 s cut: one keyframe, none to hold out
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # "broken" fails: its VGG weights do not exist
     files = list((out / "experiment" / "results").glob("run-*.parquet"))
     assert len(files) == 1
     assert pq.read_schema(files[0]).remove_metadata() == reports.schema("experiment").remove_metadata()
@@ -38,7 +38,7 @@ def test_grid_runs_and_reports(tmp_path):
         assert r["error"] is None and r["train_steps"] == 4 and r["train_frames"] >= 1
         assert r["psnr_gain"] == pytest.approx(r["psnr"] - by[(full, "pretrained")]["psnr"])
     cut = ("carphone_gop10.mp4@0.5s", "broken")
-    assert "at least 2 training frames" in by[cut]["error"] and by[cut]["psnr"] is None
+    assert "vgg_weights not found" in by[cut]["error"] and by[cut]["psnr"] is None
     assert by[("carphone_gop10.mp4@0.5s", "l1")]["clip_frames"] == 15
     report = out / "experiment" / "report"
     for name in ("summary.md", "per_variant.png", "gain_vs_length_and_frames.png", "crops_carphone_gop10.mp4.png"):

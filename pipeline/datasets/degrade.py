@@ -288,3 +288,55 @@ EVAL_DEGRADATIONS: dict[str, tuple[str, Callable[[torch.Tensor, int, np.random.G
     "x264crf30": ("bicubic downscale, then x264 CRF 30 (intra, yuv420p)",
                   lambda hr, s, rng: torch.stack([_from_uint8(codec_roundtrip(_to_uint8(x)[None], "x264", 30)[0], x) for x in _bicubic_down(hr, s)])),
 }
+
+
+# ---------------------------------------------------------------------------
+# a video's own degradation (self-pairs made the way the video was made)
+
+
+@dataclass(frozen=True)
+class VideoDegradation:
+    """``MakeLR`` for a video's self-pairs, from its estimated degradation
+    (``pipeline.estimate``): Gaussian blur of ``blur_sigma`` (HR px) and subsampling
+    (the bicubic downscale below 0.3), grey noise of ``noise_sigma`` (luma, 0-255), and a
+    re-encode with the video's own ``codec`` ("x264" or "mpeg4") at ``quality`` (CRF or
+    quantiser; None: no re-encode), each patch preceded in the stream by a moved copy of
+    itself so it is coded as a P-frame, as most of a video's frames are."""
+
+    blur_sigma: float = 0.0
+    noise_sigma: float = 0.0
+    codec: str | None = None
+    quality: int | None = None
+
+    def __call__(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
+        if self.blur_sigma >= 0.3:
+            k = gaussian_kernel(self.blur_sigma, radius=max(2, int(math.ceil(3 * self.blur_sigma))))
+            x = blur(hr, k)[..., ::scale, ::scale]
+        else:
+            x = bicubic_resize(hr, size)
+        if self.noise_sigma >= 0.5:
+            x = add_noise(x, self.noise_sigma, rng, grey=True)
+        if self.codec is not None and self.quality is not None:
+            x = codec_batch(x, self.codec, int(self.quality), rng)
+        return x.clamp(0, 1)
+
+
+#: stream codec name -> the encoder self-pairs are re-encoded with (the same family)
+SELF_PAIR_CODECS = {"h264": "x264", "hevc": "x264", "mpeg4": "mpeg4", "msmpeg4": "mpeg4", "msmpeg4v2": "mpeg4",
+                    "msmpeg4v3": "mpeg4", "mpeg2video": "mpeg4", "mpeg1video": "mpeg4", "h263": "mpeg4"}
+
+
+def self_pair_codec(codec: str, qp: float | None) -> tuple[str | None, int | None]:
+    """(encoder, its quality setting) that reproduce a stream's compression in self-pairs,
+    from the stream's codec name and its frames' mean quantiser (FFmpeg's exported QP):
+    x264 at CRF = QP - 4 for H.264-like streams (x264's CRF n gives frame QPs of about
+    n + 4 at this size: 20 -> 23.9, 30 -> 33.9, 38 -> 41.9 measured), MPEG-4 Part 2 at
+    quantiser QP / 2 for MPEG-4-like ones (FFmpeg exports twice the quantiser); (None,
+    None) for other codecs, or when the QP is unknown."""
+    family = SELF_PAIR_CODECS.get(codec)
+    if family is None or qp is None:
+        return None, None
+    if family == "x264":
+        return "x264", int(min(51, max(0, round(qp - 4))))
+    return "mpeg4", int(min(31, max(2, round(qp / 2))))

@@ -45,6 +45,14 @@ class VideoRow:
     train_steps: int | None = None
     train_loss_first: float | None = None
     train_loss_last: float | None = None
+    model_used: str | None = None
+    holdout_l1_pretrained: float | None = None
+    holdout_l1_finetuned: float | None = None
+    est_blur_sigma: float | None = None
+    est_noise_sigma: float | None = None
+    est_codec: str | None = None
+    est_bits_per_pixel: float | None = None
+    est_qp: float | None = None
     checkpoint: str | None = None
     checkpoint_reused: bool | None = None
     chunks_reused: int | None = None
@@ -84,6 +92,15 @@ class VideoRow:
         self.train_frames = _int(provenance.get("train_frames"))
         self.train_steps = int(provenance.get("steps", steps_default))
         self.train_loss_first, self.train_loss_last = provenance.get("loss_first"), provenance.get("loss_last")
+        self.model_used = provenance.get("model_used", "finetuned")
+        self.holdout_l1_pretrained, self.holdout_l1_finetuned = provenance.get("val_first"), provenance.get("val_best")
+        if provenance.get("degradation"):
+            self.degraded(provenance["degradation"])
+
+    def degraded(self, d: dict[str, Any]) -> None:
+        """The video's estimated degradation (``pipeline.estimate.Degradation``)."""
+        self.est_blur_sigma, self.est_noise_sigma, self.est_codec = d["blur_sigma"], d["noise_sigma"], d["codec"]
+        self.est_bits_per_pixel, self.est_qp = d["bits_per_pixel"], d["qp"]
 
     def measured(self, summary: dict[str, Any]) -> None:
         """The metrics task's summary: ``metric_frames`` and ``<metric>_<method>`` means."""

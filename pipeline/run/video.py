@@ -106,6 +106,7 @@ class VideoStages:
         cfg, label = self.cfg, job.rel
         if not cfg.train.finetune:
             say(label, "train: skipped (--no-finetune), restoring with the starting model")
+            row.model_used = "pretrained"
             return self.pretrained
         t0 = time.perf_counter()
         uri = self.layout.checkpoint(job, cfg.hash("model", "train"))
@@ -119,26 +120,36 @@ class VideoStages:
         note = check_train_workers(cfg, self.gpu)
         if note:
             say(label, f"train: {note}")
-        frames_ref, count_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
-                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, num_returns=2)
-        n_frames = ray.get(count_ref)
+        frames_ref, about_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
+                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, cfg.scale if cfg.train.degrade == "auto" else 0,
+                                                num_returns=2)
+        about = ray.get(about_ref)
+        n_frames = about["count"]
         if n_frames == 0:
             raise ValueError(f"no training frames with policy {cfg.train.frames!r}")
+        degradation = about.get("degradation")
+        if degradation:
+            row.degraded(degradation)
+            say(label, "train: the video's degradation: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
+                "{bits_per_pixel} bits/px, QP {qp}".format(**degradation))
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
             f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name
         with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0):
             launch(finetune_loop, {
                 "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
-                "label": label, "store": self.store, "checkpoint_uri": uri,
+                "label": label, "store": self.store, "checkpoint_uri": uri, "degradation": degradation,
                 "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
-                               "pretrained": cfg.model.pretrained, "run_id": self.run_id},
+                               "pretrained": cfg.model.pretrained, "run_id": self.run_id, "degradation": degradation},
             }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")
         self.heartbeat.beat()
         blob = self.store.read_bytes(uri)
         stats = checkpoint.load(blob)[1]["provenance"]
         row.trained(uri, False, stats, cfg.train.steps)
-        say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}")
+        kept = stats.get("model_used", "finetuned")
+        held = (f"; held-out L1 {stats['val_first']:.4f} (start) -> {stats['val_best']:.4f}, restoring with the {kept} model"
+                if "val_first" in stats else "")
+        say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}" + held)
         return blob
 
     # ------------------------------------------------------------------ inference and assembly

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import TrainConfig
-from pipeline.datasets.degrade import SpecDegradation
-from pipeline.datasets.patches import PatchSampler, effective_patch, sample_pairs
+from pipeline.datasets.degrade import SpecDegradation, VideoDegradation, self_pair_codec
+from pipeline.datasets.patches import MakeLR, PatchSampler, effective_patch, sample_pairs
 from pipeline.models import build_model, checkpoint
 from pipeline.overlap import ahead
 from pipeline.train.launch import Worker, unwrap
@@ -61,14 +61,22 @@ def finetune(
     seed: int,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     worker: Worker | None = None,
-) -> dict[str, float]:
+    make_lr: MakeLR | None = None,
+) -> dict[str, Any]:
     """Fine-tune ``model`` in place on self-pairs from ``frames`` with ``cfg``'s choices
     (loss terms, patches, frozen layers, augmentation, degradations, multi-scale pairs),
     within ``cfg.steps`` and ``cfg.max_seconds``; with ``cfg.holdout`` frames held out,
     stops early when validation stops improving and keeps the best weights.
 
     ``worker``: the data-parallel worker running this (the model is then already
-    wrapped); ranks skip a non-finite step and stop together.
+    wrapped); ranks skip a non-finite step and stop together. ``make_lr``: how a pair's
+    input is made (default: ``cfg.degrade``'s named degradations, or the clean bicubic
+    downscale for "auto" without an estimate).
+
+    Do no harm: with ``cfg.holdout`` the starting model is scored on the held-out
+    self-pairs first; the fine-tuned weights are kept only when their best score beats
+    that by ``cfg.keep_margin``, else the starting weights are put back
+    (``stats["model_used"]`` says which).
 
     Returns {"loss_first", "loss_last", "steps", "seconds", "patch", "trainable",
     "val_first", "val_best", "best_step"} (losses averaged over the first / last 10% of
@@ -85,11 +93,17 @@ def finetune(
     model.train().to(device)
     objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
     sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
-    make_lr = SpecDegradation(cfg.degrade)
+    if make_lr is None:
+        make_lr = SpecDegradation("" if cfg.degrade == "auto" else cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
-    val = _validation_pairs(held, patch, scale, cfg.seed) if held else None  # the same pairs on every rank
-    stats: dict[str, float] = {"patch": float(patch), "trainable": float(trainable)}
+    val = _validation_pairs(held, patch, scale, cfg.seed, make_lr) if held else None  # the same pairs on every rank
+    stats: dict[str, Any] = {"patch": float(patch), "trainable": float(trainable)}
     best_state, bad = None, 0
+    start_state = None
+    if val is not None:  # step 0: the starting model's score, the bar the fine-tune must clear
+        stats["val_first"] = stats["val_best"] = _val_loss(model, val, device)
+        stats["best_step"] = 0.0
+        start_state = {k: t.detach().clone() for k, t in inner.state_dict().items()}
     native: PatchSampler | None = None
     skipped = 0  # steps whose loss was not finite (skipped on every rank, not applied)
     losses: list[torch.Tensor] = []  # on the device: read once at the end (each read syncs a GPU)
@@ -137,8 +151,7 @@ def finetune(
             stop = bool(cfg.max_seconds) and time.perf_counter() - t0 >= cfg.max_seconds
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 v = _val_loss(model, val, device)
-                stats.setdefault("val_first", v)
-                if v < stats.get("val_best", float("inf")):
+                if v < stats["val_best"]:
                     stats.update(val_best=v, best_step=float(step))
                     best_state, bad = {k: t.detach().clone() for k, t in inner.state_dict().items()}, 0
                 else:
@@ -149,8 +162,13 @@ def finetune(
     finally:
         if pairs is not None:
             pairs.close()  # stops the pair thread
-    if best_state is not None:
-        inner.load_state_dict(best_state)
+    stats["model_used"] = "finetuned"
+    if val is not None:
+        if best_state is not None and stats["val_best"] < stats["val_first"] * (1 - cfg.keep_margin):
+            inner.load_state_dict(best_state)
+        else:  # do no harm: the fine-tune did not clearly beat the starting model on the held-out pairs
+            inner.load_state_dict(start_state)
+            stats["model_used"] = "pretrained"
     if not losses:
         raise RuntimeError("fine-tune: no step had a finite loss")
     k = max(1, len(losses) // 10)
@@ -161,19 +179,19 @@ def finetune(
 
 
 def _split_holdout(frames: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(training frames, ``n`` evenly spaced held-out frames); at least one frame trains."""
-    if n <= 0:
+    """(training frames, ``n`` evenly spaced held-out frames); at least one frame trains,
+    so a video of one frame holds none out."""
+    if n <= 0 or len(frames) < 2:  # (a one-frame video trains on its frame: nothing to hold out)
         return frames, []
-    if len(frames) < 2:
-        raise ValueError(f"train.holdout={n} needs at least 2 training frames, the video gave {len(frames)}")
     n = min(n, len(frames) - 1)
     idx = set(np.linspace(0, len(frames) - 1, n).round().astype(int).tolist())
     return [f for i, f in enumerate(frames) if i not in idx], [f for i, f in enumerate(frames) if i in idx]
 
 
-def _validation_pairs(held: list[np.ndarray], patch: int, scale: int, seed: int, count: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def _validation_pairs(held: list[np.ndarray], patch: int, scale: int, seed: int, make_lr: MakeLR, count: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-pairs of the held-out frames, made like the training pairs (same degradation), fixed by the seed."""
     rng = np.random.default_rng(seed + 7919)
-    return sample_pairs(held, count, min(patch, effective_patch(held, patch, scale)), scale, rng, augment=False)
+    return sample_pairs(held, count, min(patch, effective_patch(held, patch, scale)), scale, rng, augment=False, make_lr=make_lr)
 
 
 @torch.no_grad()
@@ -184,6 +202,14 @@ def _val_loss(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], de
     v = float(F.l1_loss(model(lr.to(device)), hr.to(device)))
     model.train(was)
     return v
+
+
+def video_degradation(d: dict[str, Any] | None) -> MakeLR | None:
+    """The self-pair maker of a video's estimated degradation (``pipeline.estimate``)."""
+    if not d:
+        return None
+    codec, quality = self_pair_codec(d["codec"], d["qp"])
+    return VideoDegradation(blur_sigma=d["blur_sigma"], noise_sigma=d["noise_sigma"], codec=codec, quality=quality)
 
 
 def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +236,8 @@ def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             sys.stdout.write(f"[{label}] train: step {step}/{cfg.steps}  L1 {loss:.4f}  {rate:.1f} steps/s\n")
             sys.stdout.flush()
 
-    stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker)
+    stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker,
+                     make_lr=video_degradation(config.get("degradation")) if cfg.degrade == "auto" else None)
     if worker.main:
         prov = {**stats, **config["provenance"], "workers": worker.world, "device": str(worker.device)}  # train_frames: as extracted
         config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(unwrap(model), prov))

@@ -102,10 +102,25 @@ def test_time_budget_and_early_stopping():
     # a learning rate far too high makes validation worse: it stops early and keeps the best weights
     m = tiny_model()
     cfg = TrainConfig(steps=200, patch_size=48, batch_size=4, lr=0.05, holdout=1, eval_every=2, patience=2)
+    start = {k: v.clone() for k, v in m.state_dict().items()}
     stats = finetune(m, frames, cfg, 2, CPU, seed=0)
     assert stats["steps"] < 200 and stats["best_step"] <= stats["steps"] and stats["val_best"] <= stats["val_first"]
-    with pytest.raises(ValueError, match="at least 2 training frames"):
-        finetune(tiny_model(), [img], TrainConfig(steps=2, patch_size=48, batch_size=2, holdout=1), 2, CPU, seed=0)
+    # do no harm: the diverging fine-tune never beat the starting model, whose weights are put back
+    assert stats["model_used"] == "pretrained" and all(torch.equal(v, m.state_dict()[k]) for k, v in start.items())
+    one = finetune(tiny_model(), [img], TrainConfig(steps=2, patch_size=48, batch_size=2, holdout=1), 2, CPU, seed=0)
+    assert "val_first" not in one and one["model_used"] == "finetuned"  # one frame: nothing to hold out
+
+
+def test_a_fine_tune_that_helps_is_kept():
+    """Frames blurred the way the self-pairs are made: the fine-tune learns the deblur and
+    beats the starting model on the held-out pairs, so its weights are used."""
+    from pipeline.datasets.degrade import VideoDegradation
+
+    img = bird()
+    frames = [img, np.roll(img, 40, 1), np.roll(img, 80, 0), np.roll(img, 120, 1)]
+    cfg = TrainConfig(steps=60, patch_size=48, batch_size=8, lr=5e-4, holdout=1, eval_every=20, patience=3)
+    stats = finetune(tiny_model(), frames, cfg, 2, CPU, seed=0, make_lr=VideoDegradation(blur_sigma=1.6))
+    assert stats["model_used"] == "finetuned" and stats["val_best"] < stats["val_first"] * 0.995
 
 
 def test_choices_are_validated_config_fields():
