@@ -46,6 +46,7 @@ class MediaConfig:
     crf: int = _f(12, "libx264 constant rate factor of the restored video (0 = lossless, 51 = worst). 12 keeps a decode-encode round trip above 40 dB PSNR.")
     preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
     container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
+    encoder_threads: int = _f(4, "libx264 frame threads of each chunk's encoder. Fixed, not the actor's CPU share: x264's output depends on its thread count, and a chunk must encode the same on any actor or machine (retries, resumed runs). NVENC ignores it.")
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks: "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def __post_init__(self) -> None:
@@ -56,6 +57,8 @@ class MediaConfig:
         presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
         if self.preset not in presets:
             raise ValueError(f"media.preset must be one of {', '.join(presets)}, got {self.preset!r}")
+        if not 1 <= self.encoder_threads <= 64:
+            raise ValueError(f"media.encoder_threads must be in 1..64, got {self.encoder_threads}")
         if self.encoder not in ("auto", "x264", "nvenc"):
             raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):

@@ -50,7 +50,9 @@ def upscale_chunk(
     the three overlap; each queue holds ``depth`` batches (0: all three in turn in this
     thread, for comparison). On a GPU the colour conversion to I420 runs on the device
     and the copies back overlap the next batch (``inference.HostCopy``). ``threads``:
-    the CPU threads the decoder and the encoder may each use (the actor's share).
+    the decoder's CPU threads (the actor's share; the decoder's output does not depend on
+    it). The encoder's are ``media.encoder_threads``, the same everywhere: x264's output
+    depends on its thread count.
     ``device_colour``: convert to I420 on the model's device (None: on a GPU only; on
     the CPU swscale is faster). ``codec``: the video's encoder (None: ``encoder_for``).
     """
@@ -78,7 +80,7 @@ def upscale_chunk(
     n = 0
     with ChunkWriter(
         path, width=width, height=height, time_base=info.time_base, rate=info.rate,
-        colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=threads,
+        colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=media.encoder_threads,
         codec=codec or encoder_for(media, device, (height, width)),
     ) as writer:
 

@@ -38,6 +38,25 @@ def test_overlapped_chunk_equals_the_stages_in_turn(tmp_path):
         assert np.array_equal(a, b)
 
 
+def test_a_chunk_encodes_the_same_whatever_threads_its_actor_has(tmp_path):
+    """A chunk redone by another actor (a retry, a resumed run, a video given idle actors'
+    threads) must give the same frames: x264's output depends on its thread count, so the
+    encoder's is fixed by the config, not the actor's share (8 vs 1 differed before)."""
+    clip = os.path.join(DATA, "carphone_gop10.mp4")
+    info = probe(clip)
+    chunk = plan_chunks(info, 40)[0]
+    torch.manual_seed(0)
+    model = inference.prepare(EDSR(scale=2, n_resblocks=1, n_feats=8), torch.device("cpu"))
+    outs = []
+    for threads in (1, 8):
+        path = str(tmp_path / f"t{threads}.mp4")
+        upscale_chunk(model, 2, info, chunk, path, MediaConfig(preset="veryfast"), InferConfig(), torch.device("cpu"), None,
+                      threads=threads)
+        outs.append(np.stack(_frames(path)))
+    assert outs[0].shape[0] == chunk.frames
+    assert np.array_equal(outs[0], outs[1])
+
+
 def test_a_damaged_chunk_still_fails_with_its_count(tmp_path):
     from tests.corpus import make_corrupt_middle
 
