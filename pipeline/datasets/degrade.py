@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -107,22 +108,30 @@ def codec_roundtrip(frames: np.ndarray, codec: str, quality: int, previous: np.n
     seq = frames if previous is None else np.stack([previous, frames], axis=1).reshape(2 * n, h, w, 3)
     if (ph, pw) != (h, w):
         seq = np.pad(seq, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    enc = av.CodecContext.create(encoder, "w")
-    enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)
-    enc.max_b_frames = 0
-    enc.gop_size = 1 << 20  # one keyframe: the rest are P-frames
-    if codec == "x264":
-        enc.options = {"crf": str(int(quality)), "preset": "veryfast", "bframes": "0", "threads": "1"}
-    else:
-        enc.bit_rate = 1 << 30  # no rate control: the fixed quantiser decides
-        enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality)), "threads": "1"}
-    packets = []
-    for i, f in enumerate(seq):
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
-        vf.pts = i
-        packets += enc.encode(vf)
-    packets += enc.encode(None)
+    packets: list = []
+
+    def encode() -> None:
+        enc = av.CodecContext.create(encoder, "w")
+        enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
+        enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)
+        enc.max_b_frames = 0
+        enc.gop_size = 1 << 20  # one keyframe: the rest are P-frames
+        if codec == "x264":
+            enc.options = {"crf": str(int(quality)), "preset": "veryfast", "bframes": "0", "threads": "1"}
+        else:
+            enc.bit_rate = 1 << 30  # no rate control: the fixed quantiser decides
+            enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality)), "threads": "1"}
+        for i, f in enumerate(seq):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+            vf.pts = i
+            packets.extend(enc.encode(vf))
+        packets.extend(enc.encode(None))
+
+    # Encoded in a thread of its own: x264 run in a thread where FFmpeg's decoder ran before
+    # gives slightly different streams now and then (seen in 2-12 of 150 identical encodes,
+    # never in a fresh thread), and a fine-tune's self-pairs must be the same on every run.
+    with ThreadPoolExecutor(1, thread_name_prefix="reelsr-codec") as fresh:
+        fresh.submit(encode).result()
     dec = av.CodecContext.create(decoder, "r")
     out = [f.to_ndarray(format="rgb24") for p in [*packets, None] for f in dec.decode(p)]
     if len(out) != len(seq):
@@ -335,7 +344,7 @@ def self_pair_codec(codec: str, qp: float | None) -> tuple[str | None, int | Non
     quantiser QP / 2 for MPEG-4-like ones (FFmpeg exports twice the quantiser); (None,
     None) for other codecs, or when the QP is unknown."""
     family = SELF_PAIR_CODECS.get(codec)
-    if family is None or qp is None:
+    if family is None or qp is None or qp < 1:  # (QP 0: a lossless stream, nothing to reproduce)
         return None, None
     if family == "x264":
         return "x264", int(min(51, max(0, round(qp - 4))))
