@@ -111,10 +111,14 @@ class PretrainConfig:
 
 
 def list_images(folder: str) -> list[str]:
-    """Absolute paths (workers run in other directories) of the images under ``folder``."""
+    """Absolute paths (workers run in other directories) of the images under ``folder``;
+    of its ``HR`` subfolder when it has one (a benchmark set laid out as HR/ beside
+    LR_bicubic/: the low-resolution copies are not targets)."""
     folder = os.path.abspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
+    if os.path.isdir(os.path.join(folder, "HR")):
+        folder = os.path.join(folder, "HR")
     paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs if f.lower().endswith(IMAGE_EXTENSIONS))
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")

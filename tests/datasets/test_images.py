@@ -23,3 +23,11 @@ def test_store_holds_the_images_and_reads_slices(tmp_path):
     assert ImageStore.build(paths, str(tmp_path / "s"), min_side=250).index == store.index  # reused, not rebuilt
     with pytest.raises(ValueError, match="no training image"):
         ImageStore.build(paths, str(tmp_path / "t"), min_side=10_000)
+
+
+def test_a_benchmark_set_folder_means_its_hr_images():
+    """Set5 laid out as HR/ beside LR_bicubic/X2..X4: the set's folder lists the 5 HR
+    images, not the 20 files (validating on the LR copies as targets read 3.4 dB low)."""
+    root = os.path.join(DATA, "set5")
+    assert list_images(root) == list_images(os.path.join(root, "HR"))
+    assert len(list_images(root)) == 5 and all(os.sep + "HR" + os.sep in p for p in list_images(root))
