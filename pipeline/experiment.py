@@ -1,9 +1,12 @@
 """The self-transfer study: a grid of fine-tuning variants measured with the evaluation
-protocol (bicubic downscale of a high-resolution clip, restore, compare with the
-original).
+protocol (a high-resolution clip degraded to a low-resolution one, restored, compared with
+the original).
 
-For each clip (and each cut of it to the grid's ``lengths``): the low-resolution input is
-made once; bicubic and the pretrained model are measured once; then each variant (a set
+For each degradation of the grid (``pipeline.evaluate``: bicubic, blur, noise, x264,
+MPEG-4 Part 2), each clip and each cut of it to the grid's ``lengths``: the low-resolution
+input is made once, and its degradation estimated from it (``pipeline.estimate``, what a
+``train.degrade=auto`` fine-tune reproduces); bicubic and the pretrained model are
+measured once; then each variant (a set
 of config overrides on the base config) takes its training frames from the input,
 fine-tunes a copy of the pretrained model in this process (CUDA when there is a GPU), and
 is measured on the same sampled frames against the original. Results: one Parquet row per
@@ -26,7 +29,8 @@ from pipeline import inference, reports
 from pipeline.config import RestoreConfig, build_config
 from pipeline.datasets.frames import drop_near_duplicates, reservoir
 from pipeline.datasets.patches import texture_grid
-from pipeline.evaluate import make_lr_clip
+from pipeline.estimate import estimate
+from pipeline.evaluate import make_lr_clip, parse_clip_degradation
 from pipeline.measure import Samples, bicubic_outputs, frames_at, load_samples, model_outputs, sample_indices, score
 from pipeline.media.chunks import iter_training_frames
 from pipeline.media.probe import probe
@@ -34,13 +38,14 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.train.finetune import build_start_model, finetune
+from pipeline.train.finetune import build_start_model, finetune, video_degradation
 
 
 @dataclass(frozen=True)
 class Grid:
     variants: dict[str, dict[str, Any]]  # name -> {"train.loss": ..., ...}
     lengths: tuple[float, ...]  # extra cuts of each clip, in seconds (the whole clip is always in)
+    degradations: tuple[str, ...] = ("bicubic",)  # how the low-resolution clips are made (pipeline.evaluate)
 
     @classmethod
     def load(cls, path: str) -> Grid:
@@ -48,9 +53,9 @@ class Grid:
             doc = yaml.safe_load(fh) or {}
         if not isinstance(doc, dict) or not isinstance(doc.get("variants"), dict) or not doc["variants"]:
             raise ValueError(f"{path}: needs a 'variants' mapping of name -> overrides (may be empty: {{}})")
-        unknown = set(doc) - {"variants", "lengths"}
+        unknown = set(doc) - {"variants", "lengths", "degradations"}
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: variants, lengths)")
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: variants, lengths, degradations)")
         variants = {}
         for name, over in doc["variants"].items():
             if name in ("bicubic", "pretrained"):
@@ -66,7 +71,13 @@ class Grid:
         lengths = tuple(float(x) for x in doc.get("lengths") or ())
         if any(x <= 0 for x in lengths):
             raise ValueError(f"{path}: lengths must be > 0 seconds, got {list(lengths)}")
-        return cls(variants, lengths)
+        degradations = tuple(str(x) for x in doc.get("degradations") or ("bicubic",))
+        for name in degradations:
+            try:
+                parse_clip_degradation(name)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+        return cls(variants, lengths, degradations)
 
     def config(self, base: RestoreConfig, name: str) -> RestoreConfig:
         """The base config with the variant's overrides (validated like --set)."""
@@ -112,16 +123,25 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         grid.config(base, name)  # every variant is valid before any work
     pretrained = load_pretrained(base, Store())  # checked against the base architecture
     device = inference.pick_device()
-    clips = _clips(hr_input, grid.lengths)
+    clips = [(d, *c) for d in grid.degradations for c in _clips(hr_input, grid.lengths)]
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    print(f"experiment {run_id}: {len(clips)} clip(s) x {len(grid.variants)} variant(s), x{base.scale}, on {device}", flush=True)
+    print(f"experiment {run_id}: {len(clips)} clip(s) ({', '.join(grid.degradations)}) x {len(grid.variants)} variant(s), "
+          f"x{base.scale}, on {device}", flush=True)
     rows: list[dict[str, Any]] = []
-    for clip, hr, keep, seconds in clips:
-        lr = os.path.join(lr_root, clip.replace("@", "_") + ("" if clip.endswith(".mp4") else ".mp4"))
+    for degradation, name_, hr, keep, seconds in clips:
+        clip = name_ if degradation == "bicubic" else f"{name_}[{degradation}]"
+        lr = os.path.join(lr_root, degradation, name_.replace("@", "_") + ("" if name_.endswith(".mp4") else ".mp4"))
         if not os.path.exists(lr):
-            make_lr_clip(hr, lr, base.scale, max_frames=keep)
+            make_lr_clip(hr, lr, base.scale, max_frames=keep, degrade=degradation)
         info = probe(lr)
-        common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height}
+        # the clip's degradation as a fine-tune with train.degrade=auto estimates it (from its first training frames)
+        first = list(iter_training_frames(lr, base.train.frames, info))
+        est = estimate(lr, [rgb for _, rgb in first][:: max(1, len(first) // 16)], base.scale).to_dict()
+        common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height,
+                  "degradation": degradation, "est_blur_sigma": est["blur_sigma"], "est_noise_sigma": est["noise_sigma"],
+                  "est_qp": est["qp"]}
+        print(f"[{clip}] estimated: blur sigma {est['blur_sigma']}, noise sigma {est['noise_sigma']}, {est['codec']} "
+              f"QP {est['qp']}, {est['bits_per_pixel']} bits/px", flush=True)
         # the sampled frames are decoded, and the baselines scored, once per clip; variants only add their own outputs
         samples = load_samples(lr, hr, base.scale, info.frames, base.metrics.sample_frames)
         outputs = {"bicubic": bicubic_outputs(samples, base.scale)}
@@ -147,12 +167,20 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
             model = build_start_model(arch, pretrained, cfg.train.seed)
             try:
-                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed)
+                best_w: dict[str, Any] = {}
+                make_lr = video_degradation(est) if cfg.train.degrade == "auto" else None
+                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed, make_lr=make_lr, best=best_w)
                 blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
-                m = score(clip, samples, {"finetuned": _outputs(samples, blob, cfg)}, cfg.scale, cfg.metrics.niqe)["summary"]
+                outs = {"finetuned": _outputs(samples, blob, cfg)}
+                if stats.get("model_used") == "pretrained" and "state" in best_w:  # what the fine-tune alone would have given
+                    model.load_state_dict(best_w["state"])
+                    outs["best"] = _outputs(samples, checkpoint.to_bytes(model.cpu(), {"variant": name}), cfg)
+                m = score(clip, samples, outs, cfg.scale, cfg.metrics.niqe)["summary"]
                 row = _row(common, name, grid.variants[name], m, "finetuned")
                 row.update(train_frames=int(stats["train_frames"]), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
-                           total_seconds=time.perf_counter() - t0)
+                           total_seconds=time.perf_counter() - t0, model_used=stats.get("model_used"),
+                           holdout_l1_pretrained=stats.get("val_first"), holdout_l1_finetuned=stats.get("val_best"),
+                           psnr_best=m.get("psnr_best", m.get("psnr_finetuned")))
                 if cfg.train.multiscale and not stats["multiscale_used"]:
                     print(f"[{clip}] {name}: frames too small to halve for train.multiscale: trained without it", flush=True)
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
@@ -194,7 +222,8 @@ def _row(common: dict[str, Any], method: str, overrides: dict[str, Any], measure
     return {**common, "method": method, "overrides_json": json.dumps(overrides, sort_keys=True),
             "psnr": m.get(f"psnr_{key}"), "ssim": m.get(f"ssim_{key}"), "niqe": m.get(f"niqe_{key}"),
             "psnr_gain": None, "ssim_gain": None, "niqe_gain": None, "train_frames": None, "train_steps": None,
-            "train_seconds": None, "total_seconds": None, "error": None}
+            "train_seconds": None, "total_seconds": None, "model_used": None, "holdout_l1_pretrained": None,
+            "holdout_l1_finetuned": None, "psnr_best": None, "error": None}
 
 
 def _crops(clip, lr, hr, total, scale, pretrained, finetuned, variant, report_dir) -> str:
@@ -244,20 +273,25 @@ def write_report(rows: list[dict[str, Any]], report_dir: str, base: RestoreConfi
     methods = list(dict.fromkeys(r["method"] for r in rows))
     variants = [m for m in methods if m not in ("bicubic", "pretrained")]
 
-    def mean(method: str, key: str) -> float | None:
-        vals = [r[key] for r in rows if r["method"] == method and r[key] is not None]
+    def mean(method: str, key: str, degradation: str | None = None) -> float | None:
+        vals = [r[key] for r in rows if r["method"] == method and r[key] is not None
+                and (degradation is None or r["degradation"] == degradation)]
         return float(np.mean(vals)) if vals else None
 
     lines = [f"# Self-transfer grid: x{base.scale}, EDSR {base.model.n_resblocks}x{base.model.n_feats}, "
              f"start {base.model.pretrained}, {len({r['clip'] for r in rows})} clips", "",
              "Mean over clips. Gains are over the pretrained model (NIQE gain: pretrained minus variant; higher is better).", "",
-             "| method | PSNR dB | SSIM | NIQE | PSNR gain dB | SSIM gain | NIQE gain | train s | clips failed |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m in methods:
-        failed = sum(1 for r in rows if r["method"] == m and r["error"])
-        lines.append(f"| {m} | {_f(mean(m, 'psnr'))} | {_f(mean(m, 'ssim'), '.4f')} | {_f(mean(m, 'niqe'))} | "
-                     f"{_f(mean(m, 'psnr_gain'), '+.3f')} | {_f(mean(m, 'ssim_gain'), '+.4f')} | {_f(mean(m, 'niqe_gain'), '+.3f')} | "
-                     f"{_f(mean(m, 'train_seconds'), '.1f')} | {failed} |")
+             "| degradation | method | PSNR dB | SSIM | NIQE | PSNR gain dB | SSIM gain | NIQE gain | train s | kept pretrained | clips failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for d in dict.fromkeys(r["degradation"] for r in rows):
+        for m in methods:
+            mine = [r for r in rows if r["method"] == m and r["degradation"] == d]
+            failed = sum(1 for r in mine if r["error"])
+            kept = sum(1 for r in mine if r["model_used"] == "pretrained")
+            lines.append(f"| {d} | {m} | {_f(mean(m, 'psnr', d))} | {_f(mean(m, 'ssim', d), '.4f')} | {_f(mean(m, 'niqe', d))} | "
+                         f"{_f(mean(m, 'psnr_gain', d), '+.3f')} | {_f(mean(m, 'ssim_gain', d), '+.4f')} | "
+                         f"{_f(mean(m, 'niqe_gain', d), '+.3f')} | {_f(mean(m, 'train_seconds', d), '.1f')} | "
+                         f"{kept if m in variants else '-'} | {failed} |")
     lines += ["", "Per clip (PSNR dB):", "", "| clip | s | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for clip in dict.fromkeys(r["clip"] for r in rows):
         by = {r["method"]: r for r in rows if r["clip"] == clip}

@@ -18,7 +18,7 @@ CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
 @pytest.mark.slow
 def test_grid_runs_and_reports(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("lengths: [0.5]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n")
+    grid.write_text("lengths: [0.5]\ndegradations: [bicubic, x264crf30]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "jobs.experiment", "--grid", str(grid), "--input", CLIP, "--output", str(out),
                            "--preset", "tiny", "--set", "train.steps=4", "--set", "metrics.sample_frames=3"],
@@ -28,8 +28,9 @@ def test_grid_runs_and_reports(tmp_path):
     assert len(files) == 1
     assert pq.read_schema(files[0]).remove_metadata() == reports.schema("experiment").remove_metadata()
     rows = pq.read_table(files[0]).to_pylist()
-    assert {r["clip"] for r in rows} == {"carphone_gop10.mp4", "carphone_gop10.mp4@0.5s"}
-    assert len(rows) == 2 * 5  # clips x (bicubic, pretrained, 3 variants)
+    assert {r["clip"] for r in rows} == {"carphone_gop10.mp4", "carphone_gop10.mp4@0.5s", "carphone_gop10.mp4[x264crf30]",
+                                         "carphone_gop10.mp4@0.5s[x264crf30]"}
+    assert len(rows) == 4 * 5  # degradations x clips x (bicubic, pretrained, 3 variants)
     by = {(r["clip"], r["method"]): r for r in rows}
     full = "carphone_gop10.mp4"
     assert by[(full, "pretrained")]["psnr"] > by[(full, "bicubic")]["psnr"] + 1  # the shipped base model beats bicubic
@@ -37,13 +38,21 @@ def test_grid_runs_and_reports(tmp_path):
         r = by[(full, v)]
         assert r["error"] is None and r["train_steps"] == 4 and r["train_frames"] >= 1
         assert r["psnr_gain"] == pytest.approx(r["psnr"] - by[(full, "pretrained")]["psnr"])
+        # do no harm decided on the held-out self-pairs, both scores kept; the fine-tune's own result measured too
+        assert r["model_used"] in ("finetuned", "pretrained") and r["holdout_l1_pretrained"] > 0 and r["holdout_l1_finetuned"] > 0
+        assert r["psnr_best"] is not None
+        if r["model_used"] == "pretrained":
+            assert r["psnr"] == pytest.approx(by[(full, "pretrained")]["psnr"], abs=1e-6)
+    # the compressed clip: the estimate reads the stream's quantiser (x264 CRF 30 -> QP ~ 34), the clean one's is lossless
+    assert by[("carphone_gop10.mp4[x264crf30]", "l1")]["est_qp"] > 25 and by[(full, "l1")]["est_qp"] < 1
+    assert by[("carphone_gop10.mp4[x264crf30]", "bicubic")]["psnr"] < by[(full, "bicubic")]["psnr"] - 0.5
     cut = ("carphone_gop10.mp4@0.5s", "broken")
     assert "vgg_weights not found" in by[cut]["error"] and by[cut]["psnr"] is None
     assert by[("carphone_gop10.mp4@0.5s", "l1")]["clip_frames"] == 15
     report = out / "experiment" / "report"
     for name in ("summary.md", "per_variant.png", "gain_vs_length_and_frames.png", "crops_carphone_gop10.mp4.png"):
         assert (report / name).stat().st_size > 500, name
-    assert "| last1 |" in (report / "summary.md").read_text()
+    assert "| x264crf30 | last1 |" in (report / "summary.md").read_text()
 
 
 def test_grid_files_are_checked(tmp_path):

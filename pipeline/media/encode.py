@@ -165,6 +165,12 @@ class ChunkWriter:
         self._stream = stream
         self._closed = False
 
+    def set_quantiser(self, q: int) -> None:
+        """A fixed quantiser (MPEG-4 Part 2 style encoders), before the first frame."""
+        ctx = self._stream.codec_context
+        ctx.bit_rate = 1 << 30
+        self._stream.options = {**dict(self._stream.options or {}), "qmin": str(q), "qmax": str(q)}
+
     def write(self, pts: int, rgb: np.ndarray) -> None:
         """Encode one frame.
 

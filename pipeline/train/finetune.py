@@ -62,6 +62,7 @@ def finetune(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     worker: Worker | None = None,
     make_lr: MakeLR | None = None,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place on self-pairs from ``frames`` with ``cfg``'s choices
     (loss terms, patches, frozen layers, augmentation, degradations, multi-scale pairs),
@@ -76,7 +77,8 @@ def finetune(
     Do no harm: with ``cfg.holdout`` the starting model is scored on the held-out
     self-pairs first; the fine-tuned weights are kept only when their best score beats
     that by ``cfg.keep_margin``, else the starting weights are put back
-    (``stats["model_used"]`` says which).
+    (``stats["model_used"]`` says which). ``best``: a dict that receives the best
+    fine-tuned weights (``"state"``) whichever are kept (for measuring the choice).
 
     Returns {"loss_first", "loss_last", "steps", "seconds", "patch", "trainable",
     "val_first", "val_best", "best_step"} (losses averaged over the first / last 10% of
@@ -163,6 +165,8 @@ def finetune(
         if pairs is not None:
             pairs.close()  # stops the pair thread
     stats["model_used"] = "finetuned"
+    if best is not None:
+        best["state"] = best_state if best_state is not None else {k: t.detach().clone() for k, t in inner.state_dict().items()}
     if val is not None:
         if best_state is not None and stats["val_best"] < stats["val_first"] * (1 - cfg.keep_margin):
             inner.load_state_dict(best_state)
