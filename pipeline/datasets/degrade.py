@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -108,30 +107,25 @@ def codec_roundtrip(frames: np.ndarray, codec: str, quality: int, previous: np.n
     seq = frames if previous is None else np.stack([previous, frames], axis=1).reshape(2 * n, h, w, 3)
     if (ph, pw) != (h, w):
         seq = np.pad(seq, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    packets: list = []
-
-    def encode() -> None:
-        enc = av.CodecContext.create(encoder, "w")
-        enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
-        enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)
-        enc.max_b_frames = 0
-        enc.gop_size = 1 << 20  # one keyframe: the rest are P-frames
-        if codec == "x264":
-            enc.options = {"crf": str(int(quality)), "preset": "veryfast", "bframes": "0", "threads": "1"}
-        else:
-            enc.bit_rate = 1 << 30  # no rate control: the fixed quantiser decides
-            enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality)), "threads": "1"}
-        for i, f in enumerate(seq):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
-            vf.pts = i
-            packets.extend(enc.encode(vf))
-        packets.extend(enc.encode(None))
-
-    # Encoded in a thread of its own: x264 run in a thread where FFmpeg's decoder ran before
-    # gives slightly different streams now and then (seen in 2-12 of 150 identical encodes,
-    # never in a fresh thread), and a fine-tune's self-pairs must be the same on every run.
-    with ThreadPoolExecutor(1, thread_name_prefix="reelsr-codec") as fresh:
-        fresh.submit(encode).result()
+    enc = av.CodecContext.create(encoder, "w")
+    enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)
+    enc.max_b_frames = 0
+    enc.gop_size = 1 << 20  # one keyframe: the rest are P-frames
+    if codec == "x264":
+        # asm=0: x264's SIMD code gave slightly different streams for the same patches now and
+        # then under load (2-25 of 150 identical encodes), so two runs of a job fine-tuned to
+        # different weights; its C code never did, and on patches this small it is no slower
+        enc.options = {"crf": str(int(quality)), "preset": "veryfast", "bframes": "0", "threads": "1", "x264-params": "asm=0"}
+    else:
+        enc.bit_rate = 1 << 30  # no rate control: the fixed quantiser decides
+        enc.options = {"qmin": str(int(quality)), "qmax": str(int(quality)), "threads": "1"}
+    packets = []
+    for i, f in enumerate(seq):
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+        vf.pts = i
+        packets += enc.encode(vf)
+    packets += enc.encode(None)
     dec = av.CodecContext.create(decoder, "r")
     out = [f.to_ndarray(format="rgb24") for p in [*packets, None] for f in dec.decode(p)]
     if len(out) != len(seq):
