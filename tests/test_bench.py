@@ -66,3 +66,26 @@ def test_gpu_only_needs_nothing_but_torch_and_numpy(tmp_path):
     result = json.loads(next(tmp_path.glob("*-gpu-smoke.json")).read_text())
     assert result["host"] == {"measured": False, "why": "PyAV is not installed here"}
     assert "Host-side stages: not measured (PyAV is not installed here)" in proc.stdout
+
+
+def test_evalset_pans_across_the_image_in_whole_pixels(tmp_path):
+    """bench.evalset: each frame is the window at its own offset (the nearest crop by far),
+    and an image too small for the window is skipped."""
+    import av
+    import numpy as np
+
+    from bench.evalset import pan_clip
+    from pipeline.benchmark import load_rgb
+    from tests.conftest import DATA
+
+    image = load_rgb(os.path.join(DATA, "set5", "HR", "baby.png"))[0][:256]  # 512 wide, 256 tall: a horizontal pan
+    path = str(tmp_path / "baby_pan.mp4")
+    assert pan_clip(image, path, (256, 192), frames=9, fps=25)
+    with av.open(path) as c:
+        frames = [f.to_ndarray(format="rgb24").astype(np.float64) for f in c.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (192, 256, 3)
+    step, y = (512 - 256) // 8, (256 - 192) // 2
+    for i in (0, 4, 8):
+        errors = [np.mean((frames[i] - image[y:y + 192, x:x + 256]) ** 2) for x in range(0, 257, step)]
+        assert int(np.argmin(errors)) == i and errors[i] < 10
+    assert not pan_clip(image[:200, :200], str(tmp_path / "small.mp4"), (256, 192), frames=9, fps=25)
