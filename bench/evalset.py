@@ -18,8 +18,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.media.encode import ChunkWriter
 from pipeline.benchmark import load_rgb
+from pipeline.media.encode import ChunkWriter
 
 
 def pan_clip(image: np.ndarray, path: str, size: tuple[int, int], frames: int, fps: int) -> bool:
