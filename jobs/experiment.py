@@ -4,11 +4,13 @@
         [--preset NAME] [--config FILE.yaml] [--set key=value ...]
 
 HR is a high-resolution clip or a local folder of them. Each clip (and each cut of it to
-the grid's ``lengths``, in seconds) is downscaled by bicubic interpolation; bicubic, the
+the grid's ``lengths``, in seconds) is made low-resolution by each of the grid's
+``degradations`` (default bicubic; see jobs.evaluate --help); bicubic, the
 pretrained model and every variant (the base config plus the variant's overrides) are
 measured on the same sampled frames against the original. GRID.yaml::
 
     lengths: [1, 2]                 # optional: also cut each clip to these lengths
+    degradations: [bicubic, blur1.6, x264crf30]   # optional: how the inputs are made
     variants:
       l1: {}                        # the base config as it is
       ssim: {train.loss: "l1:1,ssim:0.2"}

@@ -112,7 +112,9 @@ def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "a
 
 def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], scale: int, niqe: bool) -> dict[str, Any]:
     """NIQE (and PSNR/SSIM against the reference) of each method's outputs on the samples;
-    returns {"summary": {column: mean}, "frames": rows}."""
+    returns {"summary": {column: value}, "frames": rows}: PSNR and SSIM are means over the
+    frames, NIQE is pooled over them (``NiqeScorer.pooled``) with its interval
+    (``niqe_<method>_lo`` / ``_hi``); the frame rows hold each frame's own scores."""
     scorer = None
     if niqe and min(next(iter(outputs.values()))[0].shape[:2]) < NIQE_BLOCK:
         niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
@@ -125,10 +127,12 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     summary: dict[str, Any] = {"metric_frames": len(samples.idx)}
     for method, frames in outputs.items():
         vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
+        feats = []
         for j, (i, (t, _)) in enumerate(zip(samples.idx, samples.src, strict=True)):
             row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
             if scorer is not None:
-                value = float(scorer(frames[j]))
+                feats.append(scorer.features(frames[j]))
+                value = scorer.from_features(feats[-1])
                 row["niqe"] = value if np.isfinite(value) else None
             if refs is not None:
                 row["psnr"] = float(psnr_y(frames[j], refs[j], crop=scale))
@@ -139,8 +143,13 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
             rows.append(row)
         for k, v in vals.items():
             finite = [x for x in v if np.isfinite(x) or x == float("inf")]
-            # NIQE is undefined (nan) on flat frames: averaged over the frames where it is defined.
             summary[f"{k}_{method}"] = float(np.mean(finite)) if finite else None
+        if scorer is not None:
+            # NIQE of the method: one Gaussian over the blocks of all its frames (a 352x288 frame has
+            # only 9 blocks: per-frame scores move by 0.5 with a pixel's shift), and a bootstrap interval
+            pooled = scorer.pooled(feats)
+            for key, value in zip(("", "_lo", "_hi"), pooled, strict=True):
+                summary[f"niqe_{method}{key}"] = value if np.isfinite(value) else None
     return {"summary": summary, "frames": rows}
 
 

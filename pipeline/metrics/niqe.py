@@ -87,6 +87,72 @@ class NiqeScorer:
         return score if math.isfinite(score) else math.nan
 
 
+    # --- pooled over frames: one multivariate Gaussian over every block of a method's frames
+
+    def features(self, rgb: np.ndarray) -> torch.Tensor:
+        """The NIQE features of ``rgb``'s 96x96 blocks (float64, (blocks, 36): 18 per
+        scale), computed as pyiqa's ``niqe`` does before it fits its Gaussian."""
+        from pyiqa.archs.func_util import diff_round, normalize_img_with_gauss
+        from pyiqa.archs.niqe_arch import compute_feature
+        from pyiqa.matlab_utils import blockproc, imresize
+        from pyiqa.utils.color_util import to_y_channel
+
+        self._check(rgb)
+        x = torch.from_numpy(rgb.astype(np.float64) / 255.0).permute(2, 0, 1)[None].to(self.device)
+        with torch.inference_mode():
+            img = diff_round(to_y_channel(x, 255, "yiq")).to(torch.float64)
+            h, w = img.shape[-2:]
+            img = img[..., : h // NIQE_BLOCK * NIQE_BLOCK, : w // NIQE_BLOCK * NIQE_BLOCK]
+            out = []
+            for scale in (1, 2):
+                out.append(blockproc(normalize_img_with_gauss(img, padding="replicate"), [NIQE_BLOCK // scale] * 2, fun=compute_feature))
+                if scale == 1:
+                    img = imresize(img / 255.0, scale=0.5, antialiasing=True) * 255.0
+            return torch.cat(out, -1)[0]
+
+    def from_features(self, feats: torch.Tensor) -> float:
+        """NIQE of the blocks ``feats`` (rows of ``features``, from one frame or many)."""
+        from pyiqa.archs.niqe_arch import nancov, nanmean
+
+        mu_p = self._metric.net.mu_pris_param.to(feats)
+        cov_p = self._metric.net.cov_pris_param.to(feats)
+        try:
+            mu, cov = nanmean(feats[None], dim=1), nancov(feats[None])
+            diff = (mu_p[None] - mu).unsqueeze(1)
+            q = torch.bmm(torch.bmm(diff, torch.linalg.pinv((cov_p[None] + cov) / 2)), diff.transpose(1, 2)).squeeze()
+            value = float(torch.sqrt(q))
+        except (torch.linalg.LinAlgError, RuntimeError):
+            return math.nan
+        return value if math.isfinite(value) else math.nan
+
+    def pooled(self, per_frame: list[torch.Tensor], boots: int = 200, seed: int = 0, level: float = 0.9) -> tuple[float, float, float]:
+        """NIQE of a method over several frames (``features`` of each): one Gaussian fitted
+        to all their blocks, so a few frames of a small video still give a stable score;
+        and a bootstrap interval (frames drawn with replacement, ``level`` coverage).
+        Returns (score, low, high); nan where no frame has a textured block."""
+        feats = [f for f in per_frame if len(f)]
+        if not feats:
+            return math.nan, math.nan, math.nan
+        score = self.from_features(torch.cat(feats))
+        if len(feats) < 2:
+            return score, math.nan, math.nan
+        rng = np.random.default_rng(seed)
+        draws = [self.from_features(torch.cat([feats[i] for i in rng.integers(0, len(feats), len(feats))])) for _ in range(boots)]
+        draws = [d for d in draws if math.isfinite(d)]
+        if not draws:
+            return score, math.nan, math.nan
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+        return score, float(lo), float(hi)
+
+    @staticmethod
+    def _check(rgb: np.ndarray) -> None:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"rgb must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        if min(rgb.shape[:2]) < NIQE_BLOCK:
+            raise ValueError(f"NIQE needs an image of at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels "
+                             f"(it works on {NIQE_BLOCK}x{NIQE_BLOCK} blocks); got {rgb.shape[0]}x{rgb.shape[1]} (HxW)")
+
+
 if __name__ == "__main__":  # quick timing: python -m pipeline.metrics.niqe IMAGE...
     import sys
 

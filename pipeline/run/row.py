@@ -62,6 +62,14 @@ class VideoRow:
     niqe_pretrained: float | None = None
     niqe_finetuned: float | None = None
     niqe_output: float | None = None
+    niqe_bicubic_lo: float | None = None
+    niqe_bicubic_hi: float | None = None
+    niqe_pretrained_lo: float | None = None
+    niqe_pretrained_hi: float | None = None
+    niqe_finetuned_lo: float | None = None
+    niqe_finetuned_hi: float | None = None
+    niqe_output_lo: float | None = None
+    niqe_output_hi: float | None = None
     psnr_bicubic: float | None = None
     psnr_pretrained: float | None = None
     psnr_finetuned: float | None = None
@@ -105,7 +113,7 @@ class VideoRow:
     def measured(self, summary: dict[str, Any]) -> None:
         """The metrics task's summary: ``metric_frames`` and ``<metric>_<method>`` means."""
         for k, v in summary.items():
-            if k != "metric_frames" and k not in METRIC_COLUMNS:
+            if k != "metric_frames" and k not in METRIC_COLUMNS and k.removesuffix("_lo").removesuffix("_hi") not in METRIC_COLUMNS:
                 raise ValueError(f"unknown metric column {k!r}")
             setattr(self, k, v)
 

@@ -28,6 +28,13 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def niqe_tied(row: Any, a: str, b: str) -> bool:
+    """Whether methods ``a`` and ``b`` of a report row are within each other's NIQE
+    bootstrap interval (both intervals known and overlapping)."""
+    ends = [getattr(row, f"niqe_{m}_{side}") for m in (a, b) for side in ("lo", "hi")]
+    return None not in ends and ends[0] <= ends[3] and ends[2] <= ends[1]
+
+
 def print_summary(outcome: Outcome, file=sys.stdout) -> None:
     rows = outcome.rows
     with_ref = any(r.psnr_bicubic is not None for r in rows)
@@ -48,6 +55,10 @@ def print_summary(outcome: Outcome, file=sys.stdout) -> None:
                            for m in metrics)
         print(f"({legend}. bicubic/pretrained/finetuned: the methods on the same frames;"
               " output: the restored file, encoding included)", file=file)
+    for r in rows:
+        ties = [f"{a} ~ {b}" for a, b in (("pretrained", "finetuned"), ("bicubic", "output")) if niqe_tied(r, a, b)]
+        if ties:
+            print(f"{r.video}: NIQE within each other's 90% interval, not ranked: {', '.join(ties)}", file=file)
     failed = [r for r in rows if r.status == "failed"]
     for r in rows:
         if r.error:

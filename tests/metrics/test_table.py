@@ -32,6 +32,21 @@ def test_summary_legend_comes_from_the_table():
     assert "NIQE bicubic" in text and "PSNR bicubic" in text and "1 restored, 0 failed" in text
 
 
+def test_summary_says_when_niqe_cannot_rank_two_methods():
+    row = VideoRow(video="a.mp4", source="/in/a.mp4", source_bytes=1, status="restored", frames_in=3, frames_out=3,
+                   niqe_pretrained=5.0, niqe_pretrained_lo=4.8, niqe_pretrained_hi=5.3,
+                   niqe_finetuned=5.4, niqe_finetuned_lo=5.2, niqe_finetuned_hi=5.6,
+                   niqe_bicubic=6.5, niqe_bicubic_lo=6.3, niqe_bicubic_hi=6.7,
+                   niqe_output=5.5, niqe_output_lo=5.3, niqe_output_hi=5.7, total_seconds=1.0)
+    out = io.StringIO()
+    print_summary(Outcome([row], 0, "r1", Layout("/out", "x2-abc", "mp4")), out)
+    assert "a.mp4: NIQE within each other's 90% interval, not ranked: pretrained ~ finetuned\n" in out.getvalue()
+    row.niqe_finetuned_lo = 5.31  # apart now
+    out = io.StringIO()
+    print_summary(Outcome([row], 0, "r1", Layout("/out", "x2-abc", "mp4")), out)
+    assert "not ranked" not in out.getvalue()
+
+
 def test_importing_the_pipeline_is_cheap():
     # Every Ray worker imports pipeline.actors; scipy (~0.3 s) and pyiqa are imported
     # only by the code that uses them.
