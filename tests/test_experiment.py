@@ -18,7 +18,7 @@ CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
 @pytest.mark.slow
 def test_grid_runs_and_reports(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("lengths: [0.5]\ndegradations: [bicubic, x264crf30]\nvariants:\n  l1: {}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n")
+    grid.write_text("lengths: [0.5]\ndegradations: [bicubic, x264crf30]\nvariants:\n  l1: {}\n  auto: {train.degrade: auto}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "jobs.experiment", "--grid", str(grid), "--input", CLIP, "--output", str(out),
                            "--preset", "tiny", "--set", "train.steps=4", "--set", "metrics.sample_frames=3"],
@@ -30,11 +30,11 @@ def test_grid_runs_and_reports(tmp_path):
     rows = pq.read_table(files[0]).to_pylist()
     assert {r["clip"] for r in rows} == {"carphone_gop10.mp4", "carphone_gop10.mp4@0.5s", "carphone_gop10.mp4[x264crf30]",
                                          "carphone_gop10.mp4@0.5s[x264crf30]"}
-    assert len(rows) == 4 * 5  # degradations x clips x (bicubic, pretrained, 3 variants)
+    assert len(rows) == 4 * 6  # degradations x clips x (bicubic, pretrained, 4 variants)
     by = {(r["clip"], r["method"]): r for r in rows}
     full = "carphone_gop10.mp4"
     assert by[(full, "pretrained")]["psnr"] > by[(full, "bicubic")]["psnr"] + 1  # the shipped base model beats bicubic
-    for v in ("l1", "last1"):
+    for v in ("l1", "last1", "auto"):
         r = by[(full, v)]
         assert r["error"] is None and r["train_steps"] == 4 and r["train_frames"] >= 1
         assert r["psnr_gain"] == pytest.approx(r["psnr"] - by[(full, "pretrained")]["psnr"])

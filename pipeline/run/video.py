@@ -121,7 +121,7 @@ class VideoStages:
         if note:
             say(label, f"train: {note}")
         frames_ref, about_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
-                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, cfg.scale if cfg.train.degrade == "auto" else 0,
+                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, cfg.scale,
                                                 num_returns=2)
         about = ray.get(about_ref)
         n_frames = about["count"]
@@ -130,8 +130,9 @@ class VideoStages:
         degradation = about.get("degradation")
         if degradation:
             row.degraded(degradation)
-            say(label, "train: the video's degradation: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
-                "{bits_per_pixel} bits/px, QP {qp}".format(**degradation))
+            say(label, "train: the video's degradation as estimated: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
+                "{bits_per_pixel} bits/px, QP {qp}".format(**degradation)
+                + ("" if cfg.train.degrade == "auto" else " (recorded; the self-pairs follow train.degrade)"))
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
             f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name

@@ -95,6 +95,10 @@ def test_reports_match_schemas(restored):
         assert v["train_steps"] == 12 and v["checkpoint_reused"] is False and os.path.isfile(v["checkpoint"])
         assert v["train_seconds"] > 0 and v["infer_seconds"] > 0 and v["total_seconds"] >= v["infer_seconds"]
         assert json.loads(v["config_json"])["train"]["steps"] == 12
+        # the video's degradation is estimated and recorded (self-pairs follow it only with train.degrade=auto)
+        assert v["est_codec"] == "h264" and v["est_bits_per_pixel"] > 0 and v["est_blur_sigma"] >= 0 and v["est_qp"] > 0
+        # NIQE pooled over the sampled frames, inside its bootstrap interval
+        assert v["niqe_output_lo"] <= v["niqe_output"] <= v["niqe_output_hi"]
     for table in reports.TABLES:
         for f in (out / "reports" / table).rglob("*.parquet"):
             assert pq.read_schema(f).remove_metadata() == reports.schema(table).remove_metadata()
