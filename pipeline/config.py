@@ -102,7 +102,7 @@ class TrainConfig:
     vgg_weights: str = _f("", "Local VGG-19 state dict (torchvision layout) for the vgg loss term; nothing is downloaded.")
     train_last: int = _f(0, "Train only the last K residual blocks (with the body's closing conv) and the upsampler, the rest frozen. 0: all layers.")
     augment: bool = _f(True, "Random flips and 90-degree rotations of the training patches.")
-    degrade: str = _f("", 'How a self-pair\'s input is made from its target: empty (the default: the clean bicubic downscale), "auto" (experimental: the video\'s own degradation as estimated from the video -- blur and subsampling, noise, and a re-encode with its codec at its quantiser; measured at x4 on evaluation clips it gained 1.5 dB on one blurred clip and lost up to 8 dB where the estimate was wrong, see docs/RESULTS.md), or named degradations after the bicubic downscale, each with probability 0.5, comma-separated "name:value" (listed at the end of --help). The estimate is recorded in the report whichever is used.')
+    degrade: str = _f("", 'How a self-pair\'s input is made from its target: empty (the default: the clean bicubic downscale), "auto" (experimental: the video\'s own degradation as estimated from the video -- blur and subsampling, noise, and a re-encode with its codec at its quantiser; "auto:blur,codec" takes only those parts of the estimate; measured at x4 on held-out clips it gained 2.9 dB on blurred inputs and lost 5.1 dB on clean bicubic ones and 2.8 dB on x264 ones, where the estimate was wrong: docs/RESULTS.md), or named degradations after the bicubic downscale, each with probability 0.5, comma-separated "name:value" (listed at the end of --help). The estimate is recorded in the report whichever is used.')
     multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
     holdout: int = _f(2, "Frames held out: their self-pairs score the starting model (step 0) and every validation; the fine-tuned weights are kept only when they beat the starting model there by keep_margin (do no harm), and training stops early when they stop improving. 0: no holdout (the fine-tuned weights are always used).")
     keep_margin: float = _f(0.005, "With holdout: the fine-tuned weights are used only when their held-out L1 is at least this fraction below the starting model's.")
@@ -136,7 +136,11 @@ class TrainConfig:
 
         if "vgg" in parse_loss(self.loss) and not self.vgg_weights:
             raise ValueError("train.loss has a vgg term: set train.vgg_weights to a local VGG-19 checkpoint (nothing is downloaded)")
-        if self.degrade != "auto":
+        if self.degrade.startswith("auto"):
+            from pipeline.train.finetune import auto_parts
+
+            auto_parts(self.degrade)
+        else:
             parse_degrade(self.degrade)
         if not (math.isfinite(self.keep_margin) and 0 <= self.keep_margin < 1):
             raise ValueError(f"train.keep_margin must be in [0, 1), got {self.keep_margin}")

@@ -38,7 +38,7 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.train.finetune import build_start_model, finetune, video_degradation
+from pipeline.train.finetune import auto_parts, build_start_model, finetune, video_degradation
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,8 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             model = build_start_model(arch, pretrained, cfg.train.seed)
             try:
                 best_w: dict[str, Any] = {}
-                make_lr = video_degradation(est) if cfg.train.degrade == "auto" else None
+                parts = auto_parts(cfg.train.degrade)
+                make_lr = video_degradation(est, parts) if parts else None
                 stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed, make_lr=make_lr, best=best_w)
                 blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
                 outs = {"finetuned": _outputs(samples, blob, cfg)}

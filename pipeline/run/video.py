@@ -132,7 +132,7 @@ class VideoStages:
             row.degraded(degradation)
             say(label, "train: the video's degradation as estimated: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
                 "{bits_per_pixel} bits/px, QP {qp}".format(**degradation)
-                + ("" if cfg.train.degrade == "auto" else " (recorded; the self-pairs follow train.degrade)"))
+                + ("" if cfg.train.degrade.startswith("auto") else " (recorded; the self-pairs follow train.degrade)"))
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
             f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name

@@ -96,7 +96,7 @@ def finetune(
     objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
     sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
     if make_lr is None:
-        make_lr = SpecDegradation("" if cfg.degrade == "auto" else cfg.degrade)
+        make_lr = SpecDegradation("" if auto_parts(cfg.degrade) else cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
     val = _validation_pairs(held, patch, scale, cfg.seed, make_lr) if held else None  # the same pairs on every rank
     stats: dict[str, Any] = {"patch": float(patch), "trainable": float(trainable)}
@@ -208,12 +208,31 @@ def _val_loss(model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor], de
     return v
 
 
-def video_degradation(d: dict[str, Any] | None) -> MakeLR | None:
-    """The self-pair maker of a video's estimated degradation (``pipeline.estimate``)."""
+AUTO_PARTS = ("blur", "noise", "codec")
+
+
+def auto_parts(degrade: str) -> tuple[str, ...] | None:
+    """The parts of the estimate a ``train.degrade`` of "auto" or "auto:blur,codec" uses
+    (None: not an auto setting)."""
+    if degrade == "auto":
+        return AUTO_PARTS
+    if not degrade.startswith("auto:"):
+        return None
+    parts = tuple(p.strip() for p in degrade[5:].split(",") if p.strip())
+    unknown = [p for p in parts if p not in AUTO_PARTS]
+    if not parts or unknown:
+        raise ValueError(f"train.degrade {degrade!r}: auto:<parts> takes some of {', '.join(AUTO_PARTS)}")
+    return parts
+
+
+def video_degradation(d: dict[str, Any] | None, parts: tuple[str, ...] = AUTO_PARTS) -> MakeLR | None:
+    """The self-pair maker of a video's estimated degradation (``pipeline.estimate``),
+    with only the estimate's ``parts`` (blur, noise, codec)."""
     if not d:
         return None
-    codec, quality = self_pair_codec(d["codec"], d["qp"])
-    return VideoDegradation(blur_sigma=d["blur_sigma"], noise_sigma=d["noise_sigma"], codec=codec, quality=quality)
+    codec, quality = self_pair_codec(d["codec"], d["qp"]) if "codec" in parts else (None, None)
+    return VideoDegradation(blur_sigma=d["blur_sigma"] if "blur" in parts else 0.0,
+                            noise_sigma=d["noise_sigma"] if "noise" in parts else 0.0, codec=codec, quality=quality)
 
 
 def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +260,7 @@ def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             sys.stdout.flush()
 
     stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker,
-                     make_lr=video_degradation(config.get("degradation")) if cfg.degrade == "auto" else None)
+                     make_lr=video_degradation(config.get("degradation"), parts) if (parts := auto_parts(cfg.degrade)) else None)
     if worker.main:
         prov = {**stats, **config["provenance"], "workers": worker.world, "device": str(worker.device)}  # train_frames: as extracted
         config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(unwrap(model), prov))

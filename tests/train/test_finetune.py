@@ -148,3 +148,17 @@ def test_multiscale_says_when_frames_are_too_small():
     assert stats["multiscale_used"] == 0.0
     stats = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, multiscale=True), 2, CPU, seed=0)
     assert stats["multiscale_used"] == 1.0
+
+
+def test_auto_takes_the_parts_of_the_estimate_it_names():
+    from pipeline.train.finetune import auto_parts, video_degradation
+
+    est = {"blur_sigma": 1.4, "noise_sigma": 3.0, "codec": "h264", "qp": 30.0, "bits_per_pixel": 0.2}
+    assert auto_parts("") is None and auto_parts("noise:2") is None
+    assert auto_parts("auto") == ("blur", "noise", "codec")
+    full, blur_codec = video_degradation(est), video_degradation(est, auto_parts("auto:blur,codec"))
+    assert (full.blur_sigma, full.noise_sigma, full.codec, full.quality) == (1.4, 3.0, "x264", 26)
+    assert (blur_codec.blur_sigma, blur_codec.noise_sigma, blur_codec.codec) == (1.4, 0.0, "x264")
+    assert video_degradation(est, ("noise",)).codec is None and video_degradation(est, ("noise",)).blur_sigma == 0.0
+    with pytest.raises(ValueError, match="auto:<parts>"):
+        auto_parts("auto:sharpen")
