@@ -81,7 +81,7 @@ def training_frames(
         frames = reservoir(kept, max_frames, seed)
         about: dict[str, Any] = {"count": len(frames)}
         if scale and frames:
-            about["degradation"] = estimate(path, frames[:: max(1, len(frames) // 16)], scale).to_dict()
+            about["degradation"] = estimate(path, frames, scale).to_dict()
     return frames, about
 
 

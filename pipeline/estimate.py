@@ -158,7 +158,9 @@ def estimate_compression(path: str, max_frames: int = 48) -> tuple[str, float, f
     return codec, round(bpp, 4), (round(float(np.mean(qps)), 2) if qps else None)
 
 
-def estimate(path: str, frames: list[np.ndarray], scale: int) -> Degradation:
-    """All of it, for the local video ``path`` and some of its decoded frames."""
+def estimate(path: str, frames: list[np.ndarray], scale: int, most: int = 16) -> Degradation:
+    """All of it, for the local video ``path`` and its decoded (training) frames, of which
+    about ``most`` evenly spaced ones are read."""
+    frames = frames[:: max(1, len(frames) // most)]
     codec, bpp, qp = estimate_compression(path)
     return Degradation(estimate_blur(frames, scale), round(estimate_noise(frames), 2), codec, bpp, qp)

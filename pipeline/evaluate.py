@@ -50,10 +50,10 @@ def _degrade_frame(hr: np.ndarray, scale: int, kind: str, value: float, index: i
     if kind == "blur":
         import torch
 
-        from pipeline.datasets.degrade import blur, gaussian_kernel
+        from pipeline.datasets.degrade import blur_decimate
 
         x = torch.from_numpy(hr.astype(np.float32) / 255).permute(2, 0, 1)[None]
-        y = blur(x, gaussian_kernel(value, radius=max(3, int(np.ceil(3 * value)))))[..., ::scale, ::scale]
+        y = blur_decimate(x, scale, value)
         return (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     lr = bicubic_resize_uint8(hr, (hr.shape[0] // scale, hr.shape[1] // scale))
     if kind == "noise":

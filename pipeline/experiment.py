@@ -38,7 +38,7 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.train.finetune import auto_parts, build_start_model, finetune, video_degradation
+from pipeline.train.finetune import build_start_model, finetune, self_pairs
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,9 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         if not os.path.exists(lr):
             make_lr_clip(hr, lr, base.scale, max_frames=keep, degrade=degradation)
         info = probe(lr)
-        # the clip's degradation as a fine-tune with train.degrade=auto estimates it (from its first training frames)
-        first = list(iter_training_frames(lr, base.train.frames, info))
-        est = estimate(lr, [rgb for _, rgb in first][:: max(1, len(first) // 16)], base.scale).to_dict()
+        extracted: dict[tuple, list] = {}  # variants with the same frame choices share one extraction
+        # the clip's degradation as a restore estimates it: from the base config's training frames
+        est = estimate(lr, _training_frames(extracted, lr, info, base.train), base.scale).to_dict()
         common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height,
                   "degradation": degradation, "est_blur_sigma": est["blur_sigma"], "est_noise_sigma": est["noise_sigma"],
                   "est_qp": est["qp"]}
@@ -148,7 +148,6 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         if pretrained is not None:
             outputs["pretrained"] = _outputs(samples, pretrained, base)
         measured = score(clip, samples, outputs, base.scale, base.metrics.niqe)["summary"]
-        training_frames: dict[tuple, list] = {}  # variants with the same frame choices share one extraction
         base_rows = {}
         for method in ("bicubic", "pretrained"):
             base_rows[method] = _row(common, method, {}, measured, method)
@@ -158,19 +157,13 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         for name in grid.variants:
             cfg = grid.config(base, name)
             t0 = time.perf_counter()
-            key = (cfg.train.frames, cfg.train.dedup, cfg.train.max_frames, cfg.train.seed)
-            if key not in training_frames:
-                training_frames[key] = reservoir(
-                    drop_near_duplicates((rgb for _, rgb in iter_training_frames(lr, cfg.train.frames, info)), cfg.train.dedup),
-                    cfg.train.max_frames, cfg.train.seed)
-            frames = training_frames[key]
+            frames = _training_frames(extracted, lr, info, cfg.train)
             arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
             model = build_start_model(arch, pretrained, cfg.train.seed)
             try:
                 best_w: dict[str, Any] = {}
-                parts = auto_parts(cfg.train.degrade)
-                make_lr = video_degradation(est, parts) if parts else None
-                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed, make_lr=make_lr, best=best_w)
+                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed,
+                                 make_lr=self_pairs(cfg.train.degrade, est), best=best_w)
                 blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
                 outs = {"finetuned": _outputs(samples, blob, cfg)}
                 if stats.get("model_used") == "pretrained" and "state" in best_w:  # what the fine-tune alone would have given
@@ -208,6 +201,16 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         reports.write_file(os.path.join(out, "experiment", "results", f"run-{run_id}.parquet"), "experiment", rows)
     write_report(rows, report_dir, base)
     return rows
+
+
+def _training_frames(cache: dict[tuple, list], lr: str, info, train) -> list:
+    """The training frames of the clip ``lr`` for ``train``'s frame choices, extracted once
+    per choice (as the restore's extraction task does)."""
+    key = (train.frames, train.dedup, train.max_frames, train.seed)
+    if key not in cache:
+        cache[key] = reservoir(drop_near_duplicates((rgb for _, rgb in iter_training_frames(lr, train.frames, info)), train.dedup),
+                               train.max_frames, train.seed)
+    return cache[key]
 
 
 def _f(v: Any, spec: str = ".2f") -> str:

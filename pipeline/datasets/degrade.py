@@ -278,7 +278,7 @@ def _bicubic_down(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
 
 
-def _blur_decimate(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
+def blur_decimate(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
     """Gaussian blur of the HR image, then every ``scale``-th pixel (the "BD" model)."""
     return blur(hr, gaussian_kernel(sigma, radius=max(3, int(math.ceil(3 * sigma)))))[..., ::scale, ::scale]
 
@@ -286,7 +286,7 @@ def _blur_decimate(hr: torch.Tensor, scale: int, sigma: float) -> torch.Tensor:
 #: name -> (description, fn(hr (1, 3, H, W) float, scale, rng) -> lr float). HR sides are multiples of scale.
 EVAL_DEGRADATIONS: dict[str, tuple[str, Callable[[torch.Tensor, int, np.random.Generator], torch.Tensor]]] = {
     "bicubic": ("MATLAB bicubic downscale (the benchmark protocol)", lambda hr, s, rng: _bicubic_down(hr, s)),
-    "blur1.6": ("Gaussian blur sigma 1.6 (HR px), then every scale-th pixel", lambda hr, s, rng: _blur_decimate(hr, s, 1.6)),
+    "blur1.6": ("Gaussian blur sigma 1.6 (HR px), then every scale-th pixel", lambda hr, s, rng: blur_decimate(hr, s, 1.6)),
     "noise5": ("bicubic downscale, then Gaussian noise sigma 5 (0-255)", lambda hr, s, rng: add_noise(_bicubic_down(hr, s), 5.0, rng)),
     "x264crf30": ("bicubic downscale, then x264 CRF 30 (intra, yuv420p)",
                   lambda hr, s, rng: torch.stack([_from_uint8(codec_roundtrip(_to_uint8(x)[None], "x264", 30)[0], x) for x in _bicubic_down(hr, s)])),

@@ -139,7 +139,7 @@ class VideoStages:
         with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0):
             launch(finetune_loop, {
                 "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
-                "label": label, "store": self.store, "checkpoint_uri": uri, "degradation": degradation,
+                "label": label, "store": self.store, "checkpoint_uri": uri,
                 "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
                                "pretrained": cfg.model.pretrained, "run_id": self.run_id, "degradation": degradation},
             }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")

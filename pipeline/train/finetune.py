@@ -235,6 +235,13 @@ def video_degradation(d: dict[str, Any] | None, parts: tuple[str, ...] = AUTO_PA
                             noise_sigma=d["noise_sigma"] if "noise" in parts else 0.0, codec=codec, quality=quality)
 
 
+def self_pairs(degrade: str, estimated: dict[str, Any] | None) -> MakeLR | None:
+    """The self-pair maker ``finetune`` gets for a ``train.degrade`` setting: the video's
+    estimated degradation (its parts) for "auto[:parts]", else None (``cfg.degrade``'s own)."""
+    parts = auto_parts(degrade)
+    return video_degradation(estimated, parts) if parts else None
+
+
 def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     """Launcher worker of a video's fine-tune: fetch the frames, build the starting model,
     train; rank 0 commits the checkpoint (with the stats in its provenance) straight to
@@ -260,7 +267,7 @@ def finetune_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             sys.stdout.flush()
 
     stats = finetune(model, frames, cfg, config["scale"], worker.device, seed=cfg.seed + 1000 * worker.rank, on_step=on_step, worker=worker,
-                     make_lr=video_degradation(config.get("degradation"), parts) if (parts := auto_parts(cfg.degrade)) else None)
+                     make_lr=self_pairs(cfg.degrade, config["provenance"].get("degradation")))
     if worker.main:
         prov = {**stats, **config["provenance"], "workers": worker.world, "device": str(worker.device)}  # train_frames: as extracted
         config["store"].write_bytes(config["checkpoint_uri"], checkpoint.to_bytes(unwrap(model), prov))
