@@ -29,15 +29,16 @@ STATE_DIR = os.path.join(ROOT, "training")
 #: name -> (n_resblocks, n_feats)
 SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), "edsr_16x64": (16, 64)}
 
-#: stage -> (scale, flavour, steps, lr, init stage or None). Bicubic x2 first; x3/x4 start
-#: from x2 (as in the EDSR paper); each archive flavour starts from its bicubic model.
+#: stage -> (scale, flavour, steps, lr, init stage or None), in the order they run: bicubic
+#: x2 first; x3/x4 start from x2 (as in the EDSR paper), each archive flavour from its
+#: bicubic model. x4 comes right after x2: the hardest scale, where the base model matters most.
 PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x2-bicubic": (2, "bicubic", 40_000, 4e-4, None),
-    "x4-bicubic": (4, "bicubic", 60_000, 2e-4, "x2-bicubic"),
-    "x3-bicubic": (3, "bicubic", 40_000, 2e-4, "x2-bicubic"),
-    "x4-archive": (4, "archive", 20_000, 1e-4, "x4-bicubic"),
-    "x2-archive": (2, "archive", 20_000, 1e-4, "x2-bicubic"),
-    "x3-archive": (3, "archive", 20_000, 1e-4, "x3-bicubic"),
+    "x4-bicubic": (4, "bicubic", 25_000, 2e-4, "x2-bicubic"),
+    "x4-archive": (4, "archive", 15_000, 1e-4, "x4-bicubic"),
+    "x3-bicubic": (3, "bicubic", 20_000, 2e-4, "x2-bicubic"),
+    "x2-archive": (2, "archive", 15_000, 1e-4, "x2-bicubic"),
+    "x3-archive": (3, "archive", 15_000, 1e-4, "x3-bicubic"),
 }
 
 
