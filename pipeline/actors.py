@@ -27,7 +27,7 @@ import torch
 from pipeline import inference
 from pipeline.config import InferConfig, MediaConfig
 from pipeline.datasets.frames import drop_near_duplicates, reservoir
-from pipeline.media.chunks import Chunk, iter_training_frames
+from pipeline.media.chunks import Chunk, iter_training_frames, scan
 from pipeline.media.encode import assemble
 from pipeline.media.probe import VideoInfo, probe
 from pipeline.models import build_model, checkpoint
@@ -57,12 +57,16 @@ def _named(local: str, uri: str) -> Iterator[None]:
         raise ValueError(str(e).replace(local, uri)) from None
 
 
-def probe_source(store: Store, source: str, version: str, max_pixels: int = 0) -> VideoInfo:
+def probe_source(store: Store, source: str, version: str, max_pixels: int = 0, scan_frames: bool = False) -> VideoInfo:
     """Probe a video where it will be read (its scratch copy then serves later tasks on
-    the node). The returned ``path`` is the store URI, not the node's copy."""
+    the node), and with ``scan_frames`` find the frames that do not decode (a decode-only
+    pass, ``media.chunks.scan``). The returned ``path`` is the store URI, not the node's copy."""
     local = store.local_copy(source, version)
     with _named(local, source):
-        return dataclasses.replace(probe(local, max_pixels), path=source)
+        info = probe(local, max_pixels)
+        if scan_frames:
+            info = scan(local, info)
+        return dataclasses.replace(info, path=source)
 
 
 def training_frames(

@@ -47,6 +47,8 @@ class MediaConfig:
     preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
     container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
     encoder_threads: int = _f(4, "libx264 frame threads of each chunk's encoder. Fixed, not the actor's CPU share: x264's output depends on its thread count, and a chunk must encode the same on any actor or machine (retries, resumed runs). NVENC ignores it.")
+    damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
+    max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks: "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def __post_init__(self) -> None:
@@ -59,6 +61,10 @@ class MediaConfig:
             raise ValueError(f"media.preset must be one of {', '.join(presets)}, got {self.preset!r}")
         if not 1 <= self.encoder_threads <= 64:
             raise ValueError(f"media.encoder_threads must be in 1..64, got {self.encoder_threads}")
+        if self.damaged not in ("conceal", "fail"):
+            raise ValueError(f"media.damaged must be conceal or fail, got {self.damaged!r}")
+        if not 0.0 <= self.max_damaged <= 1.0:
+            raise ValueError(f"media.max_damaged must be in 0..1, got {self.max_damaged}")
         if self.encoder not in ("auto", "x264", "nvenc"):
             raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):

@@ -16,9 +16,12 @@ accurate rounding and full chroma interpolation in swscale. A decoded frame expl
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -202,6 +205,35 @@ def _decode(stream, packet, errors: list[str]) -> list:
         return []
 
 
+def in_order(frames: Iterable[av.VideoFrame], depth: int = 4) -> Iterator[av.VideoFrame]:
+    """``frames`` as the decoder puts them out (display order), their timestamps sorted
+    over a window of ``depth`` frames. Some files label frames out of order: an AVI
+    with MPEG-4 "packed B-frames" (DivX/XviD) gives each frame the timestamp of a
+    neighbour (pts 1, 2, 3, 5, 4, 6, 8, 7 ...), although the decoder puts the
+    pictures out in the right order. The set of timestamps is right; the k-th frame
+    out takes the k-th smallest of them. Correctly labelled frames pass unchanged."""
+    held: deque[av.VideoFrame] = deque()
+    labels: list[int] = []
+    for frame in frames:
+        if frame.pts is None:  # no label to sort: the caller refuses it
+            while held:
+                out = held.popleft()
+                out.pts = heapq.heappop(labels)
+                yield out
+            yield frame
+            continue
+        held.append(frame)
+        heapq.heappush(labels, frame.pts)
+        if len(held) > depth:
+            out = held.popleft()
+            out.pts = heapq.heappop(labels)
+            yield out
+    while held:
+        out = held.popleft()
+        out.pts = heapq.heappop(labels)
+        yield out
+
+
 def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoFrame]:
     """``frames`` with those flagged interlaced deinterlaced by FFmpeg's bwdif, one frame
     out per frame in (timestamps kept); progressive frames pass unchanged. bwdif looks
@@ -235,14 +267,22 @@ def decode_chunk(
     Yields (pts, rgb) for exactly the frames whose pts is in
     [chunk.start_pts, chunk.end_pts), in presentation order; pts is in the
     video stream's time_base, rgb is uint8 (H, W, 3), full range 0..255,
-    converted with `info.colorspace`. Packets the decoder rejects (and frames it puts
-    out of order) are counted, not raised; after the last frame, raises DamagedChunk if
-    frames are missing or came out flagged corrupt. An interlaced video
-    (``info.interlaced``) is deinterlaced (``_deinterlaced``); the frames before the
-    chunk that the decoder goes through serve as the first frame's neighbours.
+    converted with `info.colorspace`. Timestamps are sorted as ``in_order`` says.
+    A frame the decode-only scan found damaged (``info.damaged``) is concealed: its
+    stand-in (the nearest decoded frame, perhaps in another chunk) is put out at its
+    timestamp. Other packets the decoder rejects (and frames it puts out of order) are
+    counted, not raised; after the last frame, raises DamagedChunk if frames are
+    missing or came out flagged corrupt. An interlaced video (``info.interlaced``) is
+    deinterlaced (``_deinterlaced``); the frames before the chunk that the decoder
+    goes through serve as the first frame's neighbours.
     ``threads``: the decoder's threads (0: FFmpeg's choice, one per core of the machine,
     which oversubscribes a node shared by several actors).
     """
+    gaps = {pts: stand_in for pts, stand_in in info.damaged if chunk.contains(pts)}
+    # stand-ins in other chunks are decoded first; those in this chunk are kept as they go by
+    kept = {pts: rgb for pts, rgb in _frames_at(path, sorted({s for s in gaps.values() if not chunk.contains(s)}), info)}
+    wanted = set(gaps.values())
+    pending = sorted(gaps)
     if info.interlaced and chunk.start_pts is not None:
         # bwdif needs the frame before the chunk's first: start one GOP earlier (its frames are
         # decoded, then dropped), so the result does not depend on where the chunks are cut
@@ -260,11 +300,10 @@ def decode_chunk(
             stream.codec_context.thread_type = "AUTO"  # frame threads too (PyAV's default, SLICE, barely helps H.264)
 
         def decoded() -> Iterator[av.VideoFrame]:
-            for packet in _packets_from(container, stream, chunk, info):
-                for frame in _decode(stream, packet, errors):
-                    if frame.is_corrupt and frame.pts is not None:
-                        corrupt.add(frame.pts)
-                    yield frame
+            for frame in in_order(f for packet in _packets_from(container, stream, chunk, info) for f in _decode(stream, packet, errors)):
+                if frame.is_corrupt and frame.pts is not None and frame.pts not in gaps:
+                    corrupt.add(frame.pts)
+                yield frame
 
         frames = _deinterlaced(decoded(), stream) if info.interlaced else decoded()
         for frame in frames:
@@ -272,19 +311,74 @@ def decode_chunk(
                 raise RuntimeError(f"{path}: decoded frame without pts in chunk {chunk.index}")
             if chunk.end_pts is not None and frame.pts >= chunk.end_pts:
                 break  # frames come in presentation order: the chunk's are all out
-            if not chunk.contains(frame.pts):
+            if not chunk.contains(frame.pts) or frame.pts in gaps:
                 continue
             if last_pts is not None and frame.pts <= last_pts:  # damaged data upset the reordering
                 errors.append(f"frame pts {frame.pts} after {last_pts}")
                 continue
             last_pts = frame.pts
+            rgb = to_rgb(frame, info.colorspace)
+            if frame.pts in wanted:
+                kept[frame.pts] = rgb
+            while pending and pending[0] < frame.pts:
+                yield _concealed(path, chunk, pending.pop(0), gaps, kept)
             count += 1
-            yield frame.pts, to_rgb(frame, info.colorspace)
-            if count == chunk.frames:
+            yield frame.pts, rgb
+            if count == chunk.frames - len(gaps):
                 break
+    while pending:
+        yield _concealed(path, chunk, pending.pop(0), gaps, kept)
     flagged = sum(1 for pts in corrupt if chunk.contains(pts))
-    if count < chunk.frames or flagged:
-        raise DamagedChunk.of(path, chunk, chunk.frames - count, flagged, len(errors))
+    if count < chunk.frames - len(gaps) or flagged:
+        raise DamagedChunk.of(path, chunk, chunk.frames - len(gaps) - count, flagged, len(errors))
+
+
+def _concealed(path: str, chunk: Chunk, pts: int, gaps: dict[int, int], kept: dict[int, np.ndarray]) -> tuple[int, np.ndarray]:
+    """A damaged frame's timestamp with its stand-in's picture."""
+    rgb = kept.get(gaps[pts])
+    if rgb is None:  # the scan decoded the stand-in, this decode did not
+        raise DamagedChunk.of(path, chunk, 1, 0, 0)
+    return pts, rgb
+
+
+def _frames_at(path: str, wanted: list[int], info: VideoInfo) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames at the timestamps ``wanted`` (sorted), each decoded from its GOP."""
+    plain = dataclasses.replace(info, damaged=())
+    for pts in wanted:
+        seek = max((k for k in info.keyframe_pts if k <= pts), default=info.keyframe_pts[0])
+        yield from decode_chunk(path, Chunk(index=-1, start_pts=pts, end_pts=pts + 1, seek_pts=seek, frames=1), plain)
+
+
+def scan(path: str, info: VideoInfo) -> VideoInfo:
+    """The decode-only pass that finds the frames a video has but cannot put out (the
+    decoder rejects their packets, drops them, or flags them corrupt), before any
+    training or inference. Returns ``info`` with ``damaged``: each such frame's
+    timestamp and its stand-in's, the nearest frame that decoded (the earlier one of two
+    as near). Raises ValueError when no frame decodes."""
+    expected: list[int] = []
+    good: set[int] = set()
+    errors: list[str] = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+
+        def packets():
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None and not packet.is_discard:  # the frames probe counts
+                    expected.append(packet.pts)
+                yield packet
+
+        for frame in in_order(f for packet in packets() for f in _decode(stream, packet, errors)):
+            if frame.pts is not None and not frame.is_corrupt:
+                good.add(frame.pts)
+    shown = sorted(good.intersection(expected))
+    if not shown:
+        raise ValueError(f"{path}: none of its {len(expected)} frames can be decoded")
+    damaged = []
+    for pts in sorted(set(expected) - good):
+        i = bisect.bisect_left(shown, pts)
+        near = [shown[j] for j in (i - 1, i) if 0 <= j < len(shown)]
+        damaged.append((pts, min(near, key=lambda s: (abs(s - pts), s))))
+    return dataclasses.replace(info, damaged=tuple(damaged))
 
 
 def _parse_policy(policy: str) -> tuple[str, Fraction | None]:
@@ -325,7 +419,7 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
             stream.codec_context.skip_frame = "NONKEY"
         next_k = 0  # index of the next multiple of 1/fps to satisfy
         errors: list[str] = []  # damaged packets are skipped here; inference reports them
-        decoded = (f for packet in container.demux(stream) for f in _decode(stream, packet, errors) if not f.is_corrupt)
+        decoded = (f for f in in_order(f for packet in container.demux(stream) for f in _decode(stream, packet, errors)) if not f.is_corrupt)
         if not info.interlaced:
             frames: Iterable[av.VideoFrame] = decoded
         elif kind == "iframes":  # keyframes are far apart: each deinterlaced on its own

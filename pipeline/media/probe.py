@@ -41,6 +41,7 @@ class VideoInfo:
     audio_codec: str | None
     rotation: int = 0  # display rotation in degrees (counter-clockwise, FFmpeg's sign), from the display matrix
     interlaced: bool = False  # the stream is flagged interlaced (field order top/bottom first)
+    damaged: tuple[tuple[int, int], ...] = ()  # (pts, stand-in pts) of frames that do not decode (media.chunks.scan; empty when not scanned)
 
 
 def colorspace_of(stream_colorspace: int, height: int) -> str:

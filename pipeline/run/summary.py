@@ -56,6 +56,9 @@ def print_summary(outcome: Outcome, file=sys.stdout) -> None:
         print(f"({legend}. bicubic/pretrained/finetuned: the methods on the same frames;"
               " output: the restored file, encoding included)", file=file)
     for r in rows:
+        if r.status == "restored" and r.frames_damaged:
+            print(f"{r.video}: {r.frames_damaged} of {r.frames_in} frames did not decode: each concealed by the nearest decoded frame", file=file)
+    for r in rows:
         ties = [f"{a} ~ {b}" for a, b in (("pretrained", "finetuned"), ("bicubic", "output")) if niqe_tied(r, a, b)]
         if ties:
             print(f"{r.video}: NIQE within each other's 90% interval, not ranked: {', '.join(ties)}", file=file)

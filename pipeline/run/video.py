@@ -43,6 +43,31 @@ def check_input(info, cfg: RestoreConfig) -> None:
         raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
 
 
+def check_damage(info, cfg: RestoreConfig) -> None:
+    """Refuse, before any training or inference, a video whose damaged frames (found by
+    the scan) media.damaged does not allow to conceal."""
+    n, media = len(info.damaged), cfg.media
+    if media.damaged == "fail":
+        raise DamagedVideo(f"{n} of {info.frames} frames do not decode (at {_times(info)}); media.damaged=fail: not restored")
+    if n > media.max_damaged * info.frames:
+        raise DamagedVideo(f"{n} of {info.frames} frames do not decode (at {_times(info)}): {n / info.frames:.0%}, over "
+                           f"media.max_damaged ({media.max_damaged:.0%}); not restored")
+
+
+def _times(info, most: int = 6) -> str:
+    """Where the damaged frames are, in seconds from the start (runs joined)."""
+    step = 1 / (info.rate * info.time_base) if info.rate else 1
+    runs: list[list[int]] = []
+    for pts, _ in info.damaged:
+        if runs and pts - runs[-1][1] <= 1.5 * step:
+            runs[-1][1] = pts
+        else:
+            runs.append([pts, pts])
+    secs = [(float((a - info.start_pts) * info.time_base), float((b - info.start_pts) * info.time_base)) for a, b in runs]
+    text = ", ".join(f"{a:.2f} s" if a == b else f"{a:.2f}-{b:.2f} s" for a, b in secs[:most])
+    return text + (f" and {len(secs) - most} more" if len(secs) > most else "")
+
+
 @dataclass
 class VideoStages:
     """What every video of a run shares: the config, the store, the names, the starting
@@ -71,13 +96,18 @@ class VideoStages:
             except FileNotFoundError:
                 raise FileNotFoundError(f"reference not found: {job.reference}") from None
 
-        info = ray.get(self.pool.stage("probe", probe_task, store, job.source, job.version, cfg.limits.max_pixels))
+        info = ray.get(self.pool.stage("probe", probe_task, store, job.source, job.version, cfg.limits.max_pixels, True))
         chunks = plan_chunks(info, cfg.media.chunk_frames)
         row.probed(info, len(chunks))
         say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
             f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks"
             + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else ""))
         check_input(info, cfg)
+        row.frames_damaged = len(info.damaged)
+        if info.damaged:
+            check_damage(info, cfg)
+            say(label, f"scan: {len(info.damaged)} of {info.frames} frames do not decode (at {_times(info)}): "
+                "each is concealed by the nearest decoded frame")
 
         t0 = time.perf_counter()
         ckpt = self.finetuned(job, info, row)
@@ -179,13 +209,14 @@ class VideoStages:
             say(job.rel, f"infer: reusing {row.chunks_reused}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
         damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, self.cfg.media, self.heartbeat,
                                        done_frames=reused_frames, codec=codec)
-        row.frames_damaged = sum(d.frames for d in damaged)
-        if damaged:
+        if damaged:  # frames the scan decoded but this decode did not (or flagged corrupt)
+            row.frames_damaged = len(info.damaged) + sum(d.frames for d in damaged)
             where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
             raise DamagedVideo(
-                f"{job.source}: {row.frames_damaged} of {info.frames} frames could not be decoded "
+                f"{job.source}: {sum(d.frames for d in damaged)} of {info.frames} frames could not be decoded in their chunks "
                 f"({sum(d.missing for d in damaged)} missing, {sum(d.corrupt for d in damaged)} flagged corrupt; "
-                f"chunk{'s' if len(damaged) > 1 else ''} {where}); not restored, so that no frame is silently lost")
+                f"chunk{'s' if len(damaged) > 1 else ''} {where}) although the scan decoded them; not restored, so that "
+                "no frame is silently lost")
         return codec
 
     def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, codec: str, row: VideoRow) -> None:

@@ -15,6 +15,10 @@ It reads two real clips (read-only) from ``--src`` and writes:
   untagged colour (so readers fall back to BT.601 for SD).
 * ``demo/carphone_qcif.mp4`` -- all 120 frames of carphone at 176x144, GOP 30
   (closed), crf 12, no audio.
+* ``tests/data/packed_b.avi`` (with ``--archive FOLDER_WITH_Megamind.avi``) -- 36
+  video packets of that DivX-era AVI copied unchanged (no re-encode): the first 20
+  of its GOP at dts 154 and the first 16 of the GOP at dts 200. MPEG-4 Part 2 with
+  "packed B-frames", so the decoder labels frames out of order.
 
 Frame timestamps keep the source's time base and pts (1/12800 s for Big Buck
 Bunny, 1/30000 s for carphone). After writing, the script prints each file's
@@ -144,9 +148,22 @@ def _describe(path: str) -> bool:
     return open_gop
 
 
+def _cut_packets(src: str, dst: str, spans: list[tuple[int, int]]) -> None:
+    """Copy the video packets whose dts lies in one of ``spans`` ([a, b)) into an AVI."""
+    with av.open(src) as inp, av.open(dst, "w", format="avi") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for packet in inp.demux(stream):
+            if packet.dts is not None and any(a <= packet.dts < b for a, b in spans):
+                packet.stream = copy
+                out.mux(packet)
+    print(f"{os.path.relpath(dst, REPO)}: {os.path.getsize(dst)} bytes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="folder with bigbuckbunny.mp4 and carphone_pristine.mp4 (see SOURCES.md)")
+    parser.add_argument("--archive", help="folder with Megamind.avi (see SOURCES.md): also cut tests/data/packed_b.avi")
     args = parser.parse_args()
     bbb = os.path.join(args.src, "bigbuckbunny.mp4")
     carphone = os.path.join(args.src, "carphone_pristine.mp4")
@@ -185,6 +202,9 @@ def main() -> None:
         x264_params="keyint=30:min-keyint=30:scenecut=0",
         copy_audio=False,
     )
+    if args.archive:
+        _cut_packets(os.path.join(args.archive, "Megamind.avi"), os.path.join(REPO, "tests", "data", "packed_b.avi"),
+                     [(154, 174), (200, 216)])
     if not _describe(bbb_out):
         raise SystemExit("bbb_320x180.mp4 has no open GOP")
     _describe(gop10)

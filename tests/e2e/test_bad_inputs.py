@@ -14,16 +14,17 @@ import pytest
 
 from pipeline import reports
 from pipeline.config import build_config
-from pipeline.media.chunks import DamagedChunk, decode_chunk, iter_training_frames, plan_chunks
+from pipeline.media.chunks import DamagedChunk, decode_chunk, iter_training_frames, plan_chunks, scan
 from pipeline.media.probe import probe
 from pipeline.metrics.resize import bicubic_resize_uint8
 from tests import corpus
 from tests.conftest import run_job, tag
 
-SETS = ["train.finetune=false", "metrics.sample_frames=2", "metrics.niqe=false", "media.chunk_frames=10", "limits.max_pixels=1000000",
+SETS = ["train.finetune=false", "media.max_damaged=0.15", "metrics.sample_frames=2", "metrics.niqe=false", "media.chunk_frames=10", "limits.max_pixels=1000000",
         "limits.max_seconds=10", "videos_at_once=2"]
 FAST = ["--preset", "tiny"] + [a for s in SETS for a in ("--set", s)]
 TAG = tag(build_config("tiny", overrides=SETS))
+DAMAGED = {"corrupt_middle.mp4": 3, "corrupt_flagged.mp4": 1, "corrupt_silent.mp4": 1, "corrupt_keyframe.mp4": 8}  # frames the scan finds
 UNICODE = "Cafe\u0301 \u2615 \u6620\u50cf \u0444\u0438\u043b\u044c\u043c.mp4"  # combining accent, emoji-like, CJK, Cyrillic
 LONG = "\u00e9" * 125 + ".mp4"  # 254 bytes in UTF-8: a legal name whose derived names (.json, .pt ...) would not be
 
@@ -35,10 +36,10 @@ EXPECTED = {
     "random.mp4": ("failed", "cannot read container: not a video, or truncated/damaged"),
     "truncated.mp4": ("failed", "cannot read container: not a video, or truncated/damaged"),
     "truncated_faststart.mp4": ("failed", "truncated: 23 of the 40 video frames its index declares lie past the end of the file"),
-    "corrupt_middle.mp4": ("failed", "3 of 40 frames could not be decoded"),
-    "corrupt_keyframe.mp4": ("failed", "of 40 frames could not be decoded"),
-    "corrupt_flagged.mp4": ("failed", "1 of 40 frames could not be decoded"),
-    "corrupt_silent.mp4": ("failed", "1 of 40 frames could not be decoded"),
+    "corrupt_middle.mp4": ("restored", None),  # damaged frames concealed (media.damaged=conceal, the default)
+    "corrupt_keyframe.mp4": ("failed", "8 of 40 frames do not decode (at 0.63-0.87 s): 20%, over media.max_damaged (15%)"),
+    "corrupt_flagged.mp4": ("restored", None),
+    "corrupt_silent.mp4": ("restored", None),
     "audio_only.mp4": ("failed", "no video stream (audio only)"),
     "still.mp4": ("failed", "a still image (png_pipe), not a video"),
     "tiny_1x1.mp4": ("failed", "1x1 is too small to restore x2"),
@@ -79,7 +80,8 @@ def test_every_input_ends_as_expected(run):
             assert words in row["error"], (name, row["error"])
             assert row["output"] is None and not (out / TAG / name).exists()
         else:
-            assert os.path.isfile(row["output"]) and row["frames_out"] == row["frames_in"] and row["frames_damaged"] == 0, name
+            assert os.path.isfile(row["output"]) and row["frames_out"] == row["frames_in"], name
+            assert row["frames_damaged"] == DAMAGED.get(name, 0), (name, row["frames_damaged"])
     restored = sum(s == "restored" for s, _ in EXPECTED.values())
     assert f"{restored} restored, {len(EXPECTED) - restored} failed, 0 skipped" in proc.stdout
     assert "Traceback" not in proc.stdout
@@ -88,26 +90,37 @@ def test_every_input_ends_as_expected(run):
 
 
 @pytest.mark.slow
-def test_damaged_videos_report_the_frames_lost(run):
-    _, _, proc, rows = run
-    assert rows["corrupt_middle.mp4"]["frames_damaged"] == 3
-    assert rows["corrupt_flagged.mp4"]["frames_damaged"] == 1 and "1 flagged corrupt" in rows["corrupt_flagged.mp4"]["error"]
-    assert rows["corrupt_silent.mp4"]["frames_damaged"] == 1 and "1 missing" in rows["corrupt_silent.mp4"]["error"]
-    assert rows["corrupt_keyframe.mp4"]["frames_damaged"] >= 5
-    assert "[corrupt_middle.mp4] infer: chunk 1: 3 frames could not be decoded" in proc.stdout
+def test_damaged_videos_are_concealed_and_say_so(run):
+    """The scan finds the damaged frames before anything is trained; each is put out as
+    its stand-in, so the output has every frame at the source's timestamps; the log and
+    the summary say how many were concealed, and a video over media.max_damaged fails
+    before its fine-tune."""
+    arch, _, proc, rows = run
+    assert rows["corrupt_keyframe.mp4"]["frames_damaged"] == 8 and rows["corrupt_keyframe.mp4"]["train_seconds"] is None
+    assert "[corrupt_middle.mp4] scan: 3 of 40 frames do not decode (at 0.43 s, 0.53 s, 0.60 s): each is concealed" in proc.stdout
+    assert "corrupt_silent.mp4: 1 of 40 frames did not decode: each concealed by the nearest decoded frame" in proc.stdout
+    for name in ("corrupt_middle.mp4", "corrupt_flagged.mp4", "corrupt_silent.mp4"):
+        with av.open(rows[name]["output"]) as c:
+            out = [p.pts * c.streams.video[0].time_base for p in c.demux(video=0) if p.size]
+        with av.open(str(arch / name)) as c:
+            src = [p.pts * c.streams.video[0].time_base for p in c.demux(video=0) if p.size]
+        assert sorted(out) == sorted(src), name
 
 
 @pytest.mark.parametrize("name", sorted(corpus.CASES))
 def test_media_layer_on_the_corpus(tmp_path, name):
-    """Without Ray: a file probe accepts decodes to exactly its frames, or raises
-    DamagedChunk counting the lost ones; training frames of every policy come from it
-    without raising (damaged packets skipped)."""
+    """Without Ray: a file probe accepts decodes to exactly its frames at their own
+    timestamps, the damaged ones (found by the scan) concealed; without the scan the
+    damaged ones raise DamagedChunk with their count. Training frames of every policy
+    come from it without raising (damaged packets skipped)."""
     path = corpus.CASES[name](str(tmp_path / name))
     try:
         info = probe(path)
     except ValueError as e:
         assert EXPECTED[name][0] == "failed" and EXPECTED[name][1] in str(e), (name, str(e))
         return
+    scanned = scan(path, info)
+    assert len(scanned.damaged) == DAMAGED.get(name, 0), (name, scanned.damaged)
     decoded, missing, lost = [], 0, 0
     for chunk in plan_chunks(info, 10):
         try:
@@ -116,12 +129,46 @@ def test_media_layer_on_the_corpus(tmp_path, name):
             missing, lost = missing + e.missing, lost + e.frames
     assert len(decoded) + missing == info.frames, (name, len(decoded), missing)  # every frame out, or counted as lost
     assert (lost > 0) == name.startswith("corrupt"), (name, lost)
-    if not lost:  # at the source's own timestamps (interlaced: through the deinterlacer)
-        with av.open(path) as c:
-            assert decoded == sorted(p.pts for p in c.demux(video=0) if p.size and not p.is_discard), name  # edit lists: shown frames
+    concealed = [pts for chunk in plan_chunks(scanned, 10) for pts, _ in decode_chunk(path, chunk, scanned)]
+    with av.open(path) as c:
+        assert concealed == sorted(p.pts for p in c.demux(video=0) if p.size and not p.is_discard), name  # edit lists: shown frames
     for policy in ("iframes", "fps:5", "all"):
         got = list(iter_training_frames(path, policy, info))
         assert got and all(rgb.shape == (info.height, info.width, 3) for _, rgb in got), (name, policy)
+
+
+def test_a_concealed_frame_is_its_nearest_decoded_neighbour(tmp_path):
+    """corrupt_middle: packets 14-16 are garbage. Each damaged frame is put out as the
+    picture of its stand-in (the nearest decoded frame), which lies in the same chunk or
+    in the one before it."""
+    path = corpus.make_corrupt_middle(str(tmp_path / "m.mp4"))
+    info = scan(path, probe(path))
+    stand_ins = dict(info.damaged)
+    for min_frames in (10, 1000):  # stand-ins in the chunk itself, or decoded from another chunk
+        frames = dict(f for chunk in plan_chunks(info, min_frames) for f in decode_chunk(path, chunk, info))
+        for pts, near in stand_ins.items():
+            assert np.array_equal(frames[pts], frames[near]) and pts != near
+        assert len(frames) == 40
+
+
+def test_packed_b_frames_come_out_in_display_order():
+    """An AVI with MPEG-4 "packed B-frames" (a real DivX file): the decoder labels frames
+    with a neighbour's timestamp (1, 2, 3, 5, 4, ...). Every frame comes out once, in
+    order, and each is nearer to the next frame than the one after it is (display order,
+    not decode order)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "data", "packed_b.avi")
+    info = probe(path)
+    with av.open(path) as c:
+        raw = [f.pts for f in c.decode(video=0)]
+    assert raw != sorted(raw)  # the labels the decoder gives
+    assert scan(path, info).damaged == ()
+    frames = [f for chunk in plan_chunks(info, 12) for f in decode_chunk(path, chunk, info)]
+    assert [p for p, _ in frames] == sorted(raw)
+    pics = [rgb.astype(np.float32) for _, rgb in frames]
+    step = [np.abs(pics[i + 1] - pics[i]).mean() for i in range(len(pics) - 2)]
+    skip = [np.abs(pics[i + 2] - pics[i]).mean() for i in range(len(pics) - 2)]
+    assert all(a < b for a, b in zip(step, skip, strict=True))
+    assert [t for t, _ in iter_training_frames(path, "all", info)] == [float((p - info.start_pts) * info.time_base) for p in sorted(raw)]
 
 
 def _frames(path):
