@@ -92,9 +92,9 @@ def training_frames(
 def assemble_output(
     store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int, rotation: int = 0
 ) -> dict[str, int]:
-    """Join the restored chunks and the source's audio (and display rotation), check the
-    frame count, and commit the result to ``output``; returns the output's width, height
-    and frames."""
+    """Join the restored chunks and the source's audio, subtitles, chapters and tags (and
+    display rotation), check the frame count, and commit the result to ``output``; returns
+    the output's width, height and frames, and what of the source it could not keep."""
     src = store.local_copy(source, version)
     work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch.folder())
     try:
@@ -106,11 +106,11 @@ def assemble_output(
             else:
                 paths.append(uri)
         with store.committing(output, os.path.splitext(output)[1]) as tmp:  # only a checked file reaches the final name
-            assemble(paths, src, tmp, rotation)
+            dropped = assemble(paths, src, tmp, rotation)
             info = probe(tmp)
             if info.frames != expected_frames:
                 raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
-        return {"width": info.width, "height": info.height, "frames": info.frames}
+        return {"width": info.width, "height": info.height, "frames": info.frames, "dropped": dropped}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

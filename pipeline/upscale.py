@@ -80,7 +80,7 @@ def upscale_chunk(
     n = 0
     with ChunkWriter(
         path, width=width, height=height, time_base=info.time_base, rate=info.rate,
-        colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=media.encoder_threads,
+        colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=media.encoder_threads, sar=info.sar,
         codec=codec or encoder_for(media, device, (height, width)),
     ) as writer:
 

@@ -30,6 +30,11 @@ What a reader sees with PyAV 18.1 / its FFmpeg 8 libraries (``describe`` checks 
 * ``rotated``: display matrix -90 deg (as a phone writes for a portrait video);
   read back as ``VideoFrame.rotation == -90`` on every decoded frame (no
   stream-level accessor in PyAV 18; ``stream.metadata`` has no "rotate").
+* ``anamorphic``: ``stream.sample_aspect_ratio == 16/11``, ``display_aspect_ratio == 16/9``.
+* ``subtitled`` (mp4: two mov_text streams) and ``subtitled_mkv`` (SubRip + ASS, read
+  back as ``srt`` and ``ssa``): languages in the streams' tags; the mp4 also shows its
+  chapters as a data stream (the QuickTime chapter track); Matroska writes its tags
+  upper-case (``COMMENT``, ``DATE``).
 * ``interlaced``: ``stream.codec_context.field_order == 2`` (AV_FIELD_TT) right
   after ``av.open``; ``frame.interlaced_frame`` True on every frame.
 """
@@ -291,6 +296,81 @@ def make_vfr(path: str) -> str:
     return encode(path, frames()[:30], pts=vfr_pts(), time_base=Fraction(1, 90000))
 
 
+def make_anamorphic(path: str) -> str:
+    """Anamorphic: 176x144 stored pixels with sample aspect ratio 16:11, shown 256x144
+    (16:9), as widescreen DVD and DV tapes store it."""
+    def setup(s):
+        s.codec_context.sample_aspect_ratio = Fraction(16, 11)
+    return encode(path, frames()[:10], setup=setup)
+
+
+# A minimal ASS header: what text subtitle encoders need to open (styles of the cues).
+ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+              b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+              b"Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+              b"MarginR, MarginV, Encoding\nStyle: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,1\n\n"
+              b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
+# (start ms, end ms, text) of the subtitle cues, per language
+CUES = {"eng": [(100, 500, "Hello there"), (600, 950, "Two rows\nof text")],
+        "fra": [(150, 450, "Bonjour"), (700, 900, "Au revoir")]}
+CHAPTERS = [(0, 400, "Opening"), (400, 1000, "The end")]  # ms
+TAGS = {"title": "A home movie", "date": "1987-06-14", "comment": "digitised from VHS"}
+
+
+def _cue_bytes(codec: str, index: int, text: str) -> bytes:
+    """One cue as the packet of a text subtitle codec: mov_text is a 16-bit length and
+    UTF-8 text, SubRip the text, ASS a Matroska dialogue line."""
+    data = text.encode()
+    if codec == "mov_text":
+        return len(data).to_bytes(2, "big") + data
+    if codec == "ass":
+        return f"{index},0,Default,,0,0,0,,{text.replace(chr(10), chr(92) + 'N')}".encode()
+    return data
+
+
+def _subtitled(path: str, fmt: str, codecs: dict[str, str]) -> str:
+    """20 carphone frames (30 fps, 1/1000 s ticks) with a subtitle stream per language
+    (``codecs``: language -> codec, cues from CUES), CHAPTERS and TAGS."""
+    with av.open(path, "w", format=fmt) as out:
+        v = out.add_stream("libx264", rate=30, options={**GOP10, "bf": "0"})  # no B-frames: it can serve as a chunk
+        v.height, v.width = frames()[0].shape[:2]
+        v.pix_fmt = "yuv420p"
+        v.codec_context.thread_count = 1
+        v.time_base = v.codec_context.time_base = Fraction(1, 1000)
+        subs = []
+        for lang, codec in codecs.items():
+            st = out.add_stream(codec)
+            st.time_base = st.codec_context.time_base = Fraction(1, 1000)
+            st.codec_context.subtitle_header = ASS_HEADER
+            st.metadata["language"] = lang
+            subs.append((st, codec, CUES[lang]))
+        out.metadata.update(TAGS)
+        out.set_chapters([{"id": i + 1, "start": a, "end": b, "time_base": Fraction(1, 1000), "metadata": {"title": t}}
+                          for i, (a, b, t) in enumerate(CHAPTERS)])
+        for i, img in enumerate(frames()[:20]):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts, f.time_base = round(i * 1000 / 30), Fraction(1, 1000)
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        for st, codec, cues in subs:
+            for i, (a, b, text) in enumerate(cues):
+                p = av.Packet(_cue_bytes(codec, i, text))
+                p.stream, p.pts, p.dts, p.duration = st, a, a, b - a
+                out.mux(p)
+    return path
+
+
+def make_subtitled(path: str) -> str:
+    """mp4 with two mov_text subtitle streams (English, French), two chapters and tags."""
+    return _subtitled(path, "mp4", {"eng": "mov_text", "fra": "mov_text"})
+
+
+def make_subtitled_mkv(path: str) -> str:
+    """Matroska with a SubRip (English) and an ASS (French) subtitle stream, two
+    chapters and tags: restored to mp4 both become mov_text."""
+    return _subtitled(path, "matroska", {"eng": "subrip", "fra": "ass"})
+
+
 def make_interlaced(path: str) -> str:
     """H.264 coded as interlaced (PAFF/MBAFF), top field first."""
     return encode(path, frames()[:20], options={"crf": "23", "x264-params": "interlaced=1:tff=1"})
@@ -341,6 +421,9 @@ CASES: dict[str, Callable[[str], str]] = {
     "corrupt_keyframe.mp4": make_corrupt_keyframe,
     "corrupt_flagged.mp4": make_corrupt_flagged,
     "corrupt_silent.mp4": make_corrupt_silent,
+    "anamorphic.mp4": make_anamorphic,
+    "subtitled.mp4": make_subtitled,
+    "subtitled_mkv.mkv": make_subtitled_mkv,
     "tiny_1x1.mp4": make_tiny_1x1,
     "odd_175x143.mp4": make_odd_175x143,
     "odd_175x143_yuv420p.mp4": make_odd_175x143_yuv420p,

@@ -1,4 +1,5 @@
-"""Encode restored chunks and assemble them, with the source's audio, into one file.
+"""Encode restored chunks and assemble them, with the source's audio, subtitles, chapters
+and tags, into one file.
 
 B-frames and DTS
 ----------------
@@ -106,7 +107,8 @@ class ChunkWriter:
     `time_base` is the SOURCE video stream's time base; pts passed to `write`
     are in its ticks and are stored unchanged. `rate` is the nominal frame
     rate (used for the last frame's duration and the stream's rate).
-    `colorspace` is "bt709" or "bt601". Width and height must be even.
+    `colorspace` is "bt709" or "bt601". Width and height must be even. `sar`: the
+    sample aspect ratio (the source's: scaling both sides keeps the pixel shape).
     Encodes yuv420p without B-frames (see the module docstring).
     """
 
@@ -124,6 +126,7 @@ class ChunkWriter:
         codec: str = "libx264",
         gop_size: int | None = None,
         threads: int = 0,
+        sar: Fraction = Fraction(1),
     ) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(
@@ -155,6 +158,8 @@ class ChunkWriter:
             tag = _COLOR_TAGS[colorspace]
             ctx.colorspace, ctx.color_primaries, ctx.color_trc = tag, tag, tag
             ctx.color_range = _AVCOL_RANGE_MPEG
+            if sar != 1:  # anamorphic: the pixels keep the source's shape (in the stream and the container)
+                ctx.sample_aspect_ratio = Fraction(sar)
             if threads:
                 ctx.thread_count = threads
                 ctx.thread_type = "FRAME"  # (PyAV's default, SLICE, makes libx264 cut each frame into slices)
@@ -274,17 +279,88 @@ def _audio_reencoded(source, in_stream, out_stream):
         yield packet.dts * packet.time_base, packet
 
 
-def assemble(chunk_paths: list[str], source_path: str, out_path: str, rotation: int = 0) -> None:
-    """Join the chunks' video and the source's audio into `out_path`.
+# Text subtitle codecs (FFmpeg decodes each to ASS events, so one converts to another) and
+# what each output container takes when it cannot hold the source's.
+_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"}
+_SUBTITLE_FOR = {"mp4": "mov_text", "mov": "mov_text", "matroska": "subrip"}
+# Container tags that describe the file's own format, not the content: left to the muxer.
+_FORMAT_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name", "vendor_id", "duration"}
+
+
+def _content_tags(tags) -> dict[str, str]:
+    """A container's or stream's tags without those of its format (any case: Matroska
+    writes them upper-case)."""
+    return {k: v for k, v in tags.items() if k.lower() not in _FORMAT_TAGS}
+
+
+def _subtitle_packets(source, in_stream, out_stream):
+    """Subtitle packets of the source stream, copied (timestamps unchanged)."""
+    yield from _audio_packets(source, in_stream, out_stream)
+
+
+def _subtitles_converted(source, in_stream, out_stream):
+    """Text subtitles of the source stream decoded (to ASS events) and encoded with
+    `out_stream`'s codec, each at its source time and duration."""
+    ctx = out_stream.codec_context
+    for packet in source.demux(in_stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        subs = in_stream.codec_context.decode2(packet)
+        if subs is None or not len(subs.rects):
+            continue
+        if not ctx.is_open:  # the encoder takes the decoder's ASS header (styles)
+            ctx.subtitle_header = in_stream.codec_context.subtitle_header
+        out = ctx.encode_subtitle(subs)
+        out.stream = out_stream
+        out.pts = out.dts = int(packet.pts * packet.time_base / out_stream.time_base)
+        out.duration = int((packet.duration or 0) * packet.time_base / out_stream.time_base)
+        yield packet.pts * packet.time_base, out
+
+
+def _add_subtitles(out, fmt: str, source_path: str, stack: contextlib.ExitStack) -> tuple[list, list[str]]:
+    """Each subtitle stream of the source as an output stream: copied when the container
+    takes its codec, else text subtitles converted (mov_text in mp4/mov, SubRip in
+    Matroska). Returns the packet sources, and what could not be kept (bitmap subtitles
+    the container cannot hold)."""
+    sources, dropped = [], []
+    with av.open(source_path) as probe_source:
+        count = len(probe_source.streams.subtitles)
+    for index in range(count):
+        reader = stack.enter_context(av.open(source_path))
+        sub_in = reader.streams.subtitles[index]
+        name = sub_in.codec_context.name
+        if name in out.supported_codecs:
+            sub_out = out.add_stream_from_template(sub_in)
+            sub_out.time_base = sub_in.time_base
+            sources.append(_subtitle_packets(reader, sub_in, sub_out))
+        elif name in _TEXT_SUBTITLES and fmt in _SUBTITLE_FOR:
+            sub_out = out.add_stream(_SUBTITLE_FOR[fmt])
+            sub_out.time_base = sub_out.codec_context.time_base = Fraction(1, 1000)
+            if not sub_in.codec_context.is_open:
+                sub_in.codec_context.open()
+            sub_out.codec_context.subtitle_header = sub_in.codec_context.subtitle_header
+            sources.append(_subtitles_converted(reader, sub_in, sub_out))
+        else:
+            dropped.append(f"subtitle stream {index} ({name}): {fmt} cannot hold it")
+            continue
+        sub_out.metadata.update(_content_tags(sub_in.metadata))  # language, title
+    return sources, dropped
+
+
+def assemble(chunk_paths: list[str], source_path: str, out_path: str, rotation: int = 0) -> list[str]:
+    """Join the chunks' video and the source's audio and subtitles into `out_path`.
 
     Video packets of `chunk_paths` are copied in order (they must share codec
     parameters and have increasing DTS); every audio stream of `source_path` is
     copied unchanged, or re-encoded to AAC if the output container cannot hold
-    its codec. The container follows out_path's extension (.mp4/.m4v, .mov,
-    .mkv; mp4 otherwise). `rotation` (degrees, counter-clockwise) is written as the
-    video's display matrix, so players turn it as they turned the source. The file is
-    written under a temporary name in the same directory and renamed to `out_path`
-    only when complete.
+    its codec; every subtitle stream copied, or converted (text subtitles) to one the
+    container takes; the source's chapters and container tags (title, dates ...) are
+    kept. The container follows out_path's extension (.mp4/.m4v, .mov, .mkv; mp4
+    otherwise). `rotation` (degrees, counter-clockwise) is written as the video's
+    display matrix, so players turn it as they turned the source; the sample aspect
+    ratio comes with the chunks. The file is written under a temporary name in the
+    same directory and renamed to `out_path` only when complete. Returns what of the
+    source could not be kept (bitmap subtitles in mp4), for the log.
     """
     if not chunk_paths:
         raise ValueError("assemble: no chunks")
@@ -326,10 +402,17 @@ def assemble(chunk_paths: list[str], source_path: str, out_path: str, rotation: 
                         "aac", rate=ctx.sample_rate, layout=layout
                     )
                     sources.append(_audio_reencoded(reader, audio_in, audio_out))
+            subtitles, dropped = _add_subtitles(out, fmt, source_path, stack)
+            sources.extend(subtitles)
+            out.metadata.update(_content_tags(source.metadata))
+            chapters = source.chapters()
+            if chapters:
+                out.set_chapters(chapters)
             # Interleave by decode time so the muxer never buffers a whole stream.
             for _, packet in heapq.merge(*sources, key=lambda item: item[0]):
                 out.mux(packet)
         os.replace(tmp_path, out_path)
+        return dropped
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)

@@ -41,6 +41,7 @@ class VideoInfo:
     audio_codec: str | None
     rotation: int = 0  # display rotation in degrees (counter-clockwise, FFmpeg's sign), from the display matrix
     interlaced: bool = False  # the stream is flagged interlaced (field order top/bottom first)
+    sar: fractions.Fraction = fractions.Fraction(1)  # sample (pixel) aspect ratio: 1 square; anamorphic video has another
     damaged: tuple[tuple[int, int], ...] = ()  # (pts, stand-in pts) of frames that do not decode (media.chunks.scan; empty when not scanned)
 
 
@@ -179,6 +180,7 @@ def probe(path: str, max_pixels: int = 0) -> VideoInfo:
             audio_codec=audio.codec_context.name if audio is not None else None,
             rotation=int(round(first.rotation or 0)) % 360,
             interlaced=bool(first.interlaced_frame) or ctx.field_order > 1,
+            sar=fractions.Fraction(stream.sample_aspect_ratio or ctx.sample_aspect_ratio or 1),
         )
     finally:
         container.close()

@@ -101,7 +101,8 @@ class VideoStages:
         row.probed(info, len(chunks))
         say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
             f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks"
-            + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else ""))
+            + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else "")
+            + (f", pixel aspect {info.sar.numerator}:{info.sar.denominator}" if info.sar != 1 else ""))
         check_input(info, cfg)
         row.frames_damaged = len(info.damaged)
         if info.damaged:
@@ -226,6 +227,8 @@ class VideoStages:
                                       job.version, job.output, info.frames, info.rotation))
         row.frames_out, row.output = out["frames"], job.output
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
+        for what in out.get("dropped", []):
+            say(job.rel, f"assemble: WARNING: not kept: {what} (choose media.container=mkv to keep it)")
 
     # ------------------------------------------------------------------ metrics
 

@@ -7,6 +7,7 @@ odd-sized video (output cut to even) and files with unicode and 254-byte names. 
 layer's handling of every case (training frames included) is checked without Ray too."""
 
 import os
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -52,6 +53,9 @@ EXPECTED = {
     "big.mp4": ("failed", "1920x1080 (2,073,600 pixels) is over limits.max_pixels (1,000,000)"),
     "long.mp4": ("failed", "12.0 s long, over limits.max_seconds (10 s)"),
     "trimmed_start.mp4": ("restored", None),
+    "anamorphic.mp4": ("restored", None),
+    "subtitled.mp4": ("restored", None),
+    "subtitled_mkv.mkv": ("restored", None),
     f"names/{UNICODE}": ("restored", None),
 }
 
@@ -184,7 +188,7 @@ def _psnr(a, b):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["odd_175x143.mp4", "odd_175x143_yuv420p.mp4", "ten_bit.mp4", "rotated.mp4", "vfr.mp4",
-                                  "interlaced.mp4", "trimmed_start.mp4"])
+                                  "interlaced.mp4", "trimmed_start.mp4", "anamorphic.mp4"])
 def test_unusual_videos_keep_timing_orientation_and_picture(run, name):
     """The restored video has every source frame at its source time, the source's display
     rotation, 8-bit yuv420p, progressive frames, and the source's picture (its bicubic
@@ -202,6 +206,26 @@ def test_unusual_videos_keep_timing_orientation_and_picture(run, name):
     assert worst > 28, (name, worst)
     row = rows[name]
     assert row["pix_fmt"] == sinfo.pix_fmt and row["rotation"] == sinfo.rotation and row["interlaced"] == (name == "interlaced.mp4")
+
+
+@pytest.mark.slow
+def test_restored_videos_keep_shape_subtitles_chapters_and_tags(run):
+    """Through the whole run: the anamorphic video keeps its 16:11 pixels (shown at 16:9,
+    as the source), and the subtitled ones their subtitle streams (mov_text in the mp4
+    output, with their languages and cues), chapters and tags."""
+    from tests import corpus
+
+    arch, _, _, rows = run
+    with av.open(rows["anamorphic.mp4"]["output"]) as c, av.open(str(arch / "anamorphic.mp4")) as s:
+        assert c.streams.video[0].display_aspect_ratio == s.streams.video[0].display_aspect_ratio == Fraction(16, 9)
+        assert (c.streams.video[0].width, s.streams.video[0].width) == (352, 176)
+    for name in ("subtitled.mp4", "subtitled_mkv.mkv"):
+        with av.open(rows[name]["output"]) as c:
+            assert [(s.codec_context.name, s.metadata.get("language")) for s in c.streams.subtitles] == [("mov_text", "eng"), ("mov_text", "fra")]
+            assert [ch["metadata"]["title"] for ch in c.chapters()] == [t for *_, t in corpus.CHAPTERS]
+            assert c.metadata.get("title") == corpus.TAGS["title"]
+            cues = [bytes(p)[2:].decode() for p in c.demux(c.streams.subtitles[0]) if p.size > 2]
+        assert cues == [t for *_, t in corpus.CUES["eng"]], (name, cues)
 
 
 def test_interlaced_chunks_equal_a_whole_decode(tmp_path):

@@ -224,3 +224,64 @@ def test_assemble_reencodes_audio_the_container_cannot_hold(reference, tmp_path)
     assert (
         abs(float(_audio_span(out_path)) - out.duration) <= 0.2
     )  # AAC frames of 1024 samples
+
+
+def _streams(path: str) -> dict:
+    """What a reader sees of a file's subtitles (codec, language, cue times in ms and
+    texts), chapters (ms, title), tags and sample aspect ratio."""
+    with av.open(path) as c:
+        subs = []
+        for st in c.streams.subtitles:
+            with av.open(path) as r:
+                s = r.streams.subtitles[st.index - len(c.streams.video) - len(c.streams.audio)]
+                cues = []
+                for p in r.demux(s):
+                    if not p.size:
+                        continue
+                    text = "".join(x.ass.decode().split(",", 8)[-1] for x in s.codec_context.decode2(p).rects) if len(bytes(p)) > 2 else ""
+                    if text:
+                        cues.append((round(p.pts * p.time_base * 1000), round((p.pts + p.duration) * p.time_base * 1000), text))
+            subs.append((s.codec_context.name, s.metadata.get("language"), cues))
+        tags = {k.lower(): v for k, v in c.metadata.items()}
+        chapters = [(round(ch["start"] * ch["time_base"] * 1000), round(ch["end"] * ch["time_base"] * 1000), ch["metadata"].get("title"))
+                    for ch in c.chapters()]
+        return {"subtitles": subs, "chapters": chapters, "tags": tags, "sar": c.streams.video[0].sample_aspect_ratio}
+
+
+@pytest.mark.parametrize("source", ["subtitled.mp4", "subtitled_mkv.mkv"])
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_assemble_keeps_subtitles_chapters_and_tags(tmp_path, source, container):
+    """Subtitle streams come through with their language, cue times and texts: copied
+    where the container takes the codec, converted otherwise (SubRip/ASS -> mov_text in
+    mp4, mov_text -> SubRip in Matroska); chapters and the title/date/comment tags too."""
+    from tests import corpus
+
+    src = corpus.CASES[source](str(tmp_path / source))
+    out = str(tmp_path / f"out.{container}")
+    assert assemble([src], src, out) == []
+    got, want = _streams(out), _streams(src)
+    codec = {"mp4": "mov_text", "mkv": {"subtitled.mp4": "srt", "subtitled_mkv.mkv": None}[source]}[container]  # (SubRip reads back as srt)
+    assert [(c if codec is None else codec, lang, cues) for c, lang, cues in want["subtitles"]] == got["subtitles"]
+    assert [lang for _, lang, _ in got["subtitles"]] == ["eng", "fra"]
+    assert [t.replace("\\N", "\n") for _, _, cues in got["subtitles"] for *_, t in cues] == [t for cues in corpus.CUES.values() for *_, t in cues]
+    assert got["chapters"] == want["chapters"] == [(a, b, t) for a, b, t in corpus.CHAPTERS]
+    assert {k: got["tags"].get(k) for k in corpus.TAGS} == corpus.TAGS
+
+
+def test_the_pixel_shape_of_an_anamorphic_video_is_kept(tmp_path):
+    """A 16:11 sample aspect ratio (176x144 shown as 256x144) is written by the chunk
+    encoder and kept by assemble: the restored video shows at 16:9 too."""
+    from tests import corpus
+
+    src = corpus.make_anamorphic(str(tmp_path / "a.mp4"))
+    info = probe(src)
+    assert info.sar == Fraction(16, 11)
+    chunk = str(tmp_path / "c.mp4")
+    with ChunkWriter(chunk, width=352, height=288, time_base=info.time_base, rate=info.rate, colorspace="bt601", sar=info.sar) as w:
+        for pts in range(info.frames):
+            w.write(pts * 512, np.zeros((288, 352, 3), np.uint8))
+    out = str(tmp_path / "out.mp4")
+    assemble([chunk], src, out)
+    with av.open(out) as c:
+        s = c.streams.video[0]
+        assert s.sample_aspect_ratio == Fraction(16, 11) and s.display_aspect_ratio == Fraction(16, 9)
