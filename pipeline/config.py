@@ -46,10 +46,11 @@ class MediaConfig:
     crf: int = _f(12, "libx264 constant rate factor of the restored video (0 = lossless, 51 = worst). 12 keeps a decode-encode round trip above 40 dB PSNR.")
     preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
     container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
+    codec: str = _f("libx264", "Video codec of the restored video: libx264 (H.264, default), libx265 (H.265/HEVC: about the same quality in fewer bytes, slower to encode and to play), or ffv1 (lossless, every frame intra, in mkv only: the archival master format; large). media.crf and media.preset apply to libx264 and libx265.")
     encoder_threads: int = _f(4, "libx264 frame threads of each chunk's encoder. Fixed, not the actor's CPU share: x264's output depends on its thread count, and a chunk must encode the same on any actor or machine (retries, resumed runs). NVENC ignores it.")
     damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
     max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
-    encoder: str = _f("auto", 'H.264 encoder of the restored chunks: "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
+    encoder: str = _f("auto", 'H.264 encoder of the restored chunks (media.codec=libx264): "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
@@ -69,6 +70,12 @@ class MediaConfig:
             raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):
             raise ValueError(f"media.container must be mp4, mkv or mov, got {self.container!r}")
+        if self.codec not in ("libx264", "libx265", "ffv1"):
+            raise ValueError(f"media.codec must be libx264, libx265 or ffv1, got {self.codec!r}")
+        if self.codec == "ffv1" and self.container != "mkv":
+            raise ValueError(f"media.codec=ffv1 is written in Matroska only: set media.container=mkv (got {self.container})")
+        if self.encoder == "nvenc" and self.codec != "libx264":
+            raise ValueError(f"media.encoder=nvenc encodes H.264: it cannot be combined with media.codec={self.codec}")
 
 
 @dataclass(frozen=True)

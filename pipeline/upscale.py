@@ -20,12 +20,15 @@ NVENC_MAX_SIDE = 4096  # H.264 NVENC's largest frame side
 
 
 def encoder_for(media: MediaConfig, device: torch.device, size: tuple[int, int] = (0, 0)) -> str:
-    """The FFmpeg encoder of a video's chunks, for output frames of ``size`` (h, w): NVENC
-    when asked for, or with ``media.encoder`` auto on a GPU that has it and frames it can
-    take (sides up to 4096); libx264 otherwise. Decided once per video (by one actor), so
+    """The FFmpeg encoder of a video's chunks, for output frames of ``size`` (h, w):
+    ``media.codec`` when it is not H.264; for H.264, NVENC when asked for, or with
+    ``media.encoder`` auto on a GPU that has it and frames it can take (sides up to
+    4096); libx264 otherwise. Decided once per video (by one actor), so
     all its chunks join."""
     from pipeline.media.encode import nvenc_available
 
+    if media.codec != "libx264":
+        return media.codec  # NVENC is for H.264 only here
     fits = max(size) <= NVENC_MAX_SIDE
     if media.encoder == "nvenc":
         if not nvenc_available():

@@ -60,6 +60,10 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("train.frames=fps:inf", "train.frames must be"),
         ("train.seed=-1", "train.seed must be >= 0, got -1"),
         ("device=tpu", "device must be auto, gpu or cpu"),
+        ("media.codec=ffv1", "media.codec=ffv1 is written in Matroska only: set media.container=mkv (got mp4)"),
+        ("media.codec=vp9", "media.codec must be libx264, libx265 or ffv1"),
+        ("media.damaged=skip", "media.damaged must be conceal or fail"),
+        ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
     ],
 )
 def test_bad_values_are_named(override, message):

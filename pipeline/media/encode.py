@@ -69,13 +69,18 @@ def _muxer_options(fmt: str, time_base: Fraction) -> dict[str, str]:
 
 def encoder_options(codec: str, crf: int, preset: str, threads: int = 0) -> dict[str, str]:
     """The encoder's options for a constant-quality encode without B-frames: libx264's
-    CRF and preset; NVENC's constant-quality VBR (``cq`` = the CRF, the nearest NVENC
-    has) at its middle preset."""
+    and libx265's CRF and preset; FFV1 lossless, intra only; NVENC's constant-quality
+    VBR (``cq`` = the CRF, the nearest NVENC has) at its middle preset."""
     if codec == "libx264":
         options = {"crf": str(crf), "preset": preset, "x264-params": "bframes=0"}
         if threads:
             options["threads"] = str(threads)
         return options
+    if codec == "libx265":  # its frame threads and pool do not change the stream (checked: 1 and 4 threads, same bytes)
+        n = max(1, threads)
+        return {"crf": str(crf), "preset": preset, "x265-params": f"bframes=0:log-level=error:pools={n}:frame-threads={min(n, 4)}"}
+    if codec == "ffv1":  # lossless, every frame intra (level 3: sliced, multithreaded, CRC per slice)
+        return {"level": "3", "g": "1", "slices": "4", "slicecrc": "1", "threads": str(max(1, threads))}
     if codec in ("h264_nvenc", "hevc_nvenc"):
         if crf == 0:  # x264's CRF 0 is lossless; NVENC's cq 0 would mean "automatic"
             return {"preset": "p4", "tune": "lossless", "bf": "0"}

@@ -190,7 +190,7 @@ class VideoStages:
     def _work_key(ckpt: bytes, codec: str) -> str:
         """Committed chunks are reused only by the same model and encoder (chunks of two
         encoders do not join)."""
-        return hashlib.sha256(ckpt).hexdigest()[:12] + ("-nvenc" if "nvenc" in codec else "")
+        return hashlib.sha256(ckpt).hexdigest()[:12] + ("-nvenc" if "nvenc" in codec else "" if codec == "libx264" else f"-{codec}")
 
     def _chunk_uris(self, job: VideoJob, chunks, ckpt: bytes, codec: str) -> list[str]:
         return [self.layout.chunk(job, self._work_key(ckpt, codec), c.index) for c in chunks]
