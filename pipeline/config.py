@@ -224,6 +224,12 @@ class LimitsConfig:
             raise ValueError(f"limits.max_seconds must be a number >= 0, got {self.max_seconds}")
 
 
+#: Fields added after outputs were first hashed: left out of the config hash while they
+#: hold their default (which restores as before), so that a scheduled run over an archive
+#: does not restore every video again after an upgrade.
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged")}
+
+
 @dataclass(frozen=True)
 class RestoreConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
@@ -264,6 +270,11 @@ class RestoreConfig:
         seams are negligible). With section names: only those (plus scale).
         """
         d = self.to_dict()
+        for section, names in HASH_SKIPS_DEFAULT.items():  # (so that outputs made before they existed keep their hash)
+            defaults = type(getattr(self, section))()
+            for name in names:
+                if d[section][name] == getattr(defaults, name):
+                    del d[section][name]
         if sections:
             payload = {"scale": d["scale"], **{k: d[k] for k in sections}}
         else:

@@ -101,3 +101,12 @@ def test_storage_settings_are_checked_and_do_not_change_results():
                      ("storage.scratch_gb=0", "scratch_gb"), ("videos_at_once=-1", "videos_at_once")):
         with pytest.raises(ValueError, match=msg):
             build_config("tiny", overrides=[bad])
+
+
+def test_fields_added_later_keep_earlier_outputs_hash_while_at_their_default():
+    """media.codec/damaged/max_damaged came after outputs were hashed: at their defaults
+    the tiny preset's hash is the one earlier versions wrote (so a scheduled run does not
+    restore the archive again); set otherwise, they change it."""
+    assert build_config("tiny").hash() == "0258f4ba7c57"
+    assert build_config("tiny", None, ["media.codec=libx265"]).hash() != "0258f4ba7c57"
+    assert build_config("tiny", None, ["media.damaged=fail"]).hash() != "0258f4ba7c57"
