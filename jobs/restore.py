@@ -43,18 +43,24 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
 
 def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., Any]) -> int:
     """Parse, build the config, call ``work(cfg, args, preset)``; exit code 0 when every
-    video was restored, 1 when some failed, 2 for a usage or config error."""
+    video was restored, 1 when some failed, 2 for a usage or config error, 3 when another
+    run is writing to the same output."""
     args = p.parse_args(argv)
     preset = args.preset or DEFAULT
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
     except (ValueError, OSError, yaml.YAMLError) as e:
         p.error(str(e).replace("\n", " "))
+    from pipeline.run.lock import RunLocked
+
     try:
         outcome = work(cfg, args, preset)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 1 if any(r.status == "failed" for r in outcome.rows) else 0
 
 

@@ -241,11 +241,14 @@ class RestoreConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    lock_wait: float = _f(0.0, "Seconds to wait when another run is writing to the same output (its lease in OUT/.reelsr/run.lock) before giving up with its name; 0: give up at once. A crashed run's lease expires after 10 minutes.")
     videos_at_once: int = _f(0, "Videos restored concurrently (their stages overlap on the cluster). 0: from the cluster, max(GPUs, CPUs // 4), at least 1, at most 16.")
 
     def __post_init__(self) -> None:
         if self.videos_at_once < 0:
             raise ValueError(f"videos_at_once must be >= 0, got {self.videos_at_once}")
+        if not (math.isfinite(self.lock_wait) and self.lock_wait >= 0):
+            raise ValueError(f"lock_wait must be a number of seconds >= 0, got {self.lock_wait}")
         if self.scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
         if self.device not in ("auto", "gpu", "cpu"):

@@ -29,6 +29,7 @@ from pipeline.config import RestoreConfig
 from pipeline.models import checkpoint
 from pipeline.models.weights import no_weights_error, read_pretrained
 from pipeline.run.layout import VIDEO_EXTENSIONS, DoneMarkers, Layout, VideoJob, list_entries
+from pipeline.run.lock import RunLock
 from pipeline.run.pool import Heartbeat, RestorerPool, reason, say
 from pipeline.run.row import VideoRow
 from pipeline.run.session import connect, use_gpu, videos_at_once
@@ -143,12 +144,20 @@ def restore(
     if first is None and not failed_before:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {input_path}")
     pretrained = load_pretrained(cfg, store)  # read and checked once per run: fails fast on a bad checkpoint
-    connect()
-    gpu = use_gpu(cfg)
-    config_hash = cfg.hash(gpu=gpu)
+    started = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with RunLock(store, out_root, f"{started}-starting", wait_s=cfg.lock_wait) as lock:  # one run at a time per output, before Ray starts
+        connect()
+        gpu = use_gpu(cfg)
+        config_hash = cfg.hash(gpu=gpu)
+        run_id = f"{started}-{config_hash}"
+        lock.run_id = run_id
+        lock.renew()  # the lease names the run
+        return _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, config_hash, run_id, preset, failed_before)
+
+
+def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, config_hash, run_id, preset, failed_before) -> Outcome:
     layout = Layout.of(out_root, cfg, gpu)
     markers = DoneMarkers(store, layout, config_hash)
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + config_hash
     at_once = videos_at_once(cfg)
     print(f"reelsr: run {run_id}: x{cfg.scale}, results in {layout.videos}, "
           f"{at_once} video(s) at a time, cluster {ray.cluster_resources()}", flush=True)

@@ -8,6 +8,7 @@ Under the output root OUT::
     OUT/reports/{videos,frames}/run_id=<run>/          Parquet reports
     OUT/.reelsr/done/x<scale>-<hash>/<path>.json       done markers (what was restored, by which run)
     OUT/.reelsr/work/x<scale>-<hash>/<path>.<source>/  committed chunks of unfinished videos
+    OUT/.reelsr/run.lock                               the lease of the run writing here (run/lock.py)
 
 The config hash covers everything that changes the restored pixels (scale, device,
 model, training, inference precision, encoding), so a changed config writes beside

@@ -39,6 +39,14 @@ class Backend(Protocol):
 
     def write_bytes(self, uri: str, data: bytes) -> None: ...
 
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """(content, version) of ``uri``, None when it does not exist."""
+
+    def put_if(self, uri: str, data: bytes, version: str | None) -> str | None:
+        """Write ``data`` only if ``uri`` is absent (``version`` None) or still has
+        ``version``, atomically against other writers; the new version, or None when the
+        condition did not hold."""
+
     def put_file(self, local_path: str, uri: str) -> None:
         """Commit a finished local file to ``uri`` (the local file may be moved)."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -88,6 +90,26 @@ class LocalBackend:
     def write_bytes(self, uri: str, data: bytes) -> None:
         with atomic(uri) as tmp, open(tmp, "wb") as fh:
             fh.write(data)
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        data = self.read_bytes(uri, missing_ok=True)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def put_if(self, uri: str, data: bytes, version: str | None) -> str | None:
+        """Compare and write under an exclusive flock of the folder (every writer of this
+        file takes it; on a network file system, one whose locks reach every node)."""
+        folder = os.path.dirname(os.path.abspath(uri))
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now = self.read_versioned(uri)
+            if (now[1] if now else None) != version:
+                return None
+            self.write_bytes(uri, data)
+            return hashlib.sha256(data).hexdigest()
+        finally:
+            os.close(fd)  # (releases the lock)
 
     def put_file(self, local_path: str, uri: str) -> None:
         """Rename when on the same file system, else copy to a temporary name and rename."""

@@ -131,6 +131,33 @@ class S3Backend:
         bucket, key = split(uri)
         self.client().put_object(Bucket=bucket, Key=key, Body=data)
 
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        with errors_about(uri, "read"):
+            try:
+                obj = self.client().get_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if _missing(e):
+                    return None
+                raise
+            return obj["Body"].read(), obj["ETag"]
+
+    def put_if(self, uri: str, data: bytes, version: str | None) -> str | None:
+        """A conditional PUT: If-None-Match: * (create) or If-Match: ETag (replace)."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split(uri)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with errors_about(uri, "write"):
+            try:
+                return self.client().put_object(Bucket=bucket, Key=key, Body=data, **cond)["ETag"]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    return None
+                raise
+
     def put_file(self, local_path: str, uri: str) -> None:
         """Upload (multipart for big files; a failed multipart upload is aborted by boto3)."""
         self.client().upload_file(local_path, *split(uri))

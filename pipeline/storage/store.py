@@ -111,6 +111,18 @@ class Store:
         with errors_about(uri, "write"):
             self.backend(uri).write_bytes(uri, data)
 
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """(content, version) of ``uri``, None when it does not exist (for ``put_if``)."""
+        return self.backend(uri).read_versioned(uri)
+
+    def put_if(self, uri: str, data: bytes, version: str | None) -> str | None:
+        """Write ``data`` to ``uri`` only if it is absent (``version`` None) or unchanged
+        since it was read with ``version``, atomically against other writers (S3: a
+        conditional PUT; local: under a lock of its folder). The new version, or None
+        when the condition did not hold."""
+        with errors_about(uri, "write"):
+            return self.backend(uri).put_if(uri, data, version)
+
     def put_file(self, local_path: str, uri: str) -> None:
         """Commit a finished local file to ``uri`` (S3: upload; local: rename, or copy
         and rename across file systems). StorageError names ``uri``."""
