@@ -72,6 +72,16 @@ def s3_env(s3_server, monkeypatch):
     return s3_server
 
 
+@pytest.fixture(params=["local", "s3"])
+def store_root(request, tmp_path):
+    """A place in each kind of store: a local folder, and a prefix in a bucket of the
+    loopback S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    server = request.getfixturevalue("s3_env")
+    return f"s3://{server.bucket()}/some/prefix"
+
+
 BIRD = os.path.join(DATA, "bird.png")  # Set5 "bird", 288 x 288
 
 

@@ -48,32 +48,30 @@ class S3Backend:
                 _clients[key] = boto3.session.Session().client("s3", endpoint_url=self.endpoint, region_name=self.region or None, config=cfg)
             return _clients[key]
 
-    def exists(self, uri: str) -> bool:
+    def _or_none(self, uri: str, call):
+        """``call()``, or None when it says the object does not exist (other errors
+        raised, naming ``uri``)."""
         from botocore.exceptions import ClientError
 
+        with errors_about(uri, "read"):
+            try:
+                return call()
+            except ClientError as e:
+                if _missing(e):
+                    return None
+                raise
+
+    def exists(self, uri: str) -> bool:
         bucket, key = split(uri)
         if not key or key.endswith("/"):
             return False  # a bucket or a "folder", not an object
-        with errors_about(uri, "read"):
-            try:
-                self.client().head_object(Bucket=bucket, Key=key)
-                return True
-            except ClientError as e:
-                if _missing(e):
-                    return False
-                raise
+        return self._or_none(uri, lambda: self.client().head_object(Bucket=bucket, Key=key)) is not None
 
     def entry(self, uri: str, rel: str) -> Entry:
-        from botocore.exceptions import ClientError
-
         bucket, key = split(uri)
-        with errors_about(uri, "read"):
-            try:
-                head = self.client().head_object(Bucket=bucket, Key=key)
-            except ClientError as e:
-                if _missing(e):
-                    raise FileNotFoundError(f"not found: {uri}") from None
-                raise
+        head = self._or_none(uri, lambda: self.client().head_object(Bucket=bucket, Key=key))
+        if head is None:
+            raise FileNotFoundError(f"not found: {uri}")
         return Entry(rel, uri, int(head["ContentLength"]), "etag:" + head["ETag"].strip('"'))
 
     def read_bytes(self, uri: str, missing_ok: bool) -> bytes | None:
@@ -132,16 +130,11 @@ class S3Backend:
         self.client().put_object(Bucket=bucket, Key=key, Body=data)
 
     def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
-
         bucket, key = split(uri)
+        obj = self._or_none(uri, lambda: self.client().get_object(Bucket=bucket, Key=key))
+        if obj is None:
+            return None
         with errors_about(uri, "read"):
-            try:
-                obj = self.client().get_object(Bucket=bucket, Key=key)
-            except ClientError as e:
-                if _missing(e):
-                    return None
-                raise
             return obj["Body"].read(), obj["ETag"]
 
     def put_if(self, uri: str, data: bytes, version: str | None) -> str | None:

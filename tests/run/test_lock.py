@@ -13,12 +13,9 @@ from pipeline.storage import Store
 from tests.conftest import run_job
 
 
-@pytest.fixture(params=["local", "s3"])
-def out(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "out")
-    server = request.getfixturevalue("s3_env")
-    return f"s3://{server.bucket()}/restored"
+@pytest.fixture
+def out(store_root):
+    return store_root
 
 
 @pytest.fixture

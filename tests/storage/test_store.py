@@ -10,12 +10,9 @@ from pipeline.storage import Store
 from tests.conftest import DATA
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "store")
-    server = request.getfixturevalue("s3_env")
-    return f"s3://{server.bucket()}/some/prefix"
+@pytest.fixture
+def root(store_root):
+    return store_root
 
 
 def test_same_calls_on_both_stores(root, tmp_path):
