@@ -122,10 +122,13 @@ class TrainConfig:
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
     patience: int = _f(4, "With holdout: stop after this many validations without improvement, keeping the best weights.")
     workers: int = _f(1, "Fine-tune workers: 1 runs as one Ray task; more train data-parallel on Ray Train. Each takes one GPU when the cluster has GPUs.")
+    cpus_per_worker: int = _f(0, "CPUs each CPU fine-tune worker reserves from Ray, and runs as many threads. 0: the CPUs of the cluster's largest node, divided among the workers that fit on it.")
     seed: int = _f(0, "Random seed of patch sampling and initialisation.")
 
     def __post_init__(self) -> None:
         validate_frame_policy(self.frames)
+        if self.cpus_per_worker < 0:
+            raise ValueError(f"train.cpus_per_worker must be >= 0, got {self.cpus_per_worker}")
         for name in ("max_frames", "steps", "batch_size", "workers", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -227,7 +230,7 @@ class LimitsConfig:
 #: Fields added after outputs were first hashed: left out of the config hash while they
 #: hold their default (which restores as before), so that a scheduled run over an archive
 #: does not restore every video again after an upgrade.
-HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged")}
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged"), "train": ("cpus_per_worker",)}
 
 
 @dataclass(frozen=True)

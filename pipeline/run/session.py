@@ -91,7 +91,18 @@ def check_train_workers(cfg: RestoreConfig, gpu: bool) -> str | None:
         if cfg.train.workers > gpus:
             return f"train.workers={cfg.train.workers} GPU workers requested, the cluster has {gpus} GPU(s) now: waiting for the autoscaler"
         return None
-    cpus = int(sum(n.get("CPU", 0) for n in nodes))
-    if cfg.train.workers > cpus:
-        raise ValueError(f"train.workers={cfg.train.workers} CPU workers cannot be placed on a cluster with {cpus} CPU(s)")
+    per = train_cpus(cfg)
+    fits = sum(int(n.get("CPU", 0)) // per for n in nodes)
+    if cfg.train.workers > fits:
+        raise ValueError(f"train.workers={cfg.train.workers} CPU workers of {per} CPU(s) each cannot be placed on this cluster "
+                         f"(nodes of {', '.join(str(int(n.get('CPU', 0))) for n in nodes)} CPUs)")
     return None
+
+
+def train_cpus(cfg: RestoreConfig) -> int:
+    """CPUs (and threads) of each CPU fine-tune worker: train.cpus_per_worker, or the
+    largest node's CPUs shared by the workers (at most train.workers) that fit on it."""
+    if cfg.train.cpus_per_worker:
+        return cfg.train.cpus_per_worker
+    largest = max((int(n.get("CPU", 0)) for n in node_resources()), default=1)
+    return max(1, largest // max(1, min(cfg.train.workers, largest)))

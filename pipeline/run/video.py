@@ -22,7 +22,7 @@ from pipeline.models import checkpoint
 from pipeline.run.layout import Layout, VideoJob
 from pipeline.run.pool import Heartbeat, RestorerPool, say
 from pipeline.run.row import VideoRow
-from pipeline.run.session import check_train_workers
+from pipeline.run.session import check_train_workers, train_cpus
 from pipeline.storage import Store
 from pipeline.storage.uri import name_of
 
@@ -165,15 +165,17 @@ class VideoStages:
                 "{bits_per_pixel} bits/px, QP {qp}".format(**degradation)
                 + ("" if cfg.train.degrade.startswith("auto") else " (recorded; the self-pairs follow train.degrade)"))
         say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
-            f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} {'GPU' if self.gpu else 'CPU'} worker(s)")
+            f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} "
+            + ("GPU worker(s)" if self.gpu else f"CPU worker(s) of {train_cpus(cfg)} CPU(s)"))
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name
-        with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers, gpus=cfg.train.workers if self.gpu else 0):
+        cpus = train_cpus(cfg)
+        with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers * cpus, gpus=cfg.train.workers if self.gpu else 0):
             launch(finetune_loop, {
                 "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
                 "label": label, "store": self.store, "checkpoint_uri": uri,
                 "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
                                "pretrained": cfg.model.pretrained, "run_id": self.run_id, "degradation": degradation},
-            }, workers=cfg.train.workers, gpu=self.gpu, name=f"finetune-{safe}")
+            }, workers=cfg.train.workers, gpu=self.gpu, threads=cpus, name=f"finetune-{safe}")
         self.heartbeat.beat()
         blob = self.store.read_bytes(uri)
         stats = checkpoint.load(blob)[1]["provenance"]

@@ -84,7 +84,7 @@ def node_cpus() -> int:
 def _run(fn: Loop, config: dict[str, Any], gpu: bool, threads: int | None) -> dict[str, Any]:
     device = cuda_or_raise() if gpu else torch.device("cpu")
     if not gpu:
-        torch.set_num_threads(max(1, threads or node_cpus()))
+        torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     return fn(Worker(0, 1, device), config)
 
 
@@ -98,8 +98,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if gpu:
         cuda_or_raise()
     else:
-        local = max(1, ctx.get_local_world_size())
-        torch.set_num_threads(max(1, loop_config["threads"] or node_cpus() // local))
+        torch.set_num_threads(loop_config["threads"])  # the CPUs the worker reserved
     worker = Worker(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
     result = loop_config["fn"](worker, loop_config["config"])
     ray.train.report(dict(result or {}))
@@ -119,8 +118,8 @@ def launch(
     """Run ``fn`` and return rank 0's result.
 
     ``where``: "local" (this process; one worker) or "ray" (one worker: a Ray task; more:
-    Ray Train). ``gpu``: one GPU per worker, else CPU workers of ``threads`` threads each
-    (None: the node's CPUs shared by the workers on it). ``retries``: a worker lost to
+    Ray Train). ``gpu``: one GPU per worker, else CPU workers that each reserve ``threads``
+    CPUs from Ray and run that many threads (None: the CPUs of this node). ``retries``: a worker lost to
     a node or process failure restarts the loop (which resumes from what it committed).
     """
     if workers < 1:
@@ -133,9 +132,10 @@ def launch(
         raise ValueError(f"where must be local or ray, got {where!r}")
     import ray
 
+    cpus = 1 if gpu else max(1, threads or node_cpus())  # a CPU worker reserves the CPUs it runs threads on
     if workers == 1:
-        task = ray.remote(_run).options(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=retries, name=name)
-        return ray.get(task.remote(fn, config, gpu, threads))
+        task = ray.remote(_run).options(num_gpus=1 if gpu else 0, num_cpus=cpus, max_retries=retries, name=name)
+        return ray.get(task.remote(fn, config, gpu, cpus))
 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -144,8 +144,8 @@ def launch(
     try:
         trainer = TorchTrainer(
             _train_worker,
-            train_loop_config={"fn": fn, "config": config, "gpu": gpu, "threads": threads},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker=None if gpu else {"CPU": 1}),
+            train_loop_config={"fn": fn, "config": config, "gpu": gpu, "threads": cpus},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu, resources_per_worker=None if gpu else {"CPU": cpus}),
             run_config=RunConfig(name=name, storage_path=run_dir, failure_config=FailureConfig(max_failures=retries)),
         )
         result = trainer.fit()

@@ -38,9 +38,15 @@ def test_gpu_pool(monkeypatch):
 
 def test_train_workers(monkeypatch):
     nodes(monkeypatch, {"CPU": 2})
-    with pytest.raises(ValueError, match="train.workers=3 CPU workers cannot be placed on a cluster with 2 CPU"):
+    with pytest.raises(ValueError, match=r"train.workers=3 CPU workers of 1 CPU\(s\) each cannot be placed on this cluster \(nodes of 2 CPUs\)"):
         session.check_train_workers(build_config("tiny", overrides=["train.workers=3"]), gpu=False)
     assert session.check_train_workers(build_config("tiny", overrides=["train.workers=2"]), gpu=False) is None
+    nodes(monkeypatch, {"CPU": 16}, {"CPU": 8})
+    assert session.train_cpus(build_config("tiny")) == 16  # one worker: the largest node's CPUs as its threads
+    assert session.train_cpus(build_config("tiny", overrides=["train.workers=4"])) == 4
+    assert session.train_cpus(build_config("tiny", overrides=["train.cpus_per_worker=6"])) == 6
+    with pytest.raises(ValueError, match="train.workers=4 CPU workers of 6 CPU"):
+        session.check_train_workers(build_config("tiny", overrides=["train.workers=4", "train.cpus_per_worker=6"]), gpu=False)
     nodes(monkeypatch, {"CPU": 4, "GPU": 1})
     note = session.check_train_workers(build_config("tiny", overrides=["train.workers=2"]), gpu=True)
     assert "waiting for the autoscaler" in note

@@ -53,6 +53,26 @@ def test_one_worker_on_ray_is_a_task_with_the_same_result():
     assert remote == local
 
 
+def reserved(worker: Worker, config: dict) -> dict:
+    import ray
+
+    return {"threads": torch.get_num_threads(), "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU")}
+
+
+@pytest.mark.slow
+def test_a_cpu_worker_runs_as_many_threads_as_cpus_it_reserved():
+    """Its threads are the CPUs Ray gave it: given, or by default the node's (not the
+    cluster's, and not 1 reserved with every core used)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert launch(reserved, {}, where="ray", threads=1) == {"threads": 1, "cpus": 1.0}
+        assert launch(reserved, {}, where="ray") == {"threads": 2, "cpus": 2.0}
+    finally:
+        ray.shutdown()
+
+
 def _rank_with_a_nan(rank: int, port: int, out: str) -> None:
     """One of two gloo workers fine-tuning one model; rank 1's loss is NaN at step 3."""
     import json
