@@ -26,7 +26,7 @@ import torch
 
 from pipeline import inference
 from pipeline.media.chunks import decode_chunk, plan_chunks
-from pipeline.media.probe import probe
+from pipeline.media.probe import by_fields, probe
 from pipeline.metrics.fullref import psnr_y, ssim_y
 from pipeline.metrics.niqe import NIQE_BLOCK
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -41,11 +41,12 @@ def sample_indices(total: int, k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, total - 1, k)})
 
 
-def frames_at(path: str, indices: list[int]) -> list[tuple[float, np.ndarray]]:
+def frames_at(path: str, indices: list[int], fields: bool = False) -> list[tuple[float, np.ndarray]]:
     """(time in s from the first frame, uint8 RGB (H, W, 3)) of the frames at ``indices``
-    (presentation order, ascending). Only the GOPs holding those frames are decoded, so
+    (presentation order, ascending); ``fields``: of an interlaced video, counted one per
+    field (media.deinterlace=field). Only the GOPs holding those frames are decoded, so
     the cost follows the number of samples, not the length of the video."""
-    info = probe(path)
+    info = by_fields(probe(path)) if fields else probe(path)
     if indices and indices[-1] >= info.frames:
         raise ValueError(f"{path}: has {info.frames} frames, sampled frame {indices[-1]} asked for")
     want = set(indices)
@@ -79,10 +80,11 @@ class Samples:
     refs: list[np.ndarray] | None
 
 
-def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int) -> Samples:
-    """Decode the evenly spaced sampled frames of ``source`` (and ``reference``) once."""
+def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int, fields: bool = False) -> Samples:
+    """Decode the evenly spaced sampled frames of ``source`` (and ``reference``) once
+    (``fields``: the source's fields, as restored with media.deinterlace=field)."""
     idx = sample_indices(total_frames, sample_frames)
-    src = frames_at(source, idx)
+    src = frames_at(source, idx, fields)
     refs = None
     if reference is not None:
         h, w = src[0][1].shape[:2]
@@ -168,9 +170,10 @@ def measure_video(
     precision: str = "auto",
     tile: int = 0,
     tile_overlap: int = 16,
+    fields: bool = False,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
-    samples = load_samples(source, reference, scale, total_frames, sample_frames)
+    samples = load_samples(source, reference, scale, total_frames, sample_frames, fields)
     outputs: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(samples, scale)}
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:

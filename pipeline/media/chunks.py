@@ -30,7 +30,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .probe import VideoInfo, probe
+from .probe import VideoInfo, by_frames, probe
 
 # swscale flags: bicubic chroma resampling, accurate rounding, full chroma
 # interpolation on both sides. Without the last three swscale's fast path is
@@ -234,13 +234,16 @@ def in_order(frames: Iterable[av.VideoFrame], depth: int = 4) -> Iterator[av.Vid
         yield out
 
 
-def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoFrame]:
+def _deinterlaced(frames: Iterable[av.VideoFrame], stream, fields: bool = False) -> Iterator[av.VideoFrame]:
     """``frames`` with those flagged interlaced deinterlaced by FFmpeg's bwdif, one frame
-    out per frame in (timestamps kept); progressive frames pass unchanged. bwdif looks
-    one frame ahead, so each comes out once the next is in (the last on the flush)."""
+    out per frame in (timestamps kept); progressive frames pass unchanged. ``fields``:
+    one frame out per field, every frame (twice the frames; timestamps in half the
+    stream's time base: frame p's fields at 2p and 2p + its duration). bwdif looks one
+    frame ahead, so each comes out once the next is in (the last on the flush)."""
     graph = av.filter.Graph()
     src = graph.add_buffer(template=stream)
-    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+    bwdif = graph.add("bwdif", "mode=send_field:parity=auto:deint=all" if fields else "mode=send_frame:parity=auto:deint=interlaced")
+    want = stream.time_base / 2 if fields else stream.time_base
     sink = graph.add("buffersink")
     src.link_to(bwdif)
     bwdif.link_to(sink)
@@ -252,10 +255,10 @@ def _deinterlaced(frames: Iterable[av.VideoFrame], stream) -> Iterator[av.VideoF
                 out = graph.pull()
             except (av.BlockingIOError, av.EOFError):
                 break
-            # bwdif halves the time base (it can also output one frame per field): back to the stream's
-            if out.pts is not None and out.time_base != stream.time_base:
-                out.pts = int(out.pts * Fraction(out.time_base) / stream.time_base)
-                out.time_base = stream.time_base
+            # bwdif halves the time base (for its one frame per field): back to the stream's, per frame
+            if out.pts is not None and out.time_base != want:
+                out.pts = int(out.pts * Fraction(out.time_base) / want)
+                out.time_base = want
             yield out
 
 
@@ -278,6 +281,7 @@ def decode_chunk(
     ``threads``: the decoder's threads (0: FFmpeg's choice, one per core of the machine,
     which oversubscribes a node shared by several actors).
     """
+    stored, seek = by_frames(info), _stored(chunk) if info.fields else chunk  # (seeking is in the stream's own units)
     gaps = {pts: stand_in for pts, stand_in in info.damaged if chunk.contains(pts)}
     # stand-ins in other chunks are decoded first; those in this chunk are kept as they go by
     kept = {pts: rgb for pts, rgb in _frames_at(path, sorted({s for s in gaps.values() if not chunk.contains(s)}), info)}
@@ -286,9 +290,9 @@ def decode_chunk(
     if info.interlaced and chunk.start_pts is not None:
         # bwdif needs the frame before the chunk's first: start one GOP earlier (its frames are
         # decoded, then dropped), so the result does not depend on where the chunks are cut
-        earlier = [k for k in info.keyframe_pts if k < chunk.seek_pts]
+        earlier = [k for k in stored.keyframe_pts if k < seek.seek_pts]
         if earlier:
-            chunk = dataclasses.replace(chunk, seek_pts=earlier[-1])
+            seek = dataclasses.replace(seek, seek_pts=earlier[-1])
     count = 0
     corrupt: set[int] = set()  # pts of frames the decoder flagged
     errors: list[str] = []
@@ -300,12 +304,12 @@ def decode_chunk(
             stream.codec_context.thread_type = "AUTO"  # frame threads too (PyAV's default, SLICE, barely helps H.264)
 
         def decoded() -> Iterator[av.VideoFrame]:
-            for frame in in_order(f for packet in _packets_from(container, stream, chunk, info) for f in _decode(stream, packet, errors)):
-                if frame.is_corrupt and frame.pts is not None and frame.pts not in gaps:
-                    corrupt.add(frame.pts)
+            for frame in in_order(f for packet in _packets_from(container, stream, seek, stored) for f in _decode(stream, packet, errors)):
+                if frame.is_corrupt and frame.pts is not None and (2 * frame.pts if info.fields else frame.pts) not in gaps:
+                    corrupt.add(2 * frame.pts if info.fields else frame.pts)
                 yield frame
 
-        frames = _deinterlaced(decoded(), stream) if info.interlaced else decoded()
+        frames = _deinterlaced(decoded(), stream, info.fields) if info.interlaced else decoded()
         for frame in frames:
             if frame.pts is None:
                 raise RuntimeError(f"{path}: decoded frame without pts in chunk {chunk.index}")
@@ -331,6 +335,13 @@ def decode_chunk(
     flagged = sum(1 for pts in corrupt if chunk.contains(pts))
     if count < chunk.frames - len(gaps) or flagged:
         raise DamagedChunk.of(path, chunk, chunk.frames - len(gaps) - count, flagged, len(errors))
+
+
+def _stored(chunk: Chunk) -> Chunk:
+    """A chunk of a field view (``probe.by_fields``) in the stream's own units."""
+    start = None if chunk.start_pts is None else chunk.start_pts // 2
+    end = None if chunk.end_pts is None else chunk.end_pts // 2
+    return Chunk(chunk.index, start, end, chunk.seek_pts // 2, chunk.frames // 2)
 
 
 def _concealed(path: str, chunk: Chunk, pts: int, gaps: dict[int, int], kept: dict[int, np.ndarray]) -> tuple[int, np.ndarray]:
@@ -423,9 +434,9 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
         if not info.interlaced:
             frames: Iterable[av.VideoFrame] = decoded
         elif kind == "iframes":  # keyframes are far apart: each deinterlaced on its own
-            frames = (d for f in decoded for d in _deinterlaced([f], stream))
+            frames = (d for f in decoded for d in _deinterlaced([f], stream, info.fields))
         else:
-            frames = _deinterlaced(decoded, stream)
+            frames = _deinterlaced(decoded, stream, info.fields)
         for frame in frames:
             t = (frame.pts - info.start_pts) * info.time_base
             if kind == "fps":

@@ -8,6 +8,7 @@ RGB<->YUV conversions must use.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import fractions
 import os
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class VideoInfo:
     rotation: int = 0  # display rotation in degrees (counter-clockwise, FFmpeg's sign), from the display matrix
     interlaced: bool = False  # the stream is flagged interlaced (field order top/bottom first)
     sar: fractions.Fraction = fractions.Fraction(1)  # sample (pixel) aspect ratio: 1 square; anamorphic video has another
+    fields: bool = False  # one frame per field (media.deinterlace=field): timestamps, counts and rate are of the fields (by_fields)
     damaged: tuple[tuple[int, int], ...] = ()  # (pts, stand-in pts) of frames that do not decode (media.chunks.scan; empty when not scanned)
 
 
@@ -184,3 +186,28 @@ def probe(path: str, max_pixels: int = 0) -> VideoInfo:
         )
     finally:
         container.close()
+
+
+def by_fields(info: VideoInfo) -> VideoInfo:
+    """The view of an interlaced video as one frame per field (twice the frames, twice
+    the rate): timestamps in half the stream's time base, so that frame p's fields are at
+    2p and 2p + its duration (the deinterlacer's own convention). Damaged frames' fields
+    stand in for each other the same way. A progressive video is returned unchanged."""
+    if not info.interlaced or info.fields:
+        return info
+    ticks = max(1, round(1 / (info.rate * info.time_base)))
+    return dataclasses.replace(
+        info, fields=True, time_base=info.time_base / 2, rate=info.rate * 2, frames=info.frames * 2, start_pts=info.start_pts * 2,
+        keyframe_pts=tuple(2 * k for k in info.keyframe_pts), gop_frames=tuple(2 * g for g in info.gop_frames),
+        damaged=tuple((2 * p + half, 2 * s + half) for p, s in info.damaged for half in (0, ticks)),
+    )
+
+
+def by_frames(info: VideoInfo) -> VideoInfo:
+    """The stream as stored (the inverse of ``by_fields``), for seeking and decoding."""
+    if not info.fields:
+        return info
+    return dataclasses.replace(
+        info, fields=False, time_base=info.time_base * 2, rate=info.rate / 2, frames=info.frames // 2, start_pts=info.start_pts // 2,
+        keyframe_pts=tuple(k // 2 for k in info.keyframe_pts), gop_frames=tuple(g // 2 for g in info.gop_frames), damaged=(),
+    )

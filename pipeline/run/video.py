@@ -18,6 +18,7 @@ import ray
 
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import plan_chunks
+from pipeline.media.probe import by_fields
 from pipeline.models import checkpoint
 from pipeline.run.layout import Layout, VideoJob
 from pipeline.run.pool import Heartbeat, RestorerPool, say
@@ -96,18 +97,20 @@ class VideoStages:
             except FileNotFoundError:
                 raise FileNotFoundError(f"reference not found: {job.reference}") from None
 
-        info = ray.get(self.pool.stage("probe", probe_task, store, job.source, job.version, cfg.limits.max_pixels, True))
+        stored = ray.get(self.pool.stage("probe", probe_task, store, job.source, job.version, cfg.limits.max_pixels, True))
+        info = by_fields(stored) if cfg.media.deinterlace == "field" else stored  # (one frame per field: twice the frames)
         chunks = plan_chunks(info, cfg.media.chunk_frames)
-        row.probed(info, len(chunks))
-        say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(info.rate):.3f} fps, {info.frames} frames, "
+        row.probed(stored, len(chunks))
+        say(label, f"probe: {info.width}x{info.height} {info.pix_fmt} {float(stored.rate):.3f} fps, {stored.frames} frames, "
             f"{info.duration:.2f} s, {'audio' if info.has_audio else 'no audio'}, {len(chunks)} chunks"
-            + (f", rotated {info.rotation} deg" if info.rotation else "") + (", interlaced" if info.interlaced else "")
+            + (f", rotated {info.rotation} deg" if info.rotation else "")
+            + ((f", interlaced: one frame per field, {float(info.rate):.3f} fps" if info.fields else ", interlaced") if info.interlaced else "")
             + (f", pixel aspect {info.sar.numerator}:{info.sar.denominator}" if info.sar != 1 else ""))
         check_input(info, cfg)
-        row.frames_damaged = len(info.damaged)
-        if info.damaged:
-            check_damage(info, cfg)
-            say(label, f"scan: {len(info.damaged)} of {info.frames} frames do not decode (at {_times(info)}): "
+        row.frames_damaged = len(stored.damaged)
+        if stored.damaged:
+            check_damage(stored, cfg)
+            say(label, f"scan: {len(stored.damaged)} of {stored.frames} frames do not decode (at {_times(stored)}): "
                 "each is concealed by the nearest decoded frame")
 
         t0 = time.perf_counter()
@@ -249,7 +252,7 @@ class VideoStages:
                 video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,
-                precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap))
+                precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields))
             row.measured(measured["summary"])
             return measured["frames"]
         except Exception as e:  # noqa: BLE001

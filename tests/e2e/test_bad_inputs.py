@@ -16,7 +16,7 @@ import pytest
 from pipeline import reports
 from pipeline.config import build_config
 from pipeline.media.chunks import DamagedChunk, decode_chunk, iter_training_frames, plan_chunks, scan
-from pipeline.media.probe import probe
+from pipeline.media.probe import by_fields, probe
 from pipeline.metrics.resize import bicubic_resize_uint8
 from tests import corpus
 from tests.conftest import run_job, tag
@@ -238,6 +238,41 @@ def test_interlaced_chunks_equal_a_whole_decode(tmp_path):
     chunked = [f for chunk in plan_chunks(info, 10) for f in decode_chunk(path, chunk, info)]
     assert [p for p, _ in chunked] == [p for p, _ in whole] and len(whole) == 40
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(chunked, whole, strict=True))
+
+
+def test_field_mode_puts_out_every_field_at_its_own_time(tmp_path):
+    """media.deinterlace=field on a 30 fps interlaced clip: one frame per field, 60 fps
+    (each frame's two fields 1/60 s apart), chunked the same as in one pass; each field
+    is a picture of its own (the two of a frame differ: motion kept)."""
+    path = corpus.make_interlaced_gop10(str(tmp_path / "il.mp4"))
+    info = probe(path)
+    fields = by_fields(info)
+    assert (fields.frames, fields.rate) == (2 * info.frames, 2 * info.rate)
+    whole = list(decode_chunk(path, plan_chunks(fields, 10**6)[0], fields))
+    chunked = [f for chunk in plan_chunks(fields, 10) for f in decode_chunk(path, chunk, fields)]
+    assert [p for p, _ in chunked] == [p for p, _ in whole] and len(whole) == 80
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(chunked, whole, strict=True))
+    times = [float((p - fields.start_pts) * fields.time_base) for p, _ in whole]
+    assert times == pytest.approx([i / 60 for i in range(80)], abs=1e-6)
+    assert min(np.abs(whole[i][1].astype(float) - whole[i + 1][1]).mean() for i in range(0, 80, 2)) > 1.0
+    assert len(list(iter_training_frames(path, "all", fields))) == 80
+
+
+@pytest.mark.slow
+def test_an_interlaced_video_restored_one_frame_per_field(tmp_path):
+    arch = tmp_path / "in"
+    arch.mkdir()
+    src = corpus.make_interlaced(str(arch / "il.mp4"))
+    out = tmp_path / "out"
+    sets = ["media.deinterlace=field", "train.finetune=false", "metrics.sample_frames=3", "metrics.niqe=false"]
+    proc = run_job("jobs.restore", "--input", str(arch), "--output", str(out), "--preset", "tiny", *[a for s in sets for a in ("--set", s)])
+    assert "interlaced: one frame per field, 60.000 fps" in proc.stdout
+    row = reports.read_table(str(out), "videos").to_pylist()[0]
+    assert row["status"] == "restored" and row["frames_in"] == 20 and row["frames_out"] == 40, row["error"]
+    with av.open(row["output"]) as c:
+        times = [f.pts * f.time_base for f in c.decode(video=0)]
+    assert [float(t) for t in times] == pytest.approx([i / 60 for i in range(40)], abs=1e-4)
+    assert probe(row["output"]).frames == 2 * probe(src).frames
 
 
 @pytest.mark.slow
