@@ -67,6 +67,19 @@ WEIGHTS.add(
     help="test-sized EDSR 2x16 (the tiny preset): seconds per fine-tune on 2 CPU cores",
 )
 
+WEIGHTS.add(
+    "edsr_16x32_bicubic",
+    Weights(
+        arch={"name": "edsr", "n_resblocks": 16, "n_feats": 32, "res_scale": 1.0},
+        flavour="bicubic",
+        files={
+            2: ("edsr_16x32_bicubic_x2.pt", "3c0613a6f93533f88aa5b01157a853df135b058ebee2b3664a3da419bb950a8a"),
+        },
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stage x2-bicubic)",
+    ),
+    help="EDSR 16x32 on clean bicubic pairs (the benchmark protocol), the shape measured best per CPU-hour; x2 so far (x3/x4 training)",
+)
+
 
 def builtin(name: str) -> Weights:
     """The entry behind ``builtin:NAME`` (ValueError naming the shipped ones)."""
