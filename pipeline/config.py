@@ -125,7 +125,7 @@ class TrainConfig:
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
     patience: int = _f(4, "With holdout: stop after this many validations without improvement, keeping the best weights.")
     workers: int = _f(1, "Fine-tune workers: 1 runs as one Ray task; more train data-parallel on Ray Train. Each takes one GPU when the cluster has GPUs.")
-    cpus_per_worker: int = _f(0, "CPUs each CPU fine-tune worker reserves from Ray, and runs as many threads. 0: the CPUs of the cluster's largest node, divided among the workers that fit on it.")
+    cpus_per_worker: int = _f(0, "CPUs each CPU fine-tune worker reserves from Ray, and runs as many threads. 0: half the CPUs of the cluster's largest node (the other half stays with inference), divided among the workers that fit on it.")
     seed: int = _f(0, "Random seed of patch sampling and initialisation.")
 
     def __post_init__(self) -> None:

@@ -100,9 +100,10 @@ def check_train_workers(cfg: RestoreConfig, gpu: bool) -> str | None:
 
 
 def train_cpus(cfg: RestoreConfig) -> int:
-    """CPUs (and threads) of each CPU fine-tune worker: train.cpus_per_worker, or the
-    largest node's CPUs shared by the workers (at most train.workers) that fit on it."""
+    """CPUs (and threads) of each CPU fine-tune worker: train.cpus_per_worker, or half
+    the largest node's CPUs (the other half stays with the inference actors of the videos
+    in flight) shared by the workers (at most train.workers) that fit on it."""
     if cfg.train.cpus_per_worker:
         return cfg.train.cpus_per_worker
-    largest = max((int(n.get("CPU", 0)) for n in node_resources()), default=1)
-    return max(1, largest // max(1, min(cfg.train.workers, largest)))
+    half = max(1, max((int(n.get("CPU", 0)) for n in node_resources()), default=1) // 2)
+    return max(1, half // max(1, min(cfg.train.workers, half)))

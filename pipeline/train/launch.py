@@ -119,7 +119,8 @@ def launch(
 
     ``where``: "local" (this process; one worker) or "ray" (one worker: a Ray task; more:
     Ray Train). ``gpu``: one GPU per worker, else CPU workers that each reserve ``threads``
-    CPUs from Ray and run that many threads (None: the CPUs of this node). ``retries``: a worker lost to
+    CPUs from Ray and run that many threads (None: this node's CPUs, shared by the
+    workers that fit on it). ``retries``: a worker lost to
     a node or process failure restarts the loop (which resumes from what it committed).
     """
     if workers < 1:
@@ -132,7 +133,8 @@ def launch(
         raise ValueError(f"where must be local or ray, got {where!r}")
     import ray
 
-    cpus = 1 if gpu else max(1, threads or node_cpus())  # a CPU worker reserves the CPUs it runs threads on
+    # a CPU worker reserves the CPUs it runs threads on (by default this node's, shared by the workers that fit on it)
+    cpus = 1 if gpu else max(1, threads or node_cpus() // min(workers, node_cpus()))
     if workers == 1:
         task = ray.remote(_run).options(num_gpus=1 if gpu else 0, num_cpus=cpus, max_retries=retries, name=name)
         return ray.get(task.remote(fn, config, gpu, cpus))

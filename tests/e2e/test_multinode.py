@@ -76,8 +76,8 @@ def test_a_worker_node_killed_mid_run_and_the_job_finishes_the_same(s3_env, tmp_
         deadline = time.monotonic() + 900
         for line in proc.stdout:
             log.append(line)
-            m = re.search(r"\[b/bbb.mp4\] infer: (\d+)/50 frames", line)
-            if not killed and m and int(m.group(1)) < 50:  # chunks of the second video are being restored on both nodes
+            if not killed and re.search(r"\[b/bbb.mp4\] infer: \d+ chunks on up to 2 actor", line):
+                time.sleep(1.0)  # both actors have just been given a chunk of the second video: one is lost mid-chunk
                 victims = _node_processes(node_ports[1])
                 for p in victims:
                     try:

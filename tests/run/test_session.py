@@ -42,8 +42,8 @@ def test_train_workers(monkeypatch):
         session.check_train_workers(build_config("tiny", overrides=["train.workers=3"]), gpu=False)
     assert session.check_train_workers(build_config("tiny", overrides=["train.workers=2"]), gpu=False) is None
     nodes(monkeypatch, {"CPU": 16}, {"CPU": 8})
-    assert session.train_cpus(build_config("tiny")) == 16  # one worker: the largest node's CPUs as its threads
-    assert session.train_cpus(build_config("tiny", overrides=["train.workers=4"])) == 4
+    assert session.train_cpus(build_config("tiny")) == 8  # one worker: half the largest node's CPUs as its threads
+    assert session.train_cpus(build_config("tiny", overrides=["train.workers=4"])) == 2
     assert session.train_cpus(build_config("tiny", overrides=["train.cpus_per_worker=6"])) == 6
     with pytest.raises(ValueError, match="train.workers=4 CPU workers of 6 CPU"):
         session.check_train_workers(build_config("tiny", overrides=["train.workers=4", "train.cpus_per_worker=6"]), gpu=False)
