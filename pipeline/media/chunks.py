@@ -30,7 +30,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from .probe import VideoInfo, by_frames, probe
+from .probe import VideoInfo, by_frames, counted, probe
 
 # swscale flags: bicubic chroma resampling, accurate rounding, full chroma
 # interpolation on both sides. Without the last three swscale's fast path is
@@ -214,24 +214,28 @@ def in_order(frames: Iterable[av.VideoFrame], depth: int = 4) -> Iterator[av.Vid
     out takes the k-th smallest of them. Correctly labelled frames pass unchanged."""
     held: deque[av.VideoFrame] = deque()
     labels: list[int] = []
+
+    def release(keep: int) -> Iterator[av.VideoFrame]:
+        while len(held) > keep:
+            out = held.popleft()
+            out.pts = heapq.heappop(labels)
+            yield out
+
     for frame in frames:
         if frame.pts is None:  # no label to sort: the caller refuses it
-            while held:
-                out = held.popleft()
-                out.pts = heapq.heappop(labels)
-                yield out
+            yield from release(0)
             yield frame
             continue
         held.append(frame)
         heapq.heappush(labels, frame.pts)
-        if len(held) > depth:
-            out = held.popleft()
-            out.pts = heapq.heappop(labels)
-            yield out
-    while held:
-        out = held.popleft()
-        out.pts = heapq.heappop(labels)
-        yield out
+        yield from release(depth)
+    yield from release(0)
+
+
+def _decoded_in_order(stream, packets: Iterable, errors: list[str]) -> Iterator[av.VideoFrame]:
+    """The frames of ``packets`` (damaged ones counted in ``errors``), timestamps sorted
+    (``in_order``): what every reader of a stream here decodes through."""
+    return in_order(f for packet in packets for f in _decode(stream, packet, errors))
 
 
 def _deinterlaced(frames: Iterable[av.VideoFrame], stream, fields: bool = False) -> Iterator[av.VideoFrame]:
@@ -304,9 +308,11 @@ def decode_chunk(
             stream.codec_context.thread_type = "AUTO"  # frame threads too (PyAV's default, SLICE, barely helps H.264)
 
         def decoded() -> Iterator[av.VideoFrame]:
-            for frame in in_order(f for packet in _packets_from(container, stream, seek, stored) for f in _decode(stream, packet, errors)):
-                if frame.is_corrupt and frame.pts is not None and (2 * frame.pts if info.fields else frame.pts) not in gaps:
-                    corrupt.add(2 * frame.pts if info.fields else frame.pts)
+            for frame in _decoded_in_order(stream, _packets_from(container, stream, seek, stored), errors):
+                if frame.is_corrupt and frame.pts is not None:
+                    at = 2 * frame.pts if info.fields else frame.pts  # (a field view's units)
+                    if at not in gaps:
+                        corrupt.add(at)
                 yield frame
 
         frames = _deinterlaced(decoded(), stream, info.fields) if info.interlaced else decoded()
@@ -374,11 +380,11 @@ def scan(path: str, info: VideoInfo) -> VideoInfo:
 
         def packets():
             for packet in container.demux(stream):
-                if packet.size and packet.pts is not None and not packet.is_discard:  # the frames probe counts
+                if counted(packet):
                     expected.append(packet.pts)
                 yield packet
 
-        for frame in in_order(f for packet in packets() for f in _decode(stream, packet, errors)):
+        for frame in _decoded_in_order(stream, packets(), errors):
             if frame.pts is not None and not frame.is_corrupt:
                 good.add(frame.pts)
     shown = sorted(good.intersection(expected))
@@ -430,7 +436,7 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
             stream.codec_context.skip_frame = "NONKEY"
         next_k = 0  # index of the next multiple of 1/fps to satisfy
         errors: list[str] = []  # damaged packets are skipped here; inference reports them
-        decoded = (f for f in in_order(f for packet in container.demux(stream) for f in _decode(stream, packet, errors)) if not f.is_corrupt)
+        decoded = (f for f in _decoded_in_order(stream, container.demux(stream), errors) if not f.is_corrupt)
         if not info.interlaced:
             frames: Iterable[av.VideoFrame] = decoded
         elif kind == "iframes":  # keyframes are far apart: each deinterlaced on its own

@@ -265,8 +265,8 @@ def _video_packets(chunk_paths: list[str], out_stream):
                 yield dts, packet
 
 
-def _audio_packets(source, in_stream, out_stream):
-    """Audio packets of the source stream, copied (timestamps unchanged)."""
+def _copied_packets(source, in_stream, out_stream):
+    """Packets of a source stream (audio, subtitles), copied (timestamps unchanged)."""
     for packet in source.demux(in_stream):
         if packet.size == 0 or packet.pts is None:
             continue
@@ -296,11 +296,6 @@ def _content_tags(tags) -> dict[str, str]:
     """A container's or stream's tags without those of its format (any case: Matroska
     writes them upper-case)."""
     return {k: v for k, v in tags.items() if k.lower() not in _FORMAT_TAGS}
-
-
-def _subtitle_packets(source, in_stream, out_stream):
-    """Subtitle packets of the source stream, copied (timestamps unchanged)."""
-    yield from _audio_packets(source, in_stream, out_stream)
 
 
 def _subtitles_converted(source, in_stream, out_stream):
@@ -337,7 +332,7 @@ def _add_subtitles(out, fmt: str, source_path: str, stack: contextlib.ExitStack)
         if name in out.supported_codecs:
             sub_out = out.add_stream_from_template(sub_in)
             sub_out.time_base = sub_in.time_base
-            sources.append(_subtitle_packets(reader, sub_in, sub_out))
+            sources.append(_copied_packets(reader, sub_in, sub_out))
         elif name in _TEXT_SUBTITLES and fmt in _SUBTITLE_FOR:
             sub_out = out.add_stream(_SUBTITLE_FOR[fmt])
             sub_out.time_base = sub_out.codec_context.time_base = Fraction(1, 1000)
@@ -398,7 +393,7 @@ def assemble(chunk_paths: list[str], source_path: str, out_path: str, rotation: 
                 if audio_in.codec_context.name in out.supported_codecs:
                     audio_out = out.add_stream_from_template(audio_in)
                     audio_out.time_base = audio_in.time_base
-                    sources.append(_audio_packets(reader, audio_in, audio_out))
+                    sources.append(_copied_packets(reader, audio_in, audio_out))
                 else:
                     ctx = audio_in.codec_context
                     # the default layout for the channel count ("1 channels" -> mono)

@@ -89,6 +89,13 @@ def _truncated(path: str, stream) -> str | None:
     return f"truncated: {beyond} of the {len(entries)} video frames its index declares lie past the end of the file ({size:,} bytes)"
 
 
+def counted(packet) -> bool:
+    """Whether a demuxed video packet is a frame of the video: not the flush packet at
+    the end of the stream, and not trimmed by an edit list (flagged discard: the
+    decoder drops its frame)."""
+    return bool(packet.size) and packet.pts is not None and not packet.is_discard
+
+
 def probe(path: str, max_pixels: int = 0) -> VideoInfo:
     """Describe the first video stream of `path`.
 
@@ -131,12 +138,10 @@ def probe(path: str, max_pixels: int = 0) -> VideoInfo:
         trimmed_keys = 0
         try:
             for packet in container.demux(stream):
-                if packet.size == 0:  # flush packet at end of stream
-                    continue
-                if packet.pts is None:
+                if packet.size and packet.pts is None:
                     raise ValueError(f"{path}: video packet without pts (raw stream?)")
-                if packet.is_discard:  # trimmed by an edit list: the decoder drops its frame
-                    trimmed_keys += packet.is_keyframe
+                if not counted(packet):
+                    trimmed_keys += bool(packet.size and packet.is_keyframe)  # (trimmed by an edit list)
                     continue
                 if packet.is_keyframe:
                     keyframes.append(packet.pts)
