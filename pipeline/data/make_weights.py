@@ -34,11 +34,11 @@ SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), 
 #: bicubic model. x4 comes right after x2: the hardest scale, where the base model matters most.
 PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x2-bicubic": (2, "bicubic", 40_000, 4e-4, None),
-    "x4-bicubic": (4, "bicubic", 25_000, 2e-4, "x2-bicubic"),
-    "x4-archive": (4, "archive", 15_000, 1e-4, "x4-bicubic"),
-    "x3-bicubic": (3, "bicubic", 20_000, 2e-4, "x2-bicubic"),
-    "x2-archive": (2, "archive", 15_000, 1e-4, "x2-bicubic"),
-    "x3-archive": (3, "archive", 15_000, 1e-4, "x3-bicubic"),
+    "x4-bicubic": (4, "bicubic", 6_000, 2e-4, "x2-bicubic"),
+    "x4-archive": (4, "archive", 5_000, 1e-4, "x4-bicubic"),
+    "x3-bicubic": (3, "bicubic", 6_000, 2e-4, "x2-bicubic"),
+    "x2-archive": (2, "archive", 5_000, 1e-4, "x2-bicubic"),
+    "x3-archive": (3, "archive", 5_000, 1e-4, "x3-bicubic"),
 }
 
 

@@ -212,6 +212,8 @@ def training_state(model: torch.nn.Module, worker: Worker, cfg: PretrainConfig, 
         unwrap(model).load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        if cfg.lr_schedule == "cosine":  # a resume with another step count: the cosine now ends at the new last step
+            sched.T_max = cfg.steps
     return model, opt, sched, st
 
 
