@@ -192,9 +192,9 @@ class ChunkRestorer:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}
 
-    def encoder(self, media: MediaConfig, size: tuple[int, int]) -> str:
-        """The encoder this actor's node would use for frames of ``size`` (h, w)."""
-        return encoder_for(media, self.device, size)
+    def encoder(self, media: MediaConfig, size: tuple[int, int], depth: int = 8) -> str:
+        """The encoder this actor's node would use for frames of ``size`` (h, w) and ``depth`` bits."""
+        return encoder_for(media, self.device, size, depth)
 
     # the light stages, run here when the pool has this actor idle
     def probe(self, *args: Any) -> VideoInfo:

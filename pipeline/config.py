@@ -47,11 +47,16 @@ class MediaConfig:
     preset: str = _f("medium", "libx264 speed/size preset (ultrafast ... veryslow).")
     container: str = _f("mp4", "Container of the restored video: mp4, mkv or mov.")
     codec: str = _f("libx264", "Video codec of the restored video: libx264 (H.264, default), libx265 (H.265/HEVC: about the same quality in fewer bytes, slower to encode and to play), or ffv1 (lossless, every frame intra, in mkv only: the archival master format; large). media.crf and media.preset apply to libx264 and libx265.")
+    bit_depth: str = _f("source", 'Bits per sample of the restored video: "source" (10-bit output where the source has more than 8 bits: yuv420p10le, carried at 16 bits per channel from the decoder through the model to the encoder; 8-bit sources stay 8-bit) or "8" (always 8-bit yuv420p, as most players expect).')
     encoder_threads: int = _f(4, "libx264 frame threads of each chunk's encoder. Fixed, not the actor's CPU share: x264's output depends on its thread count, and a chunk must encode the same on any actor or machine (retries, resumed runs). NVENC ignores it.")
     deinterlace: str = _f("frame", 'Interlaced sources (deinterlaced with FFmpeg\'s bwdif): "frame" puts out one frame per frame (50i becomes 25p: half the motion samples lost), "field" one frame per field (50i becomes 50p, every field\'s motion kept; twice the frames to restore). Progressive sources are not touched.')
     damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
     max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks (media.codec=libx264): "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
+
+    def output_depth(self, source_depth: int) -> int:
+        """Bits per sample of a restored video whose source has ``source_depth``: 8 or 10."""
+        return 10 if self.bit_depth == "source" and source_depth > 8 else 8
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
@@ -69,6 +74,8 @@ class MediaConfig:
             raise ValueError(f"media.damaged must be conceal or fail, got {self.damaged!r}")
         if not 0.0 <= self.max_damaged <= 1.0:
             raise ValueError(f"media.max_damaged must be in 0..1, got {self.max_damaged}")
+        if self.bit_depth not in ("source", "8"):
+            raise ValueError(f"media.bit_depth must be source or 8, got {self.bit_depth!r}")
         if self.encoder not in ("auto", "x264", "nvenc"):
             raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):
@@ -233,7 +240,7 @@ class LimitsConfig:
 #: Fields added after outputs were first hashed: left out of the config hash while they
 #: hold their default (which restores as before), so that a scheduled run over an archive
 #: does not restore every video again after an upgrade.
-HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace"), "train": ("cpus_per_worker",)}
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth"), "train": ("cpus_per_worker",)}
 
 
 @dataclass(frozen=True)

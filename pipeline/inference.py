@@ -278,25 +278,28 @@ def upscale_frames_deferred(
     its copy to the host is done (see ``HostCopy``): uint8 (N, scale*H, scale*W, 3) RGB
     (rounded), or with ``i420`` (the colorspace) the limited-range I420 planes
     (N, h * 3 // 2, w) converted on the device. ``crop`` (h, w): keep the top-left
-    h x w of each result (I420 needs even sides)."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    h x w of each result (I420 needs even sides). uint16 frames (0..65535, from a source
+    of more than 8 bits) give uint16 RGB, or 10-bit I420 planes (uint16)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"frames must be uint8 or uint16 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    deep = frames.dtype == np.uint16
+    peak = 65535.0 if deep else 255.0
     with torch.inference_mode():
-        # uint8 goes to the device (a quarter of the bytes of float), is quantised back
-        # there, and an NHWC result is already in the (N, H, W, 3) order of the frames
+        # integers go to the device (a quarter or half of the bytes of float), are quantised
+        # back there, and an NHWC result is already in the (N, H, W, 3) order of the frames
         x = torch.from_numpy(np.ascontiguousarray(frames))
         if device.type == "cuda":
             x = x.pin_memory()  # (torch's caching host allocator reuses the block) so the upload does not block the stream
-        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
         if crop is not None:
             y = y[:, :, :crop[0], :crop[1]]
         if i420 is not None:
             from pipeline.media.colour import rgb_to_i420
 
-            out = rgb_to_i420(y, i420)
+            out = rgb_to_i420(y, i420, bits=10 if deep else 8)
         else:
-            out = y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            out = y.mul_(peak).round_().clamp_(0, peak).to(torch.uint16 if deep else torch.uint8).permute(0, 2, 3, 1).contiguous()
         return (host or HostCopy()).start(out)
 
 

@@ -19,17 +19,20 @@ from pipeline.overlap import Behind, ahead
 NVENC_MAX_SIDE = 4096  # H.264 NVENC's largest frame side
 
 
-def encoder_for(media: MediaConfig, device: torch.device, size: tuple[int, int] = (0, 0)) -> str:
-    """The FFmpeg encoder of a video's chunks, for output frames of ``size`` (h, w):
-    ``media.codec`` when it is not H.264; for H.264, NVENC when asked for, or with
-    ``media.encoder`` auto on a GPU that has it and frames it can take (sides up to
-    4096); libx264 otherwise. Decided once per video (by one actor), so
-    all its chunks join."""
+def encoder_for(media: MediaConfig, device: torch.device, size: tuple[int, int] = (0, 0), depth: int = 8) -> str:
+    """The FFmpeg encoder of a video's chunks, for output frames of ``size`` (h, w) and
+    ``depth`` bits: ``media.codec`` when it is not H.264; for H.264, NVENC when asked
+    for, or with ``media.encoder`` auto on a GPU that has it and frames it can take
+    (sides up to 4096, 8-bit); libx264 otherwise. Decided once per video (by one
+    actor), so all its chunks join."""
     from pipeline.media.encode import nvenc_available
 
     if media.codec != "libx264":
         return media.codec  # NVENC is for H.264 only here
-    fits = max(size) <= NVENC_MAX_SIDE
+    fits = max(size) <= NVENC_MAX_SIDE and depth == 8
+    if media.encoder == "nvenc" and depth > 8:
+        raise RuntimeError("media.encoder=nvenc, but H.264 NVENC encodes 8-bit only and this video's output is 10-bit: "
+                           "set media.bit_depth=8 or media.encoder=auto")
     if media.encoder == "nvenc":
         if not nvenc_available():
             raise RuntimeError("media.encoder=nvenc, but NVENC cannot be opened here (no NVIDIA GPU with NVENC, driver, or FFmpeg support)")
@@ -58,9 +61,15 @@ def upscale_chunk(
     depends on its thread count.
     ``device_colour``: convert to I420 on the model's device (None: on a GPU only; on
     the CPU swscale is faster). ``codec``: the video's encoder (None: ``encoder_for``).
+    A source of more than 8 bits gives 10-bit output unless ``media.bit_depth`` is 8:
+    its frames stay 16-bit integers from the decoder to the encoder, and the model runs
+    in fp32 where ``amp`` is bf16 (8 significant bits).
     """
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
     width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
+    depth = media.output_depth(info.bit_depth)
+    if depth > 8 and amp is torch.bfloat16:
+        amp = None  # bf16 keeps 8 significant bits: a 10-bit output needs fp32 (or fp16) results
     n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
     batch_size, tile = inference.batch_and_tile(infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width),
                                                 infer.tile, infer.tile_overlap, device, n_feats, scale, amp, (info.height, info.width))
@@ -71,7 +80,7 @@ def upscale_chunk(
     def batches() -> Iterator[tuple[list[int], np.ndarray]]:
         pts: list[int] = []
         rgbs: list[np.ndarray] = []
-        for p, rgb in decode_chunk(info.path, chunk, info, threads=threads):
+        for p, rgb in decode_chunk(info.path, chunk, info, threads=threads, deep=depth > 8):
             pts.append(p)
             rgbs.append(rgb)
             if len(pts) == batch_size:
@@ -84,7 +93,7 @@ def upscale_chunk(
     with ChunkWriter(
         path, width=width, height=height, time_base=info.time_base, rate=info.rate,
         colorspace=info.colorspace, crf=media.crf, preset=media.preset, threads=media.encoder_threads, sar=info.sar,
-        codec=codec or encoder_for(media, device, (height, width)),
+        codec=codec or encoder_for(media, device, (height, width), depth), depth=depth,
     ) as writer:
 
         def encode(item: tuple[list[int], Callable[[], np.ndarray]]) -> None:

@@ -135,3 +135,18 @@ def test_out_of_memory_with_the_smallest_tiles_halves_the_batch():
     frames = np.stack([bird()[:40, :40], bird()[40:80, :40], bird()[80:120, :40]])
     deferred, _ = inference.upscale_frames_fitting(OneAtATime(), frames, 2, device=torch.device("cpu"), tile=0, overlap=8)
     assert np.array_equal(deferred(), inference.upscale_frames(inner, frames, 2, device=torch.device("cpu")))
+
+
+def test_sixteen_bit_frames_keep_their_low_bits():
+    """uint16 frames (a 10-bit source decoded deep) come back uint16 with their precision:
+    a pixel-repeating "model" gives them back exactly, which 8-bit frames could not; with
+    ``i420`` the planes are 10-bit (uint16, limited range)."""
+    net = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    frames = (bird()[None, :32, :48].astype(np.uint16) * 257 + np.arange(48, dtype=np.uint16)[None, None, :, None])
+    out = inference.upscale_frames(net, frames, 2, device=torch.device("cpu"))
+    assert out.dtype == np.uint16 and out.shape == (1, 64, 96, 3)
+    assert np.array_equal(out, np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2))
+    planes = inference.upscale_frames(net, frames, 2, device=torch.device("cpu"), i420="bt709")
+    assert planes.dtype == np.uint16 and planes.shape == (1, 96, 96) and 64 <= planes[0, :64].min() and planes.max() <= 960
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        inference.upscale_frames(net, frames.astype(np.float32), 2, device=torch.device("cpu"))

@@ -113,3 +113,29 @@ def test_the_encoder_is_nvenc_only_where_it_opens_and_fits(monkeypatch):
         encoder_for(MediaConfig(encoder="nvenc"), gpu, (2880, 5120))
     assert encoder_options("h264_nvenc", 0, "medium")["tune"] == "lossless"  # x264's CRF 0 is lossless; NVENC's cq 0 is not
     assert encoder_options("h264_nvenc", 18, "medium")["cq"] == "18" and encoder_options("libx264", 18, "slow", 2)["threads"] == "2"
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_a_ten_bit_source_is_restored_to_ten_bit_unless_asked_for_eight(tmp_path, on_device):
+    """The 10-bit corpus clip restored with a real (tiny) EDSR: yuv420p10le output by
+    default, whichever side converts the colour; media.bit_depth=8 gives yuv420p. The
+    10-bit output's luma is not 8-bit values scaled up (most samples are not multiples
+    of 4) and agrees with the 8-bit output within a level or two."""
+    from tests import corpus
+
+    clip = corpus.make_ten_bit(str(tmp_path / "ten_bit.mp4"))
+    info = probe(clip)
+    chunk = plan_chunks(info, 100)[0]
+    torch.manual_seed(0)
+    model = inference.prepare(EDSR(scale=2, n_resblocks=1, n_feats=8), torch.device("cpu"))
+    luma = {}
+    for bits in ("source", "8"):
+        path = str(tmp_path / f"{bits}.mp4")
+        n = upscale_chunk(model, 2, info, chunk, path, MediaConfig(preset="veryfast", crf=0, bit_depth=bits), InferConfig(),
+                          torch.device("cpu"), None, device_colour=on_device)
+        assert n == info.frames
+        with av.open(path) as c:
+            assert c.streams.video[0].codec_context.pix_fmt == ("yuv420p10le" if bits == "source" else "yuv420p")
+            luma[bits] = np.stack([f.reformat(format="yuv420p10le").to_ndarray()[:2 * info.height] for f in c.decode(video=0)]).astype(int)
+    assert np.mean(luma["source"] % 4 != 0) > 0.5 and not np.any(luma["8"] % 4)  # (8-bit samples widen to multiples of 4)
+    assert np.mean(np.abs(luma["source"] - luma["8"])) < 3

@@ -73,18 +73,19 @@ def _sws_matrix(colorspace: str) -> str:
         ) from None
 
 
-def to_rgb(frame: av.VideoFrame, colorspace: str) -> np.ndarray:
+def to_rgb(frame: av.VideoFrame, colorspace: str, deep: bool = False) -> np.ndarray:
     """Convert a decoded frame to RGB.
 
     `colorspace` is "bt709" or "bt601" (the matrix to use). The frame is read as
     limited range unless it is tagged full range. Returns uint8 (H, W, 3), RGB
-    order, full range 0..255.
+    order, full range 0..255; with `deep`, uint16 0..65535 (for sources of more
+    than 8 bits: their low bits kept).
     """
     full = frame.color_range == _AVCOL_RANGE_JPEG or frame.format.name.startswith(
         "yuvj"
     )
     return frame.to_ndarray(
-        format="rgb24",
+        format="rgb48le" if deep else "rgb24",
         src_colorspace=_sws_matrix(colorspace),
         src_color_range="JPEG" if full else "MPEG",
         dst_color_range="JPEG",
@@ -95,17 +96,19 @@ def to_rgb(frame: av.VideoFrame, colorspace: str) -> np.ndarray:
 def from_rgb(rgb: np.ndarray, colorspace: str) -> av.VideoFrame:
     """Convert an RGB image to a yuv420p frame, limited range, tagged with the matrix.
 
-    `rgb` is uint8 (H, W, 3), RGB order, full range 0..255, with H and W even.
+    `rgb` is uint8 (H, W, 3), RGB order, full range 0..255, with H and W even, or
+    uint16 (0..65535), which gives a yuv420p10le frame.
     `colorspace` is "bt709" or "bt601". Returns a frame without pts.
     """
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
+    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected uint8 or uint16 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
     height, width = rgb.shape[:2]
     if width % 2 or height % 2:
         raise ValueError(f"yuv420p needs even width and height, got {width}x{height}")
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    deep = rgb.dtype == np.uint16
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le" if deep else "rgb24")
     return frame.reformat(
-        format="yuv420p",
+        format="yuv420p10le" if deep else "yuv420p",
         dst_colorspace=_sws_matrix(colorspace),
         dst_color_range="MPEG",
         interpolation=_SWS_FLAGS,
@@ -267,7 +270,7 @@ def _deinterlaced(frames: Iterable[av.VideoFrame], stream, fields: bool = False)
 
 
 def decode_chunk(
-    path: str, chunk: Chunk, info: VideoInfo, threads: int = 0
+    path: str, chunk: Chunk, info: VideoInfo, threads: int = 0, deep: bool = False
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode one chunk to RGB.
 
@@ -283,12 +286,13 @@ def decode_chunk(
     deinterlaced (``_deinterlaced``); the frames before the chunk that the decoder
     goes through serve as the first frame's neighbours.
     ``threads``: the decoder's threads (0: FFmpeg's choice, one per core of the machine,
-    which oversubscribes a node shared by several actors).
+    which oversubscribes a node shared by several actors). ``deep``: uint16 RGB
+    (``to_rgb``), for a source of more than 8 bits restored to 10-bit output.
     """
     stored, seek = by_frames(info), _stored(chunk) if info.fields else chunk  # (seeking is in the stream's own units)
     gaps = {pts: stand_in for pts, stand_in in info.damaged if chunk.contains(pts)}
     # stand-ins in other chunks are decoded first; those in this chunk are kept as they go by
-    kept = {pts: rgb for pts, rgb in _frames_at(path, sorted({s for s in gaps.values() if not chunk.contains(s)}), info)}
+    kept = {pts: rgb for pts, rgb in _frames_at(path, sorted({s for s in gaps.values() if not chunk.contains(s)}), info, deep)}
     wanted = set(gaps.values())
     pending = sorted(gaps)
     if info.interlaced and chunk.start_pts is not None:
@@ -327,7 +331,7 @@ def decode_chunk(
                 errors.append(f"frame pts {frame.pts} after {last_pts}")
                 continue
             last_pts = frame.pts
-            rgb = to_rgb(frame, info.colorspace)
+            rgb = to_rgb(frame, info.colorspace, deep)
             if frame.pts in wanted:
                 kept[frame.pts] = rgb
             while pending and pending[0] < frame.pts:
@@ -358,12 +362,12 @@ def _concealed(path: str, chunk: Chunk, pts: int, gaps: dict[int, int], kept: di
     return pts, rgb
 
 
-def _frames_at(path: str, wanted: list[int], info: VideoInfo) -> Iterator[tuple[int, np.ndarray]]:
+def _frames_at(path: str, wanted: list[int], info: VideoInfo, deep: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """The frames at the timestamps ``wanted`` (sorted), each decoded from its GOP."""
     plain = dataclasses.replace(info, damaged=())
     for pts in wanted:
         seek = max((k for k in info.keyframe_pts if k <= pts), default=info.keyframe_pts[0])
-        yield from decode_chunk(path, Chunk(index=-1, start_pts=pts, end_pts=pts + 1, seek_pts=seek, frames=1), plain)
+        yield from decode_chunk(path, Chunk(index=-1, start_pts=pts, end_pts=pts + 1, seek_pts=seek, frames=1), plain, deep=deep)
 
 
 def scan(path: str, info: VideoInfo) -> VideoInfo:

@@ -16,10 +16,11 @@ import torch
 _K = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 
 
-def rgb_to_i420(rgb: torch.Tensor, colorspace: str) -> torch.Tensor:
+def rgb_to_i420(rgb: torch.Tensor, colorspace: str, bits: int = 8) -> torch.Tensor:
     """float (N, 3, H, W) RGB in [0, 1] (any device; H and W even) -> uint8
     (N, H * 3 // 2, W): each frame's Y plane, then U, then V (the layout of PyAV's
-    ``VideoFrame.from_ndarray(..., format="yuv420p")``), limited range (Y 16-235, UV 16-240)."""
+    ``VideoFrame.from_ndarray(..., format="yuv420p")``), limited range (Y 16-235, UV 16-240).
+    ``bits`` 10: uint16 planes of ``yuv420p10le`` (Y 64-940, UV 64-960)."""
     if colorspace not in _K:
         raise ValueError(f"unsupported colorspace {colorspace!r}; use 'bt709' or 'bt601'")
     n, c, h, w = rgb.shape
@@ -36,6 +37,9 @@ def rgb_to_i420(rgb: torch.Tensor, colorspace: str) -> torch.Tensor:
     lm = kr * rm + kg * gm + kb * bm
     u = 128.0 + (bm - lm) / (2.0 * (1.0 - kb)) * (224.0 / 255.0)
     v = 128.0 + (rm - lm) / (2.0 * (1.0 - kr)) * (224.0 / 255.0)
-    q = [p.round().clamp_(0, 255).to(torch.uint8) for p in (y, u, v)]
-    # PyAV reads the array as flat planes (Y: h*w bytes, then U and V: h*w/4 each): any height that is even
+    if bits not in (8, 10):
+        raise ValueError(f"bits must be 8 or 10, got {bits}")
+    f, top = 2 ** (bits - 8), 2**bits - 1
+    q = [(p * f).round().clamp_(0, top).to(torch.uint8 if bits == 8 else torch.uint16) for p in (y, u, v)]
+    # PyAV reads the array as flat planes (Y: h*w samples, then U and V: h*w/4 each): any height that is even
     return torch.cat([p.reshape(n, -1) for p in q], dim=1).view(n, h * 3 // 2, w)

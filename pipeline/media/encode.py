@@ -20,8 +20,9 @@ unchanged, so each output frame has its source frame's time. (mp4/mov keep
 the ticks exactly; Matroska stores milliseconds.)
 
 Colour: frames are converted from RGB with the given matrix (BT.709 or
-BT.601) to limited-range yuv420p, and the stream is tagged with that matrix,
-the matching primaries and transfer, and limited range.
+BT.601) to limited-range yuv420p (yuv420p10le from 16-bit frames, for 10-bit
+output), and the stream is tagged with that matrix, the matching primaries and
+transfer, and limited range.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class ChunkWriter:
     rate (used for the last frame's duration and the stream's rate).
     `colorspace` is "bt709" or "bt601". Width and height must be even. `sar`: the
     sample aspect ratio (the source's: scaling both sides keeps the pixel shape).
-    Encodes yuv420p without B-frames (see the module docstring).
+    Encodes yuv420p without B-frames (see the module docstring); with `depth` 10,
+    yuv420p10le (H.264 High 10, HEVC Main 10 or FFV1) from uint16 frames.
     """
 
     def __init__(
@@ -132,7 +134,12 @@ class ChunkWriter:
         gop_size: int | None = None,
         threads: int = 0,
         sar: Fraction = Fraction(1),
+        depth: int = 8,
     ) -> None:
+        if depth not in (8, 10):
+            raise ValueError(f"depth must be 8 or 10, got {depth}")
+        if depth == 10 and codec == "h264_nvenc":
+            raise ValueError("H.264 NVENC encodes 8-bit only: 10-bit output needs libx264, libx265 or ffv1")
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(
                 f"yuv420p needs positive even width and height, got {width}x{height}"
@@ -145,6 +152,8 @@ class ChunkWriter:
         self.width, self.height = width, height
         self.time_base = Fraction(time_base)
         self.colorspace = colorspace
+        self.depth = depth
+        self._sample = np.uint16 if depth > 8 else np.uint8
         self._frame_ticks = max(1, round(1 / (Fraction(rate) * self.time_base)))
         self._last_pts: int | None = None
         fmt = _container_format(path)
@@ -153,7 +162,7 @@ class ChunkWriter:
         )
         try:
             stream = self._container.add_stream(codec, rate=Fraction(rate))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le" if depth > 8 else "yuv420p"
             stream.time_base = self.time_base
             ctx = stream.codec_context
             ctx.time_base = self.time_base
@@ -185,24 +194,27 @@ class ChunkWriter:
         """Encode one frame.
 
         `pts` is in the source stream's time_base ticks and must increase;
-        `rgb` is uint8 (height, width, 3), RGB order, full range 0..255.
+        `rgb` is uint8 (height, width, 3), RGB order, full range 0..255 (uint16,
+        0..65535, for a 10-bit writer).
         """
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != self._sample:
             raise ValueError(
-                f"{self.path}: expected uint8 ({self.height}, {self.width}, 3), "
+                f"{self.path}: expected {np.dtype(self._sample).name} ({self.height}, {self.width}, 3), "
                 f"got {rgb.dtype} {rgb.shape}"
             )
         self._encode(pts, from_rgb(rgb, self.colorspace))
 
     def write_i420(self, pts: int, planes: np.ndarray) -> None:
         """Encode one frame given as limited-range I420 planes in this writer's colorspace:
-        uint8 (height * 3 // 2, width), Y then U then V (``pipeline.media.colour``)."""
-        if planes.shape != (self.height * 3 // 2, self.width) or planes.dtype != np.uint8:
+        uint8 (height * 3 // 2, width), Y then U then V (``pipeline.media.colour``); uint16
+        10-bit samples for a 10-bit writer."""
+        if planes.shape != (self.height * 3 // 2, self.width) or planes.dtype != self._sample:
             raise ValueError(
-                f"{self.path}: expected uint8 I420 ({self.height * 3 // 2}, {self.width}), "
+                f"{self.path}: expected {np.dtype(self._sample).name} I420 ({self.height * 3 // 2}, {self.width}), "
                 f"got {planes.dtype} {planes.shape}"
             )
-        self._encode(pts, av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p"))
+        fmt = "yuv420p10le" if self.depth > 8 else "yuv420p"
+        self._encode(pts, av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format=fmt))
 
     def _encode(self, pts: int, frame: av.VideoFrame) -> None:
         if self._closed:

@@ -46,6 +46,14 @@ class VideoInfo:
     fields: bool = False  # one frame per field (media.deinterlace=field): timestamps, counts and rate are of the fields (by_fields)
     damaged: tuple[tuple[int, int], ...] = ()  # (pts, stand-in pts) of frames that do not decode (media.chunks.scan; empty when not scanned)
 
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the stored pictures (8 for yuv420p, 10 for yuv420p10le...; 8 when unknown)."""
+        try:
+            return max(8, max(c.bits for c in av.VideoFormat(self.pix_fmt).components))
+        except (ValueError, TypeError):
+            return 8
+
 
 def colorspace_of(stream_colorspace: int, height: int) -> str:
     """Matrix name for a stream's AVColorSpace tag.

@@ -244,13 +244,13 @@ class RestorerPool:
             ray.wait(list(refs) if num_returns != 1 else [refs], num_returns=num_returns)
         return refs
 
-    def encoder(self, media, size: tuple[int, int], heartbeat: Heartbeat, start_timeout_s: float = 600.0) -> str:
+    def encoder(self, media, size: tuple[int, int], heartbeat: Heartbeat, start_timeout_s: float = 600.0, depth: int = 8) -> str:
         """The encoder of one video's chunks, decided once (by an actor, on a GPU pool:
         whether NVENC opens depends on the node), so that all its chunks join."""
         from pipeline.upscale import encoder_for
 
         if not self.size.use_gpu:
-            return encoder_for(media, torch.device("cpu"), size)
+            return encoder_for(media, torch.device("cpu"), size, depth)
         heartbeat.waiting(+1)
         try:
             while True:
@@ -263,7 +263,7 @@ class RestorerPool:
         finally:
             heartbeat.waiting(-1)
         try:
-            return ray.get(got[0].encoder.remote(media, size))
+            return ray.get(got[0].encoder.remote(media, size, depth))
         finally:
             self.release(got[0])
 

@@ -205,7 +205,8 @@ class VideoStages:
         pool; a video with frames that cannot be decoded fails with their count. Returns
         the encoder of its chunks."""
         scale = self.cfg.scale
-        codec = self.pool.encoder(self.cfg.media, (info.height * scale // 2 * 2, info.width * scale // 2 * 2), self.heartbeat)
+        codec = self.pool.encoder(self.cfg.media, (info.height * scale // 2 * 2, info.width * scale // 2 * 2), self.heartbeat,
+                                  depth=self.cfg.media.output_depth(info.bit_depth))
         uris = self._chunk_uris(job, chunks, ckpt, codec)
         have = self.store.names(self.layout.model_work(job, self._work_key(ckpt, codec)))
         todo = [(c, u) for c, u in zip(chunks, uris, strict=True) if name_of(u) not in have]

@@ -38,3 +38,17 @@ def test_any_even_height_packs_like_pyav(height):
     assert mine.shape == ref.shape == (height * 3 // 2, 48)
     assert np.abs(ref[:height].astype(int) - mine[:height]).max() <= 1
     assert psnr(ref[height:], mine[height:]) > 40
+
+
+def test_ten_bit_planes_match_swscale():
+    """From 16-bit RGB, the 10-bit planes are within an 8-bit level (4 10-bit levels)
+    of swscale's rgb48 -> yuv420p10le in luma (1.1 levels apart on average: swscale's
+    fixed-point rounding), and use the 10-bit limited range."""
+    img = bird().astype(np.uint16) * 257 + np.arange(bird().shape[1], dtype=np.uint16)[None, :, None] % 200
+    ref = from_rgb(img, "bt709").to_ndarray()  # (H * 3 / 2, W) uint16 samples
+    mine = rgb_to_i420(torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None] / 65535, "bt709", bits=10)[0].numpy()
+    h = img.shape[0]
+    assert mine.shape == ref.shape and mine.dtype == ref.dtype == np.uint16
+    assert np.abs(ref[:h].astype(int) - mine[:h]).max() <= 4 and np.abs(ref[:h].astype(int) - mine[:h]).mean() < 1.5
+    assert 64 <= mine[:h].min() and mine[:h].max() <= 940
+    assert psnr(ref[h:] / 4, mine[h:] / 4) > 45
