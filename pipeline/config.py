@@ -197,10 +197,13 @@ class InferConfig:
 class MetricsConfig:
     sample_frames: int = _f(8, "Frames per video (evenly spaced) on which NIQE, PSNR and SSIM are measured.")
     niqe: bool = _f(True, "Measure NIQE (no reference).")
+    crops: int = _f(3, "Before/after crops per video (of the sampled frames, evenly spaced): bicubic | pretrained | restored (| ground truth), 256 px squares at full output resolution, saved as PNG under OUT/reports/crops/ and shown on the run's HTML page. 0: none.")
 
     def __post_init__(self) -> None:
         if self.sample_frames < 1:
             raise ValueError(f"metrics.sample_frames must be >= 1, got {self.sample_frames}")
+        if self.crops < 0:
+            raise ValueError(f"metrics.crops must be >= 0, got {self.crops}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import inference
+from pipeline import inference, visual
 from pipeline.media.chunks import decode_chunk, plan_chunks
 from pipeline.media.probe import by_fields, probe
 from pipeline.metrics.fullref import psnr_y, ssim_y
@@ -171,8 +171,10 @@ def measure_video(
     tile: int = 0,
     tile_overlap: int = 16,
     fields: bool = False,
+    crops: int = 0,
 ) -> dict[str, Any]:
-    """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames": rows}."""
+    """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames":
+    rows, "crops": ``crops`` before/after pictures (``pipeline.visual.crops``)}."""
     samples = load_samples(source, reference, scale, total_frames, sample_frames, fields)
     outputs: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(samples, scale)}
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
@@ -185,4 +187,6 @@ def measure_video(
         outputs = {m: [f[:h, :w] for f in frames] for m, frames in outputs.items()}
         if samples.refs is not None:
             samples = dataclasses.replace(samples, refs=[r[:h, :w] for r in samples.refs])
-    return score(video, samples, outputs, scale, niqe)
+    measured = score(video, samples, outputs, scale, niqe)
+    measured["crops"] = visual.crops(samples.idx, [t for t, _ in samples.src], outputs, samples.refs, crops) if crops else []
+    return measured

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import ray
 
-from pipeline import reports
+from pipeline import reports, visual
 from pipeline.config import RestoreConfig
 from pipeline.models import checkpoint
 from pipeline.models.weights import no_weights_error, read_pretrained
@@ -39,6 +39,7 @@ from pipeline.storage import Store
 from pipeline.storage.uri import check_uri, is_s3, join
 
 SKIPPED_ROWS_PER_FILE = 1000
+PAGE_SKIPPED = 200  # skipped videos named on the run's page (the rest are counted)
 POOL_IDLE_S = 120.0  # a warm pool left by a finished run is stopped after this long unused
 
 
@@ -167,6 +168,7 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
     stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
     rows: list[VideoRow] = []
     skipped_rows: list[dict] = []
+    skipped_names: list[str] = []  # (the first PAGE_SKIPPED, for the run's page)
     skipped = 0
 
     def new_row(job: VideoJob) -> VideoRow:
@@ -250,6 +252,8 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
                 if state == "skip":
                     say(job.rel, f"skipped: restored by run {other} with this config ({job.output})")
                     skipped += 1
+                    if len(skipped_names) < PAGE_SKIPPED:
+                        skipped_names.append(job.rel)
                     row = new_row(job)
                     row.status, row.output, row.restored_run_id = "skipped", job.output, other
                     skipped_rows.append(row.record())
@@ -273,9 +277,22 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
         print(f"reelsr: {pool.started - started_before} inference actor(s) started for {restored} restored video(s) "
               f"(pool of {pool.size.actors}, {pool.what} each)", flush=True)
     flush_skipped()
-    outcome = Outcome(rows, skipped, run_id, layout)
+    outcome = Outcome(rows, skipped, run_id, layout, page=write_page(store, layout, run_id, rows, skipped, skipped_names, stages.pictures))
     print_summary(outcome)
     return outcome
+
+
+def write_page(store: Store, layout: Layout, run_id: str, rows: list[VideoRow], skipped: int, skipped_names: list[str],
+               pictures: dict[str, list[dict]]) -> str | None:
+    """The run's HTML page (``pipeline.visual.run_page``) in the output store; its URI, or
+    None when it could not be written (the run's results stand: the log says why)."""
+    page = layout.page(run_id)
+    try:
+        store.write_bytes(page, visual.run_page(run_id, page, [r.record() for r in rows], pictures, skipped, skipped_names).encode())
+        return page
+    except Exception as e:  # noqa: BLE001 - the videos and reports are written already
+        print(f"reelsr: WARNING: the run's page could not be written to {page}: {reason(e)}", flush=True)
+        return None
 
 
 def list_videos(input_path: str, output_root: str, cfg: RestoreConfig, reference: str | None = None,

@@ -6,6 +6,8 @@ Under the output root OUT::
     OUT/x<scale>-<config hash>/<path>.<container>      restored videos
     OUT/checkpoints/<path>.<train hash>.<source>.pt    fine-tuned models
     OUT/reports/{videos,frames}/run_id=<run>/          Parquet reports
+    OUT/reports/runs/<run>.html                        the run's page: each video's status, metrics, crops
+    OUT/reports/crops/x<scale>-<hash>/<path>.frame<i>.png  before/after crops of sampled frames
     OUT/.reelsr/done/x<scale>-<hash>/<path>.json       done markers (what was restored, by which run)
     OUT/.reelsr/work/x<scale>-<hash>/<path>.<source>/  committed chunks of unfinished videos
     OUT/.reelsr/run.lock                               the lease of the run writing here (run/lock.py)
@@ -113,6 +115,14 @@ class Layout:
 
     def chunk(self, job: VideoJob, model_sha: str, index: int) -> str:
         return join(self.model_work(job, model_sha), f"chunk-{index:05d}.{self.container}")
+
+    def crop(self, job: VideoJob, frame_index: int) -> str:
+        """The before/after picture of one sampled frame (``pipeline.visual``)."""
+        return join(self.root, "reports", "crops", self.tag, _fit(job.out_rel, f".frame{frame_index:06d}.png"))
+
+    def page(self, run_id: str) -> str:
+        """The run's HTML page."""
+        return join(self.root, "reports", "runs", f"{run_id}.html")
 
 
 def list_entries(store: Store, input_uri: str, skip: str, reference: str | None) -> Iterator[tuple[Entry, str | None]]:

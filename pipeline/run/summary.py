@@ -22,6 +22,7 @@ class Outcome:
     skipped: int
     run_id: str
     layout: Layout
+    page: str | None = None  # the run's HTML page
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -73,4 +74,6 @@ def print_summary(outcome: Outcome, file=sys.stdout) -> None:
     root = outcome.layout.root
     print(f"videos:  {outcome.layout.videos}", file=file)
     print(f"reports: {join(root, 'reports', 'videos')} and {join(root, 'reports', 'frames')} (run_id={outcome.run_id})", file=file)
+    if outcome.page:
+        print(f"page:    {outcome.page}", file=file)
     file.flush()

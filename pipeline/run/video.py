@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -82,6 +82,7 @@ class VideoStages:
     gpu: bool
     pool: RestorerPool
     heartbeat: Heartbeat
+    pictures: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # video -> its crops (for the run's page)
 
     def restore(self, job: VideoJob, row: VideoRow) -> list[dict[str, Any]]:
         """Restore one video, filling ``row`` as it goes; returns the frame rows. Raises on
@@ -253,8 +254,13 @@ class VideoStages:
                 video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,
-                precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields))
+                precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,
+                crops=cfg.metrics.crops))
             row.measured(measured["summary"])
+            for pic in measured["crops"]:
+                pic["uri"] = self.layout.crop(job, pic["frame_index"])
+                self.store.write_bytes(pic["uri"], pic["png"])
+            self.pictures[job.rel] = measured["crops"]
             return measured["frames"]
         except Exception as e:  # noqa: BLE001
             row.error = f"metrics failed: {reason(e)}"

@@ -107,6 +107,30 @@ def test_reports_match_schemas(restored):
     assert len(frames) == 2 * 4 * 3  # videos x methods x sampled frames
 
 
+def test_a_run_leaves_crops_and_a_page(restored):
+    """Each restored video has its before/after crops as PNG (bicubic | pretrained |
+    restored, full output resolution), and the run a self-contained HTML page that the
+    summary names: the videos, their metrics, the crops embedded, links to the outputs."""
+    import base64
+
+    from PIL import Image
+
+    out, proc = restored
+    pngs = sorted((out / "reports" / "crops" / TAG).rglob("*.png"))
+    assert len(pngs) == 2 * 3, pngs  # videos x crops (metrics.crops 3 of the 3 sampled frames)
+    for png in pngs:
+        im = Image.open(png)
+        assert im.format == "PNG" and im.size == (3 * 256 + 2 * 6, 256 + 22), im.size  # both outputs hold a 256 px square
+    page = next((out / "reports" / "runs").glob("*.html"))
+    assert f"page:    {page}" in proc.stdout
+    text = page.read_text()
+    assert "bbb.mp4" in text and "reels/1994/carphone.mp4" in text and text.count("restored</span>") == 2
+    assert 'href="../../' + TAG + '/bbb.mp4"' in text  # relative: the folder can move
+    embedded = [base64.b64decode(s.split('"')[0]) for s in text.split("src=\"data:image/png;base64,")[1:]]
+    assert len(embedded) == 6 and {e for e in embedded} == {p.read_bytes() for p in pngs}
+    assert "NIQE" in text and "fine-tuned" in text
+
+
 def test_rerun_skips_and_a_new_config_writes_beside(archive, restored):
     """The same job again restores nothing; another encoding config restores again,
     beside the first results, reusing the fine-tuned checkpoint (same model and training)."""
