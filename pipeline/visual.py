@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 CROP = 256  # side of a crop, in output pixels
 CROPS_PER_VIDEO = 3
@@ -50,7 +50,8 @@ def detail_box(rgb: np.ndarray, size: int = CROP, step: int = 8) -> tuple[int, i
 
 
 def comparison_png(panels: Sequence[tuple[str, np.ndarray]], box: tuple[int, int, int, int]) -> bytes:
-    """The ``box`` of each (label, uint8 RGB frame) side by side, each under its label, as PNG."""
+    """The ``box`` of each (label, uint8 RGB frame) side by side, each under its label, as
+    PNG; its text chunk ``panels`` says where each panel is ("label:x:width", comma-separated)."""
     top, left, h, w = box
     font = ImageFont.load_default()
     sheet = Image.new("RGB", (len(panels) * w + (len(panels) - 1) * _GAP, h + _BAR), (32, 32, 32))
@@ -62,9 +63,21 @@ def comparison_png(panels: Sequence[tuple[str, np.ndarray]], box: tuple[int, int
             raise ValueError(f"{label}: frame {rgb.shape[1]}x{rgb.shape[0]} does not hold the crop {w}x{h} at ({left}, {top})")
         sheet.paste(Image.fromarray(crop), (x, _BAR))
         draw.text((x + 4, 4), label, fill=(235, 235, 235), font=font)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("panels", ",".join(f"{label}:{i * (w + _GAP)}:{w}" for i, (label, _) in enumerate(panels)))
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
+    sheet.save(buf, format="PNG", optimize=True, pnginfo=info)
     return buf.getvalue()
+
+
+def panel(png: bytes, label: str) -> bytes:
+    """The picture of one panel (by its label) of a ``comparison_png`` sheet, as PNG; KeyError if it has none."""
+    sheet = Image.open(io.BytesIO(png))
+    spans = {name: (int(x), int(w)) for name, x, w in (p.rsplit(":", 2) for p in sheet.text.get("panels", "").split(",") if p)}
+    x, w = spans[label]
+    out = io.BytesIO()
+    sheet.crop((x, _BAR, x + w, sheet.height)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def crops(idx: Sequence[int], times: Sequence[float], outputs: dict[str, list[np.ndarray]], refs: list[np.ndarray] | None,
