@@ -40,13 +40,11 @@ def detail_box(rgb: np.ndarray, size: int = CROP, step: int = 8) -> tuple[int, i
     energy[:, 1:] += np.abs(np.diff(y, axis=1))
     energy[1:, :] += np.abs(np.diff(y, axis=0))
     integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    best, where = -1.0, (0, 0)
-    for top in range(0, h - ch + 1, step):
-        for left in range(0, w - cw + 1, step):
-            s = integral[top + ch, left + cw] - integral[top, left + cw] - integral[top + ch, left] + integral[top, left]
-            if s > best:
-                best, where = s, (top, left)
-    return where[0], where[1], ch, cw
+    tops, lefts = np.arange(0, h - ch + 1, step), np.arange(0, w - cw + 1, step)
+    t, lf = tops[:, None], lefts[None, :]
+    sums = integral[t + ch, lf + cw] - integral[t, lf + cw] - integral[t + ch, lf] + integral[t, lf]  # every window at once
+    i, j = np.unravel_index(int(np.argmax(sums)), sums.shape)  # (the first of equal sums, as the scan in row order)
+    return int(tops[i]), int(lefts[j]), ch, cw
 
 
 def comparison_png(panels: Sequence[tuple[str, np.ndarray]], box: tuple[int, int, int, int]) -> bytes:

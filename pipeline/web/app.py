@@ -328,6 +328,11 @@ def cut_panel(png: bytes, name: str) -> bytes:
         raise HTTPException(status_code=404, detail="no such panel") from None
 
 
+def _without(message: str, path: str) -> str:
+    """A probe's message with the server's temporary path taken out."""
+    return message.replace(path + ": ", "").replace(path, "the upload")
+
+
 def _shown_name(name: str | None) -> str:
     """The uploaded file's name for display only: its last path part, printable, at most 120 characters."""
     base = re.split(r"[\\/]", name or "")[-1]

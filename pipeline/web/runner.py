@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pipeline.storage import Store
@@ -181,14 +180,13 @@ def _last_error(log_path: str) -> str | None:
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM to the restore's process group (its local Ray goes with it), then SIGKILL."""
-    killpg: Callable[[int, int], None] = os.killpg
     try:
-        killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
     except (ProcessLookupError, PermissionError):
         return
     except subprocess.TimeoutExpired:
         try:
-            killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
