@@ -11,11 +11,12 @@ from tests.conftest import DATA
 SET5 = os.path.join(DATA, "set5", "HR")
 
 
-def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch):
+def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch, capfd):
     monkeypatch.setattr(make_weights, "SHAPES", {"edsr_1x8": (1, 8)})
-    monkeypatch.setattr(make_weights, "PLAN", {"x2-bicubic": (2, "bicubic", 4, 1e-3, None), "x4-archive": (4, "archive", 2, 1e-3, "x2-bicubic")})
+    monkeypatch.setattr(make_weights, "PLAN", {"x2-bicubic": (2, "bicubic", 4, 1e-3, None), "x4-archive": (4, "archive", 4, 1e-3, "x2-bicubic")})
     monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path / "training"))
     monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(make_weights, "SLICE_SECONDS", 1e-3)  # every process stops at its first state save
     real = make_weights.config
     monkeypatch.setattr(make_weights, "config", lambda n, s, t: __import__("dataclasses").replace(
         real(n, s, t), patch_size=24 * make_weights.PLAN[s][0], val_every=2, checkpoint_every=2, batch_size=2))
@@ -26,9 +27,12 @@ def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch):
     make_weights.run("edsr_1x8", ["x2-bicubic", "x4-archive"], [SET5], val, 0, 1)
     x2, x4 = tmp_path / "weights" / "edsr_1x8_bicubic_x2.pt", tmp_path / "weights" / "edsr_1x8_archive_x4.pt"
     assert x2.exists() and x4.exists()
+    said = capfd.readouterr().out
+    assert said.count("pretrain: stopping at step 2") == 2 and said.count("pretrain: resuming from step 2/") == 2  # x2, then x4: each in two processes
+    assert said.count("pretrain: initialised with all but the upsampler") == 1  # the x4 init is not redone by its second process
     _, meta = checkpoint.load(str(x4))
     prov = meta["provenance"]
-    assert prov["flavour"] == "archive" and prov["stage"] == "x4-archive" and prov["steps_done"] == 2
+    assert prov["flavour"] == "archive" and prov["stage"] == "x4-archive" and prov["steps_done"] == 4
     assert set(prov["scores"]) == {"Set5_psnr_y", "Set14_psnr_y", "Set14_blur1.6_psnr_y", "Set14_noise5_psnr_y", "Set14_x264crf30_psnr_y"}
     assert all(5 < v < 40 for v in prov["scores"].values())
     before = x2.read_bytes()

@@ -10,6 +10,11 @@ TRAIN_IMAGES: the T91 + BSD200 images (the 291-image set of VDSR; see
 ``pipeline/data/weights/<NAME>_<flavour>_x<S>.pt`` and prints the line for the
 ``WEIGHTS`` table. Stop it at any time (or give ``--hours``): the next run, on this
 machine or another with this repository, continues from the last committed state.
+
+Each stage runs in child processes of at most ``SLICE_SECONDS`` each, one after another,
+every one continuing from the state the last one saved: bf16 training on the CPU grows
+the process's memory by about 5 MB a step (the cause is not found; fp32 does not), and a
+new process every few hundred steps keeps it bounded.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import multiprocessing
 import os
 import time
 
@@ -25,6 +31,8 @@ from pipeline.train.pretrain import PretrainConfig, final_name, pretrain
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WEIGHTS_DIR = os.path.join(ROOT, "pipeline", "data", "weights")
 STATE_DIR = os.path.join(ROOT, "training")
+#: the longest one training process of a stage runs (it stops at its next state save after this)
+SLICE_SECONDS = 600.0
 
 #: name -> (n_resblocks, n_feats)
 SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), "edsr_16x64": (16, 64)}
@@ -45,9 +53,8 @@ PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
 def config(name: str, stage: str, threads: int) -> PretrainConfig:
     scale, flavour, steps, lr, _ = PLAN[stage]
     blocks, feats = SHAPES[name]
-    every = 2500
     return PretrainConfig(scale=scale, n_resblocks=blocks, n_feats=feats, flavour=flavour, steps=steps, batch_size=16,
-                          patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=every, checkpoint_every=every,
+                          patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=2500, checkpoint_every=250,
                           threads=threads, precision="bf16", seed=scale)
 
 
@@ -72,17 +79,33 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
             if not os.path.exists(init):
                 print(f"make_weights: {stage} waits for {init_stage}", flush=True)
                 continue
-        left = t_end - time.monotonic() if t_end else 0.0
-        if t_end and left < 60:
-            print("make_weights: time is up", flush=True)
-            return
-        cfg = dataclasses.replace(cfg, init=init, max_seconds=left)
         print(f"make_weights: {name} {stage}: {cfg.steps} steps of {cfg.flavour} x{cfg.scale} pairs", flush=True)
-        done = pretrain(cfg, data, out, val=val, where="local")
-        if done.get("checkpoint"):
-            publish(name, stage, done["checkpoint"], val)
-        else:
-            return  # stopped by the time budget: the state is in `out`, commit it
+        while True:
+            left = t_end - time.monotonic() if t_end else SLICE_SECONDS
+            if t_end and left < 60:
+                print("make_weights: time is up", flush=True)
+                return  # the state is in `out`: commit it
+            done = in_child(dataclasses.replace(cfg, init=init, max_seconds=min(left, SLICE_SECONDS)), data, out, val)
+            if done.get("checkpoint"):
+                publish(name, stage, done["checkpoint"], val)
+                break
+
+
+def _slice(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], results) -> None:
+    results.put(pretrain(cfg, data, out, val=val, where="local"))
+
+
+def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]) -> dict:
+    """One slice of a stage's training, in a fresh process (see the module docstring)."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_slice, args=(cfg, data, out, val, results))
+    proc.start()
+    done = results.get()  # before join(): a child with a queued result waits for it to be read
+    proc.join()
+    if proc.exitcode:
+        raise RuntimeError(f"make_weights: the training process of {out} failed (exit code {proc.exitcode})")
+    return done
 
 
 def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
