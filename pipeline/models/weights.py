@@ -74,10 +74,23 @@ WEIGHTS.add(
         flavour="bicubic",
         files={
             2: ("edsr_16x32_bicubic_x2.pt", "3c0613a6f93533f88aa5b01157a853df135b058ebee2b3664a3da419bb950a8a"),
+            4: ("edsr_16x32_bicubic_x4.pt", "731126a900f2c29f08cdf2bca2957f56c6afb579265e3e644f2adfeac0c0d604"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stage x2-bicubic)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-bicubic, x4-bicubic)",
     ),
-    help="EDSR 16x32 on clean bicubic pairs (the benchmark protocol), the shape measured best per CPU-hour; x2 so far (x3/x4 training)",
+    help="EDSR 16x32 on clean bicubic pairs (the benchmark protocol), the shape measured best per CPU-hour",
+)
+WEIGHTS.add(
+    "edsr_16x32_archive",
+    Weights(
+        arch={"name": "edsr", "n_resblocks": 16, "n_feats": 32, "res_scale": 1.0},
+        flavour="archive",
+        files={
+            4: ("edsr_16x32_archive_x4.pt", "f65b93153f6777870cb3593c4abec45e4fff0922e799be5438e8715bf111e995"),
+        },
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stage x4-archive)",
+    ),
+    help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )
 
 
