@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 # Reinstall when the dependency list changes.
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_OUT ?= demo-out
+SERVE_DATA ?= serve-data
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup browser demo serve test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -18,10 +20,20 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Debian's Chromium, which the browser test drives (headless) through Playwright.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 demo: setup
 	$(BIN)/python -m jobs.restore --input demo/carphone_qcif.mp4 --output $(DEMO_OUT) --preset tiny
 
-test: setup
+# The web app on http://127.0.0.1:8000/ (data in $(SERVE_DATA)/). Add an account first:
+#   .venv/bin/python -m jobs.serve --data serve-data add-user NAME
+serve: setup
+	$(BIN)/python -m jobs.serve --data $(SERVE_DATA)
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 # The fast tier: no Ray cluster, no job in a subprocess (tests marked slow are left out).

@@ -3,7 +3,7 @@ after; scripts use the same jobs through an HTTP API with a bearer token.
 
     python -m jobs.serve --data DIR [--host 127.0.0.1] [--port 8000] [--store URI]
         [--max-upload-mb 500] [--jobs-per-user 3] [--workers 1] [--ray-address ADDR]
-        [--restore-arg ARG ...]
+        [--set KEY=VALUE ...]
     python -m jobs.serve --data DIR add-user NAME     (asks for the password; prints the API token last)
 
 DIR holds the accounts and jobs (SQLite), the key that signs session cookies and the
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs-per-user", type=int, default=3, help="queued + running jobs a user may have (default 3)")
     p.add_argument("--workers", type=int, default=1, help="jobs restored at the same time (default 1)")
     p.add_argument("--ray-address", default="", help="Ray cluster to restore on (default: a local Ray per job)")
-    p.add_argument("--restore-arg", action="append", default=[], metavar="ARG",
-                   help="an extra jobs.restore argument for every job, e.g. --restore-arg=--set --restore-arg=train.steps=200 (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="a restore setting for every job, as jobs.restore --set takes it, e.g. --set train.steps=200 (repeatable)")
     p.add_argument("command", nargs="*", help="add-user NAME: create an account")
     args = p.parse_args(argv)
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     settings = Settings(data=args.data, store_root=args.store, max_upload_mb=args.max_upload_mb, jobs_per_user=args.jobs_per_user,
-                        ray_address=args.ray_address, workers=args.workers, restore_args=args.restore_arg)
+                        ray_address=args.ray_address, workers=args.workers, restore_args=[a for kv in args.overrides for a in ("--set", kv)])
     if not settings.presets:
         print("error: no preset has shipped weights to offer", file=sys.stderr)
         return 2

@@ -132,8 +132,8 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
             raise HTTPException(status_code=404, detail="no such job")
         return job
 
-    def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(request, name, {"csrf": csrf(request), "user": session_user(request), **ctx},
+    def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(request, template, {"csrf": csrf(request), "user": session_user(request), **ctx},
                                           status_code=status_code)
 
     # ------------------------------------------------------------------ uploads
@@ -276,16 +276,23 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
         return render(request, "archive.html", **archive_view(user))
 
     def archive_view(user: User) -> dict[str, Any]:
-        """The user's jobs' reports: one row per restored or failed video, with the gain of
-        the restored file over bicubic (NIQE) and the cost per video-minute."""
+        """The user's ended jobs, from their runs' Parquet reports (read when each job
+        ended): NIQE gain of the restored file over bicubic upscaling, and the cost in
+        seconds of restore per minute of video; the bars are scaled to the largest."""
         rows = []
         for job in db.jobs(user.id):
             if job.status not in ("restored", "failed"):
                 continue
             m = job.result.get("metrics", {})
-            seconds = (job.finished or 0) - (job.started or 0)
+            total = (job.result.get("seconds") or {}).get("total") or ((job.finished or 0) - (job.started or 0))
+            minutes = (job.result.get("duration_s") or 0) / 60
             gain = m["niqe_bicubic"] - m["niqe_output"] if "niqe_bicubic" in m and "niqe_output" in m else None
-            rows.append({"job": job, "gain": gain, "seconds": seconds, "metrics": m})
+            rows.append({"job": job, "gain": gain, "seconds": total, "cost": total / minutes if minutes else None, "metrics": m})
+        top_gain = max([abs(r["gain"]) for r in rows if r["gain"] is not None] or [1.0]) or 1.0
+        top_cost = max([r["cost"] for r in rows if r["cost"]] or [1.0])
+        for r in rows:
+            r["gain_px"] = int(120 * abs(r["gain"]) / top_gain) if r["gain"] is not None else 0
+            r["cost_px"] = int(120 * r["cost"] / top_cost) if r["cost"] else 0
         return {"rows": rows}
 
     # ------------------------------------------------------------------ the API

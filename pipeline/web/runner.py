@@ -28,8 +28,8 @@ from pipeline.web.db import Database, Job
 _PROBE = re.compile(r"\] probe: (\d+)x(\d+) .*?, (\d+) frames")
 _TRAIN = re.compile(r"train: step (\d+)/(\d+)\s.*?([\d.]+) steps/s")
 _INFER = re.compile(r"\] infer: (\d+)/(\d+) frames\s+([\d.]+) fps")
-_STAGES = (("] assemble:", "assembling"), ("] metrics:", "measuring"), ("] probe:", "probing"), ("train: step", "training"),
-           ("] infer:", "restoring"), ("] fine-tune", "training"))
+_STAGES = (("] assemble:", "assembling"), ("] metrics:", "measuring"), ("] probe:", "probing"), ("] train:", "training"),
+           ("] infer:", "restoring"))
 METRIC_KEYS = ("niqe_bicubic", "niqe_pretrained", "niqe_finetuned", "niqe_output", "psnr_bicubic", "psnr_pretrained",
                "psnr_finetuned", "psnr_output", "ssim_bicubic", "ssim_output")
 
@@ -38,7 +38,8 @@ def parse_progress(line: str, progress: dict[str, Any]) -> dict[str, Any]:
     """``progress`` updated with what one line of the restore's output says."""
     p = dict(progress)
     for marker, stage in _STAGES:
-        if marker in line:
+        if marker in line and p.get("stage") != stage:
+            p = {k: v for k, v in p.items() if k not in ("eta_s", "fps")}  # a new stage: the last one's rate and ETA are void
             p["stage"] = stage
     if m := _PROBE.search(line):
         p["frames_total"] = int(m.group(3))
@@ -157,7 +158,8 @@ class Runner:
             result = {"video": row["output"], "model_used": row.get("model_used"),
                       "metrics": {k: row.get(k) for k in METRIC_KEYS if row.get(k) is not None},
                       "crops": sorted(e.uri for e in self.store.list_files(join(job.output, "reports", "crops")) if e.uri.endswith(".png")),
-                      "frames": row.get("frames_out")}
+                      "frames": row.get("frames_out"), "duration_s": row.get("duration_s"),
+                      "seconds": {k: row.get(f"{k}_seconds") for k in ("train", "infer", "metrics", "total")}}
             self.db.finish(job.id, "restored", row.get("error"), result, {**progress, "stage": "done", "eta_s": 0})
             return
         error = (row or {}).get("error") or _last_error(self.log_path(job.id)) or f"the restore exited with code {rc}"
