@@ -48,6 +48,10 @@ def test_s3_archive_concurrent_then_incremental(s3_env, tmp_path):
     # only committed results under the output prefix: no chunks, temporary or partial objects
     assert not [k for k in keys if "/.reelsr/work/" in k or ".tmp" in k or ".partial" in k], keys
     assert sum(k.startswith("restored/.reelsr/done/") for k in keys) == 2
+    # the visual report is on S3 too: crops of each restored video, and the run's page
+    assert sum(k.startswith(f"restored/reports/crops/{TAG}/") and k.endswith(".png") for k in keys) == 2 * 3, keys
+    pages = [k for k in keys if k.startswith("restored/reports/runs/") and k.endswith(".html")]
+    assert len(pages) == 1 and b"bbb.mp4" in s3.client().get_object(Bucket=bucket, Key=pages[0])["Body"].read()
 
     rows = {r["video"]: r for r in reports.read_table(f"s3://{bucket}/restored", "videos").to_pylist()}  # pyarrow on S3
     assert rows["broken.mp4"]["status"] == "failed" and "s3://" in rows["broken.mp4"]["error"]
