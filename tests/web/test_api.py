@@ -216,3 +216,22 @@ def test_uploads_land_under_the_users_prefix_in_the_configured_store(store_root,
         assert files == {f"{store_root}/users/1/jobs/{job_id}/upload/input.mp4": os.path.getsize(CLIP)}
         assert client.delete(f"/api/jobs/{job_id}", headers=bearer(token)).status_code == 204
         assert not list(Store().list_files(store_root))
+
+
+@pytest.mark.slow
+def test_a_failed_restore_shows_its_reason(tmp_path):
+    """A job whose restore fails (here: a setting the restore refuses) ends ``failed``
+    with the restore's own reason, on its page and in the API."""
+    from pipeline.storage import Store
+
+    settings = Settings(data=str(tmp_path / "data"), presets=["tiny"], restore_args=["--set", "train.steps=-1"])
+    db = open_db(settings.data)
+    token = auth.add_user(db, "alice", "alice-password")
+    with TestClient(create_app(settings, start_runner=False)) as client:
+        job_id = upload(client, token).json()["id"]
+        runner = Runner(db, Store(), os.path.join(settings.data, "logs"), extra_args=settings.restore_args, env={"PYTHONPATH": ROOT})
+        runner._run(db.next_queued())
+        job = client.get(f"/api/jobs/{job_id}", headers=bearer(token)).json()
+        assert job["status"] == "failed" and job["error"] == "train.steps must be >= 1, got -1", job
+        login(client, "alice")
+        assert "train.steps must be &gt;= 1, got -1" in client.get(f"/jobs/{job_id}").text

@@ -45,31 +45,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """``python -m jobs.serve`` on a free port of this machine, as an administrator starts it."""
+
+    def __init__(self, data) -> None:
+        self.data, self.port = data, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(data / "server.log", "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jobs.serve", "--data", str(data), "--port", str(self.port), *FAST],
+                                     cwd=ROOT, env=job_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(self.base + "/login", timeout=2)
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the server exited: {(data / 'server.log').read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        raise AssertionError("the server did not answer in 2 minutes")
+
+    def stop(self) -> None:
+        self.proc.terminate()  # SIGTERM, as a service manager stops it
+        self.proc.wait(timeout=90)
+        self.log.close()
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """(base URL, {name: API token}, data folder) of a running server with users alice and bob."""
     data = tmp_path_factory.mktemp("serve")
     db = open_db(str(data))
     tokens = {name: auth.add_user(db, name, f"{name}-password") for name in ("alice", "bob")}
-    port = free_port()
-    log = open(data / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.serve", "--data", str(data), "--port", str(port), *FAST],
-                            cwd=ROOT, env=job_env(), stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = Server(data)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(base + "/login", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None:
-                    raise AssertionError(f"the server exited: {(data / 'server.log').read_text()[-3000:]}") from None
-                time.sleep(0.5)
-        yield base, tokens, data
+        yield server.base, tokens, data
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
+        server.stop()
 
 
 def api(base: str, token: str, path: str, method: str = "GET") -> tuple[int, bytes]:
@@ -172,3 +183,53 @@ def test_a_person_restores_a_clip_in_the_browser_and_another_cannot_see_it(live,
         finally:
             browser.close()
     print(f"upload to restored {upload_to_restored:.1f} s, to downloaded {t_done:.1f} s (carphone_gop10.mp4, 40 frames 176x144, x2)")
+
+
+def test_a_server_stopped_mid_restore_finishes_the_job_after_its_restart(tmp_path):
+    data = tmp_path / "serve"
+    data.mkdir()
+    token = auth.add_user(open_db(str(data)), "alice", "alice-password")
+    server = Server(data)
+    try:
+        with open(CLIP, "rb") as fh:
+            body, ctype = _multipart({"scale": "2"}, "video", "carphone.mp4", fh.read())
+        req = urllib.request.Request(server.base + "/api/jobs", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 202
+            job_id = json.loads(r.read())["id"]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait until the restore is under way
+            job = json.loads(api(server.base, token, f"/api/jobs/{job_id}")[1])
+            if job["progress"].get("stage") in ("training", "restoring"):
+                break
+            time.sleep(0.3)
+        assert job["status"] == "running", job
+    finally:
+        server.stop()
+    assert open_db(str(data)).job(1, job_id).status == "running"  # left running by the stopped server
+    server = Server(data)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            job = json.loads(api(server.base, token, f"/api/jobs/{job_id}")[1])
+            if job["status"] in ("restored", "failed"):
+                break
+            time.sleep(0.5)
+        assert job["status"] == "restored", job
+        status, video = api(server.base, token, f"/api/jobs/{job_id}/video")
+        out = tmp_path / "restored.mp4"
+        out.write_bytes(video)
+        assert status == 200 and probe(str(out)).frames == probe(CLIP).frames
+        assert "queued again" in (data / "server.log").read_text()
+    finally:
+        server.stop()
+
+
+def _multipart(fields: dict[str, str], name: str, filename: str, content: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body (what curl -F sends), for urllib."""
+    boundary = "reelsr-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                 f"Content-Type: video/mp4\r\n\r\n".encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
