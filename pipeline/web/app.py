@@ -33,6 +33,7 @@ SCALES = (2, 3, 4)
 # container formats PyAV names -> the extension the upload is stored with
 _EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
 _CHUNK = 1 << 20
+_FORM_SLACK = 64 * 1024  # the multipart form's other fields and headers, beside the file
 
 
 @dataclass
@@ -82,6 +83,16 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
     app.add_middleware(SessionMiddleware, secret_key=_secret(settings.data), session_cookie="reelsr_session", same_site="lax",
                        max_age=7 * 24 * 3600)
     app.state.db, app.state.runner, app.state.settings, app.state.store = db, runner, settings, store
+
+    @app.middleware("http")
+    async def refuse_oversized(request: Request, call_next):
+        """An upload whose declared size is over the limit is refused before its body is
+        read (the multipart parser would otherwise spool all of it to disk first); one
+        without a declared size is counted as it is read (``accept_upload``)."""
+        declared = request.headers.get("content-length", "")
+        if request.method == "POST" and declared.isdigit() and int(declared) > settings.max_upload_mb * 1e6 + _FORM_SLACK:
+            return JSONResponse({"detail": f"the upload is over the limit of {settings.max_upload_mb:g} MB"}, status_code=413)
+        return await call_next(request)
 
     if start_runner:
         @app.on_event("startup")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -101,7 +102,13 @@ def test_bad_uploads_are_refused_with_the_reason(server, tmp_path):
         fh.write(open(CLIP, "rb").read())
         fh.write(os.urandom(int(2.1e6)))
     r = upload(client, tokens["alice"], str(big))
-    assert r.status_code == 413 and "2 MB" in r.json()["detail"]
+    assert r.status_code == 413 and "2 MB" in r.json()["detail"]  # refused by its declared size, before it is read
+    with open(big, "rb") as fh:  # the same form streamed in chunks, with no declared size
+        req = httpx.Request("POST", "http://testserver/api/jobs", files={"video": ("big.mp4", fh, "video/mp4")})
+        body, ctype = req.read(), req.headers["content-type"]
+    r = client.post("/api/jobs", content=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                    headers={**bearer(tokens["alice"]), "Content-Type": ctype})
+    assert r.status_code == 413 and "2 MB" in r.json()["detail"], r.text  # counted as it is read
     assert upload(client, tokens["alice"], scale="5").status_code == 400
     assert upload(client, tokens["alice"], preset="full").status_code == 400  # not offered: no shipped weights
     assert client.post("/api/jobs", headers=bearer(tokens["alice"])).status_code == 422  # no file at all
