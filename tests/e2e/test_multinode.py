@@ -78,7 +78,9 @@ def test_a_worker_node_killed_mid_run_and_the_job_finishes_the_same(s3_env, tmp_
             log.append(line)
             # the first video's chunks are on both nodes; the job's log reaches us late, but two more videos follow:
             # the killed node's actor is lost mid-chunk, or given one after its death, either way that chunk is redone
-            if not killed and re.search(r"\[a/carphone.mp4\] infer: \d+/40 frames", line):
+            # (the dispatch line comes before any chunk is done: under load the log lags, and a kill at the
+            # first progress line could come after every chunk was restored)
+            if not killed and re.search(r"\[a/carphone.mp4\] infer: (\d+ chunks on up to|\d+/40 frames)", line):
                 victims = _node_processes(node_ports[1])
                 for p in victims:
                     try:
@@ -93,7 +95,10 @@ def test_a_worker_node_killed_mid_run_and_the_job_finishes_the_same(s3_env, tmp_
         assert proc.returncode == 0 and "succeeded" in text, text[-6000:]
         assert killed, text[-6000:]
         assert "3 restored, 0 failed" in text
-        assert "its actor died" in text  # the chunk the killed node was restoring was restored again
+        # the killed node's actor was noticed dead and replaced: mid-chunk (that chunk is restored again), or
+        # when it was next given work (a chunk, or another stage, which then runs as a task)
+        started = re.search(r"reelsr: (\d+) inference actor\(s\) started .*\(pool of (\d+)", text)
+        assert "its actor died" in text or (started and int(started.group(1)) > int(started.group(2))), text[-6000:]
         sys.stdout.write(f"\nkilled the worker node on port {node_ports[1]} ({len(killed)} processes); the job completed\n"
                          + "".join(line for line in log if "actor died" in line or "restored, " in line))
     finally:
