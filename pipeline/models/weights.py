@@ -74,9 +74,10 @@ WEIGHTS.add(
         flavour="bicubic",
         files={
             2: ("edsr_16x32_bicubic_x2.pt", "3c0613a6f93533f88aa5b01157a853df135b058ebee2b3664a3da419bb950a8a"),
+            3: ("edsr_16x32_bicubic_x3.pt", "4a66908f97393322df70e4a23bfc8bd78494c6f79a17aa834f46cc527edcb3ed"),
             4: ("edsr_16x32_bicubic_x4.pt", "731126a900f2c29f08cdf2bca2957f56c6afb579265e3e644f2adfeac0c0d604"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-bicubic, x4-bicubic)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-bicubic, x3-bicubic, x4-bicubic)",
     ),
     help="EDSR 16x32 on clean bicubic pairs (the benchmark protocol), the shape measured best per CPU-hour",
 )

@@ -124,6 +124,7 @@ def test_a_person_restores_a_clip_in_the_browser_and_another_cannot_see_it(live,
             assert "No jobs yet" in page.inner_text("main")
             page.set_input_files("#video", CLIP)
             page.select_option("#scale", "2")
+            page.select_option("#preset", "tiny")
             shot(page, "upload")
             t0 = time.monotonic()
             page.click("#upload")
@@ -192,7 +193,7 @@ def test_a_server_stopped_mid_restore_finishes_the_job_after_its_restart(tmp_pat
     server = Server(data)
     try:
         with open(CLIP, "rb") as fh:
-            body, ctype = _multipart({"scale": "2"}, "video", "carphone.mp4", fh.read())
+            body, ctype = _multipart({"scale": "2", "preset": "tiny"}, "video", "carphone.mp4", fh.read())
         req = urllib.request.Request(server.base + "/api/jobs", data=body, method="POST",
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
         with urllib.request.urlopen(req, timeout=60) as r:
