@@ -224,5 +224,5 @@ def test_cli_errors_are_clear(tmp_path):
     # a starting checkpoint of another architecture is a config error, before any work
     tiny = os.path.join(ROOT, "pipeline", "data", "weights", "edsr_2x16_x2.pt")
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", f"model.pretrained={tiny}", check=False)
-    assert proc.returncode == 2 and "is EDSR 2x16 x2, the config asks for EDSR 16x64 x2" in proc.stderr
+    assert proc.returncode == 2 and "is EDSR 2x16 x2, the config asks for EDSR 16x32 x2" in proc.stderr
     assert not (tmp_path / "o").exists()
