@@ -67,10 +67,11 @@ WEIGHTS.add(
     help="test-sized EDSR 2x16 (the tiny preset): seconds per fine-tune on 2 CPU cores",
 )
 
+EDSR_16X32 = {"name": "edsr", "n_resblocks": 16, "n_feats": 32, "res_scale": 1.0}  # both flavours of the `small` preset's model
 WEIGHTS.add(
     "edsr_16x32_bicubic",
     Weights(
-        arch={"name": "edsr", "n_resblocks": 16, "n_feats": 32, "res_scale": 1.0},
+        arch=EDSR_16X32,
         flavour="bicubic",
         files={
             2: ("edsr_16x32_bicubic_x2.pt", "3c0613a6f93533f88aa5b01157a853df135b058ebee2b3664a3da419bb950a8a"),
@@ -84,7 +85,7 @@ WEIGHTS.add(
 WEIGHTS.add(
     "edsr_16x32_archive",
     Weights(
-        arch={"name": "edsr", "n_resblocks": 16, "n_feats": 32, "res_scale": 1.0},
+        arch=EDSR_16X32,
         flavour="archive",
         files={
             2: ("edsr_16x32_archive_x2.pt", "8c5360f05e111c05ecb8b68c92db345f9bb8023e2225a590b783ef67e0bfb736"),

@@ -13,19 +13,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
+import httpx
 import pytest
 
 from pipeline.media.probe import probe
 from pipeline.web import auth
 from pipeline.web.app import open_db
 from tests.conftest import DATA, ROOT, job_env
+from tests.s3server import free_port
 
 pytestmark = pytest.mark.slow
 CLIP = os.path.join(DATA, "carphone_gop10.mp4")  # 176x144, 40 frames
@@ -39,12 +38,6 @@ def chromium() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """``python -m jobs.serve`` on a free port of this machine, as an administrator starts it."""
 
@@ -56,9 +49,9 @@ class Server:
                                      cwd=ROOT, env=job_env(), stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(240):
             try:
-                urllib.request.urlopen(self.base + "/login", timeout=2)
+                httpx.get(self.base + "/login", timeout=2)
                 return
-            except (urllib.error.URLError, ConnectionError):
+            except httpx.TransportError:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"the server exited: {(data / 'server.log').read_text()[-3000:]}") from None
                 time.sleep(0.5)
@@ -84,12 +77,8 @@ def live(tmp_path_factory):
 
 
 def api(base: str, token: str, path: str, method: str = "GET") -> tuple[int, bytes]:
-    req = urllib.request.Request(base + path, method=method, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    r = httpx.request(method, base + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return r.status_code, r.content
 
 
 def shot(page, name: str) -> None:
@@ -193,12 +182,10 @@ def test_a_server_stopped_mid_restore_finishes_the_job_after_its_restart(tmp_pat
     server = Server(data)
     try:
         with open(CLIP, "rb") as fh:
-            body, ctype = _multipart({"scale": "2", "preset": "tiny"}, "video", "carphone.mp4", fh.read())
-        req = urllib.request.Request(server.base + "/api/jobs", data=body, method="POST",
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            assert r.status == 202
-            job_id = json.loads(r.read())["id"]
+            r = httpx.post(server.base + "/api/jobs", headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                           files={"video": ("carphone.mp4", fh, "video/mp4")}, data={"scale": "2", "preset": "tiny"})
+        assert r.status_code == 202
+        job_id = r.json()["id"]
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # wait until the restore is under way
             job = json.loads(api(server.base, token, f"/api/jobs/{job_id}")[1])
@@ -225,12 +212,3 @@ def test_a_server_stopped_mid_restore_finishes_the_job_after_its_restart(tmp_pat
         assert "queued again" in (data / "server.log").read_text()
     finally:
         server.stop()
-
-
-def _multipart(fields: dict[str, str], name: str, filename: str, content: bytes) -> tuple[bytes, str]:
-    """A multipart/form-data body (what curl -F sends), for urllib."""
-    boundary = "reelsr-test-boundary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                 f"Content-Type: video/mp4\r\n\r\n".encode() + content + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
