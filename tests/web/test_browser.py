@@ -28,7 +28,7 @@ from tests.s3server import free_port
 
 pytestmark = pytest.mark.slow
 CLIP = os.path.join(DATA, "carphone_gop10.mp4")  # 176x144, 40 frames
-FAST = ["--set", "train.steps=12", "--set", "metrics.sample_frames=3"]  # jobs.serve passes them to every restore
+FAST = ["--set", "train.steps=60", "--set", "metrics.sample_frames=3"]  # jobs.serve passes them to every restore
 
 
 def chromium() -> str:
