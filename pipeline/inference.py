@@ -64,6 +64,33 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, from /proc/cpuinfo; False
+    where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def training_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training step for ``precision`` ("auto", "fp32", "bf16") on
+    ``device``; None means plain fp32. "auto": bf16 where it is native (a GPU that supports
+    it, a CPU with AVX512-BF16 / AMX), else fp32 (fp16 training would need loss scaling)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+
+
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """The model on ``device`` for inference: eval mode, channels-last weights.
 

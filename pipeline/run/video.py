@@ -187,7 +187,7 @@ class VideoStages:
         kept = stats.get("model_used", "finetuned")
         held = (f"; held-out L1 {stats['val_first']:.4f} (start) -> {stats['val_best']:.4f}, restoring with the {kept} model"
                 if "val_first" in stats else "")
-        say(label, f"train: done in {time.perf_counter() - t0:.1f} s, L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}" + held)
+        say(label, f"train: done in {time.perf_counter() - t0:.1f} s ({stats.get('precision', 'fp32')}), L1 {stats.get('loss_first', 0):.4f} -> {stats.get('loss_last', 0):.4f}" + held)
         return blob
 
     # ------------------------------------------------------------------ inference and assembly

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pipeline.config import TrainConfig
 from pipeline.datasets.degrade import SpecDegradation, VideoDegradation, self_pair_codec
 from pipeline.datasets.patches import MakeLR, PatchSampler, effective_patch, sample_pairs
+from pipeline.inference import training_autocast
 from pipeline.models import build_model, checkpoint
 from pipeline.overlap import ahead
 from pipeline.train.launch import Worker, unwrap
@@ -115,6 +116,8 @@ def finetune(
         while True:
             yield sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
 
+    amp = training_autocast(cfg.precision, device)
+    stats["precision"] = "bf16" if amp is not None else "fp32"
     pairs = ahead(batches(), 2) if objective.needs_pairs else None  # the next pairs are made while this step trains
     try:
         t0 = time.perf_counter()
@@ -125,7 +128,9 @@ def finetune(
             if pairs is not None:
                 lr, hr = next(pairs)
                 lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
-                out = model(lr)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    out = model(lr)
+                out = out.float()  # the loss (and a discriminator) in fp32
                 if objective.disc is not None:
                     objective.discriminator_step(out, hr)
             if objective.needs_native:

@@ -38,6 +38,19 @@ def test_finetune_lowers_loss_on_a_real_image():
     assert stats["loss_last"] < 0.5 * stats["loss_first"], stats
 
 
+def test_bf16_training_steps_keep_fp32_weights_and_learn():
+    """train.precision=bf16: the forward pass runs in bf16 autocast, the weights and their
+    updates stay fp32, and the loss still falls as in fp32."""
+    m = tiny_model()
+    stats = finetune(m, [bird()], TrainConfig(steps=60, patch_size=48, batch_size=8, lr=5e-4, precision="bf16"), 2, CPU, seed=0)
+    assert stats["precision"] == "bf16" and stats["loss_last"] < 0.5 * stats["loss_first"], stats
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    fp32 = finetune(tiny_model(), [bird()], TrainConfig(steps=2, patch_size=48, batch_size=2, precision="fp32"), 2, CPU, seed=0)
+    assert fp32["precision"] == "fp32"
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainConfig(precision="fp16")
+
+
 def test_only_the_last_blocks_and_upsampler_train():
     m = tiny_model()
     total = sum(p.numel() for p in m.parameters() if p.requires_grad)
