@@ -38,3 +38,12 @@ def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch, capfd):
     before = x2.read_bytes()
     make_weights.run("edsr_1x8", ["x2-bicubic"], [SET5], val, 0, 1)  # finished stages are not trained again
     assert x2.read_bytes() == before
+
+
+def test_only_the_last_stage_of_a_scale_and_flavour_ships(tmp_path, monkeypatch):
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(make_weights, "PLAN", {"x2-bicubic": (2, "bicubic", 4, 1e-3, None), "x4-archive": (4, "archive", 4, 1e-3, "x2-bicubic"),
+                                               "x4-archive-more": (4, "archive", 4, 1e-3, "x4-archive")})
+    assert make_weights.shipped("edsr_1x8", "x4-archive") is None
+    assert make_weights.shipped("edsr_1x8", "x4-archive-more") == str(tmp_path / "edsr_1x8_archive_x4.pt")
+    assert make_weights.shipped("edsr_1x8", "x2-bicubic") == str(tmp_path / "edsr_1x8_bicubic_x2.pt")

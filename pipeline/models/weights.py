@@ -90,9 +90,9 @@ WEIGHTS.add(
         files={
             2: ("edsr_16x32_archive_x2.pt", "8c5360f05e111c05ecb8b68c92db345f9bb8023e2225a590b783ef67e0bfb736"),
             3: ("edsr_16x32_archive_x3.pt", "7adb8a9dd1c7e72e99c5f5c1d5f53dc33235c46d8999f9a5a25263ed4d65215f"),
-            4: ("edsr_16x32_archive_x4.pt", "f65b93153f6777870cb3593c4abec45e4fff0922e799be5438e8715bf111e995"),
+            4: ("edsr_16x32_archive_x4.pt", "0e6db5b608dcaf78758e22de99f154babebf48005e08c3a86ceb66f1438ebf63"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive, x3-archive, x4-archive)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive, x3-archive, x4-archive then x4-archive-long)",
     ),
     help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )

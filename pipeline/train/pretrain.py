@@ -64,6 +64,7 @@ class PretrainConfig:
     n_feats: int = _f(64, "EDSR feature channels (64: EDSR-baseline).")
     res_scale: float = _f(1.0, "Residual scaling (0.1 for the 32x256 model).")
     flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
+    p_clean: float = _f(0.2, "With flavour archive: the share of patches whose input stays the clean bicubic downscale.")
     steps: int = _f(300_000, "Total optimisation steps (the EDSR paper: 300k).")
     batch_size: int = _f(16, "Patches per step per worker.")
     patch_size: int = _f(96, "HR patch side in pixels (LR patch = patch_size / scale; the paper: 48 LR px).")
@@ -99,6 +100,8 @@ class PretrainConfig:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be {' or '.join(FLAVOURS)}, got {self.flavour!r}")
+        if not 0.0 <= self.p_clean <= 1.0:
+            raise ValueError(f"p_clean must be in 0..1, got {self.p_clean}")
         if self.max_seconds < 0 or self.max_cpu_seconds < 0 or self.threads < 0:
             raise ValueError("max_seconds, max_cpu_seconds and threads must be >= 0")
 
@@ -224,7 +227,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     device = worker.device
     images = ImageStore.open(config["images"])
     val_sets = {name: load_images(paths) for name, paths in config["val"].items()} if worker.main else {}
-    make_lr = ArchiveDegradation() if cfg.flavour == "archive" else bicubic_lr
+    make_lr = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else bicubic_lr
 
     torch.manual_seed(cfg.seed)
     model = EDSR(**cfg.arch)
