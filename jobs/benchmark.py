@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", required=True, type=int, help="upscaling factor (the checkpoint's)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where a checkpoint runs (default cpu)")
     p.add_argument("--degrade", default="bicubic", help="how the input is made: bicubic (the papers' protocol, default), "
-                   "blur1.6 (Gaussian sigma 1.6, then every S-th pixel), noise5 (bicubic + Gaussian noise sigma 5), "
+                   "blur1.6 (Gaussian sigma 1.6, then every S-th pixel, centre-aligned), noise5 (bicubic + Gaussian noise sigma 5), "
                    "x264crf30 (bicubic + x264 CRF 30); seeded, the same for every model")
     p.add_argument("--json", metavar="FILE", help="also write the per-image rows and means to FILE as JSON")
     return p

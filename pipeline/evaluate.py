@@ -5,7 +5,7 @@ video codec), restore it, and compare with the original (PSNR/SSIM on Y, NIQE).
 Clip degradations, by name:
 
 * ``bicubic``: the MATLAB-compatible bicubic downscale (the papers' protocol);
-* ``blur<s>``: Gaussian blur of sigma s (HR px), then every scale-th pixel ("BD");
+* ``blur<s>``: Gaussian blur of sigma s (HR px), then every scale-th pixel, centre-aligned ("BD");
 * ``noise<s>``: bicubic, then grey Gaussian noise of sigma s (0-255), new per frame;
 * ``x264crf<n>``: bicubic, then the clip encoded by x264 at CRF n (P-frames, a keyframe a second);
 * ``mpeg4q<n>``: bicubic, then the clip encoded by MPEG-4 Part 2 at quantiser n.

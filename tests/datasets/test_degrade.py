@@ -106,3 +106,23 @@ def test_codec_roundtrip_is_repeatable(codec, quality):
     previous = np.roll(frames, 2, axis=2)
     digests = {hashlib.md5(codec_roundtrip(frames, codec, quality, previous).tobytes()).hexdigest() for _ in range(80)}
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_subsampling_is_centre_aligned_like_a_resize(scale):
+    """A blur-and-subsample input, upscaled, lines up with the original where a bicubic
+    downscale does (shift 0): taking pixels 0, s, 2s, ... instead moved it by (s-1)/2 px,
+    and a model trained on both kinds of input had to blur over the difference."""
+    from pipeline.datasets.degrade import blur_decimate, subsample
+    from pipeline.metrics.resize import bicubic_resize
+
+    hr = torch.from_numpy(bird()).permute(2, 0, 1)[None].float() / 255
+    lr = blur_decimate(hr, scale, 1.0)
+    assert lr.shape[-2:] == (hr.shape[-2] // scale, hr.shape[-1] // scale)
+    up = bicubic_resize(lr, hr.shape[-2:])
+    c = 8
+    def score(dy, dx):
+        return psnr(255 * torch.roll(up, (dy, dx), (-2, -1))[..., c:-c, c:-c].numpy(), 255 * hr[..., c:-c, c:-c].numpy())
+    best = max(((score(dy, dx), dy, dx) for dy in (-2, -1, 0, 1) for dx in (-2, -1, 0, 1)))
+    assert best[1:] == (0, 0), best
+    assert subsample(torch.zeros(1, 3, 50, 47), scale).shape[-2:] == (50 // scale, 47 // scale)
