@@ -47,3 +47,25 @@ def test_only_the_last_stage_of_a_scale_and_flavour_ships(tmp_path, monkeypatch)
     assert make_weights.shipped("edsr_1x8", "x4-archive") is None
     assert make_weights.shipped("edsr_1x8", "x4-archive-more") == str(tmp_path / "edsr_1x8_archive_x4.pt")
     assert make_weights.shipped("edsr_1x8", "x2-bicubic") == str(tmp_path / "edsr_1x8_bicubic_x2.pt")
+
+
+def test_a_later_stage_replaces_the_file_an_earlier_one_shipped(tmp_path, monkeypatch):
+    """A stage added to the plan after its scale and flavour shipped (a continuation)
+    replaces the package file when it finishes; the same stage again leaves it alone."""
+    from pipeline.models.edsr import EDSR
+
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(make_weights, "PLAN", {"x2-archive": (2, "archive", 4, 1e-3, None), "x2-archive-more": (2, "archive", 4, 1e-3, "x2-archive")})
+    monkeypatch.setattr(make_weights, "scores", lambda *a: {"Set5_psnr_y": 30.0})
+    model = EDSR(scale=2, n_resblocks=1, n_feats=8)
+    first, later = str(tmp_path / "first.pt"), str(tmp_path / "later.pt")
+    checkpoint.save(model, first, {"steps_done": 4})
+    checkpoint.save(model, later, {"steps_done": 8})
+    dst = tmp_path / "edsr_1x8_archive_x2.pt"
+    checkpoint.save(model, str(dst), {"stage": "x2-archive", "steps_done": 4})
+    make_weights.publish("edsr_1x8", "x2-archive-more", later, {})
+    prov = checkpoint.load(str(dst))[1]["provenance"]
+    assert prov["stage"] == "x2-archive-more" and prov["steps_done"] == 8
+    stamp = dst.read_bytes()
+    make_weights.publish("edsr_1x8", "x2-archive-more", first, {})
+    assert dst.read_bytes() == stamp
