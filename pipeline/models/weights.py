@@ -74,9 +74,9 @@ WEIGHTS.add(
         arch=EDSR_16X32,
         flavour="bicubic",
         files={
-            2: ("edsr_16x32_bicubic_x2.pt", "3c0613a6f93533f88aa5b01157a853df135b058ebee2b3664a3da419bb950a8a"),
-            3: ("edsr_16x32_bicubic_x3.pt", "4a66908f97393322df70e4a23bfc8bd78494c6f79a17aa834f46cc527edcb3ed"),
-            4: ("edsr_16x32_bicubic_x4.pt", "731126a900f2c29f08cdf2bca2957f56c6afb579265e3e644f2adfeac0c0d604"),
+            2: ("edsr_16x32_bicubic_x2.pt", "b5c9a279f3f20f01b251f624745577788fcd2e02891082ddd028edd95108774c"),
+            3: ("edsr_16x32_bicubic_x3.pt", "091e8f5d892fdecfef0737742c3ed50ff42101f1f81df52f8902dc41ab28e5c4"),
+            4: ("edsr_16x32_bicubic_x4.pt", "aaaf3ae36526bf9aac5a2898dae88b61e00e09812dd9fdac9b5d8de15435318b"),
         },
         made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-bicubic, x3-bicubic, x4-bicubic)",
     ),
@@ -88,11 +88,11 @@ WEIGHTS.add(
         arch=EDSR_16X32,
         flavour="archive",
         files={
-            2: ("edsr_16x32_archive_x2.pt", "8c5360f05e111c05ecb8b68c92db345f9bb8023e2225a590b783ef67e0bfb736"),
-            3: ("edsr_16x32_archive_x3.pt", "7adb8a9dd1c7e72e99c5f5c1d5f53dc33235c46d8999f9a5a25263ed4d65215f"),
-            4: ("edsr_16x32_archive_x4.pt", "0e6db5b608dcaf78758e22de99f154babebf48005e08c3a86ceb66f1438ebf63"),
+            2: ("edsr_16x32_archive_x2.pt", "eeba2c779f57e01ac7722e29b6695419ccd9ee87505cb7a6b2ecbcde5bb9ce78"),
+            3: ("edsr_16x32_archive_x3.pt", "e90a789f94154123f6526a72eb282cbb29f036e7e7b7ad9858dfbe380945285d"),
+            4: ("edsr_16x32_archive_x4.pt", "e71510bfe1fe427b9ac46a5bd2073c7090ad99ad753f5cfa3c7b2b0d14eeffe1"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive, x3-archive, x4-archive then x4-archive-long)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long, x3-archive, x4-archive then x4-archive-long)",
     ),
     help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )
