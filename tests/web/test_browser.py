@@ -28,7 +28,7 @@ from tests.s3server import free_port
 
 pytestmark = pytest.mark.slow
 CLIP = os.path.join(DATA, "carphone_gop10.mp4")  # 176x144, 40 frames
-FAST = ["--set", "train.steps=60", "--set", "metrics.sample_frames=3"]  # jobs.serve passes them to every restore
+FAST = ["--set", "train.steps=200", "--set", "metrics.sample_frames=3"]  # jobs.serve passes them to every restore; 200 steps keep the training stage and its ETA on the page for several of its 1 s polls under CI load
 
 
 def chromium() -> str:
