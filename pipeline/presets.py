@@ -38,9 +38,13 @@ PRESETS.add(
 )
 PRESETS.add(
     "small",
-    Preset(model={"arch": "edsr", "n_resblocks": 16, "n_feats": 32, "pretrained": "builtin:edsr_16x32_archive"}),
+    Preset(model={"arch": "edsr", "n_resblocks": 16, "n_feats": 32, "pretrained": "builtin:edsr_16x32_archive"},
+           # its weights ended their training at lr 1e-6: fine-tuned at 1e-4 they lost 0.2-3.2 dB on every x4 tuning
+           # clip, at 5e-6 -0.6..+0.07 (docs/RESULTS.md)
+           restore={"train": {"lr": 5e-6}}),
     help="EDSR 16x32 from the shipped builtin:edsr_16x32_archive weights (trained for archive inputs: blur, noise, JPEG and "
-         "video compression; builtin:edsr_16x32_bicubic for clean ones): the default, minutes per short clip on a CPU",
+         "video compression; builtin:edsr_16x32_bicubic for clean ones), fine-tuned at lr 5e-6: the default, minutes per short "
+         "clip on a CPU",
 )
 PRESETS.add(
     "baseline",
