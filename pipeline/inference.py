@@ -7,6 +7,7 @@ Pure functions over arrays; the Ray actor that restores whole chunks lives in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -64,6 +65,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, from /proc/cpuinfo; False
     where that file does not exist)."""
@@ -82,13 +84,12 @@ def training_autocast(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype of a training step for ``precision`` ("auto", "fp32", "bf16") on
     ``device``; None means plain fp32. "auto": bf16 where it is native (a GPU that supports
     it, a CPU with AVX512-BF16 / AMX), else fp32 (fp16 training would need loss scaling)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+    if precision != "auto":
+        return autocast_dtype(precision, device)
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_bf16() else None
+    amp = autocast_dtype("auto", device)
+    return amp if amp == torch.bfloat16 else None
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:

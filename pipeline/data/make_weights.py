@@ -59,8 +59,7 @@ PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
 #: (x4) to 1.4 dB (x2) to the bicubic ones on clean Set5 and were still improving.
 #: x4-archive-centred continues x4-archive-long after decimation was made centre-aligned
 #: (before, a fifth of its degraded patches were shifted 1.5 px against their targets).
-EXTRA: dict[str, dict] = {**{f"x{s}-archive-long": {"p_clean": 0.35} for s in (2, 3, 4)},
-                          "x4-archive-centred": {"p_clean": 0.35}}
+EXTRA: dict[str, dict] = {stage: {"p_clean": 0.35} for stage in ("x2-archive-long", "x3-archive-long", "x4-archive-long", "x4-archive-centred")}
 
 
 def config(name: str, stage: str, threads: int) -> PretrainConfig:

@@ -72,11 +72,11 @@ def subsample(img: torch.Tensor, scale: int) -> torch.Tensor:
     resize: 1.5 px at x4, which a model trained on both has to blur over.)"""
     h, w = img.shape[-2] // scale, img.shape[-1] // scale
     c = (scale - 1) // 2
-    if scale % 2:
-        return img[..., c::scale, c::scale][..., :h, :w]
-    x = img[..., c:, c:]
-    x = 0.25 * (x[..., :-1, :-1] + x[..., 1:, :-1] + x[..., :-1, 1:] + x[..., 1:, 1:])
-    return x[..., ::scale, ::scale][..., :h, :w]
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        return img[..., c + dy::scale, c + dx::scale][..., :h, :w]
+
+    return at(0, 0) if scale % 2 else 0.25 * (at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1))
 
 
 def add_noise(img: torch.Tensor, sigma: float, rng: np.random.Generator, grey: bool = False) -> torch.Tensor:
