@@ -127,6 +127,7 @@ class TrainConfig:
     augment: bool = _f(True, "Random flips and 90-degree rotations of the training patches.")
     degrade: str = _f("", 'How a self-pair\'s input is made from its target: empty (the default: the clean bicubic downscale), "auto" (experimental: the video\'s own degradation as estimated from the video -- blur and subsampling, noise, and a re-encode with its codec at its quantiser; "auto:blur,codec" takes only those parts of the estimate; at x4 on two held-out clean clips it lost 0.2 and 1.5 dB: docs/RESULTS.md), or named degradations after the bicubic downscale, each with probability 0.5, comma-separated "name:value" (listed at the end of --help). The estimate is recorded in the report whichever is used.')
     multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
+    min_pair_side: int = _f(32, "Fine-tune only when a self-pair's input -- a frame downscaled by the scale -- has a short side of at least this many pixels; below it the starting model restores the video (model_used=pretrained, with the reason): on 80x60 frames at x4 (self-pairs of 20x15 px) the fine-tune gained nothing on average and lost up to 0.6 dB, where larger frames gained (docs/RESULTS.md). 0: always fine-tune.")
     holdout: int = _f(2, "Frames held out: their self-pairs score the starting model (step 0) and every validation; the fine-tuned weights are kept only when they beat the starting model there by keep_margin (do no harm), and training stops early when they stop improving. 0: no holdout (the fine-tuned weights are always used).")
     keep_margin: float = _f(0.005, "With holdout: the fine-tuned weights are used only when their held-out L1 is at least this fraction below the starting model's.")
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
@@ -143,7 +144,7 @@ class TrainConfig:
         for name in ("max_frames", "steps", "batch_size", "workers", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_last", "holdout"):
+        for name in ("train_last", "holdout", "min_pair_side"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.patch_size < 8:

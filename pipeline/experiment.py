@@ -38,7 +38,7 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.train.finetune import build_start_model, finetune, self_pairs
+from pipeline.train.finetune import build_start_model, finetune, self_pairs, too_small_for_self_pairs
 
 
 @dataclass(frozen=True)
@@ -160,23 +160,16 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             frames = _training_frames(extracted, lr, info, cfg.train)
             arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
             model = build_start_model(arch, pretrained, cfg.train.seed)
+            small = too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side) if pretrained is not None else None
             try:
-                best_w: dict[str, Any] = {}
-                stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed,
-                                 make_lr=self_pairs(cfg.train.degrade, est), best=best_w)
-                blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
-                outs = {"finetuned": _outputs(samples, blob, cfg)}
-                if stats.get("model_used") == "pretrained" and "state" in best_w:  # what the fine-tune alone would have given
-                    model.load_state_dict(best_w["state"])
-                    outs["best"] = _outputs(samples, checkpoint.to_bytes(model.cpu(), {"variant": name}), cfg)
-                m = score(clip, samples, outs, cfg.scale, cfg.metrics.niqe)["summary"]
-                row = _row(common, name, grid.variants[name], m, "finetuned")
-                row.update(train_frames=int(stats["train_frames"]), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
-                           total_seconds=time.perf_counter() - t0, model_used=stats.get("model_used"),
-                           holdout_l1_pretrained=stats.get("val_first"), holdout_l1_finetuned=stats.get("val_best"),
-                           psnr_best=m.get("psnr_best", m.get("psnr_finetuned")))
-                if cfg.train.multiscale and not stats["multiscale_used"]:
-                    print(f"[{clip}] {name}: frames too small to halve for train.multiscale: trained without it", flush=True)
+                if small:  # as a restore does: nothing is trained, the starting model restores the clip
+                    row = _row(common, name, grid.variants[name], measured, "pretrained")
+                    row.update(train_frames=len(frames), train_steps=0, train_seconds=0.0, total_seconds=time.perf_counter() - t0,
+                               model_used="pretrained", model_reason=small)
+                    blob = None
+                    print(f"[{clip}] {name}: not fine-tuned: {small}", flush=True)
+                else:
+                    row, blob = _variant(clip, common, name, grid, cfg, model, frames, samples, est, device, t0)
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
                 row = _row(common, name, grid.variants[name], None, "finetuned")
                 row.update(train_frames=len(frames), error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
@@ -203,6 +196,27 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
     return rows
 
 
+def _variant(clip, common, name, grid, cfg, model, frames, samples, est, device, t0) -> tuple[dict[str, Any], bytes]:
+    """Fine-tune one variant on the clip's frames and measure it: (its row, its checkpoint)."""
+    best_w: dict[str, Any] = {}
+    stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed,
+                     make_lr=self_pairs(cfg.train.degrade, est), best=best_w)
+    blob = checkpoint.to_bytes(model.cpu(), {"variant": name, **stats})
+    outs = {"finetuned": _outputs(samples, blob, cfg)}
+    if stats.get("model_used") == "pretrained" and "state" in best_w:  # what the fine-tune alone would have given
+        model.load_state_dict(best_w["state"])
+        outs["best"] = _outputs(samples, checkpoint.to_bytes(model.cpu(), {"variant": name}), cfg)
+    m = score(clip, samples, outs, cfg.scale, cfg.metrics.niqe)["summary"]
+    row = _row(common, name, grid.variants[name], m, "finetuned")
+    row.update(train_frames=int(stats["train_frames"]), train_steps=int(stats["steps"]), train_seconds=stats["seconds"],
+               total_seconds=time.perf_counter() - t0, model_used=stats.get("model_used"), model_reason=stats.get("model_reason"),
+               holdout_l1_pretrained=stats.get("val_first"), holdout_l1_finetuned=stats.get("val_best"),
+               psnr_best=m.get("psnr_best", m.get("psnr_finetuned")))
+    if cfg.train.multiscale and not stats["multiscale_used"]:
+        print(f"[{clip}] {name}: frames too small to halve for train.multiscale: trained without it", flush=True)
+    return row, blob
+
+
 def _training_frames(cache: dict[tuple, list], lr: str, info, train) -> list:
     """The training frames of the clip ``lr`` for ``train``'s frame choices, extracted once
     per choice (as the restore's extraction task does)."""
@@ -226,7 +240,7 @@ def _row(common: dict[str, Any], method: str, overrides: dict[str, Any], measure
     return {**common, "method": method, "overrides_json": json.dumps(overrides, sort_keys=True),
             "psnr": m.get(f"psnr_{key}"), "ssim": m.get(f"ssim_{key}"), "niqe": m.get(f"niqe_{key}"),
             "psnr_gain": None, "ssim_gain": None, "niqe_gain": None, "train_frames": None, "train_steps": None,
-            "train_seconds": None, "total_seconds": None, "model_used": None, "holdout_l1_pretrained": None,
+            "train_seconds": None, "total_seconds": None, "model_used": None, "model_reason": None, "holdout_l1_pretrained": None,
             "holdout_l1_finetuned": None, "psnr_best": None, "error": None}
 
 

@@ -46,6 +46,7 @@ class VideoRow:
     train_loss_first: float | None = None
     train_loss_last: float | None = None
     model_used: str | None = None
+    model_reason: str | None = None
     holdout_l1_pretrained: float | None = None
     holdout_l1_finetuned: float | None = None
     est_blur_sigma: float | None = None
@@ -101,6 +102,7 @@ class VideoRow:
         self.train_steps = int(provenance.get("steps", steps_default))
         self.train_loss_first, self.train_loss_last = provenance.get("loss_first"), provenance.get("loss_last")
         self.model_used = provenance.get("model_used", "finetuned")
+        self.model_reason = provenance.get("model_reason")
         self.holdout_l1_pretrained, self.holdout_l1_finetuned = provenance.get("val_first"), provenance.get("val_best")
         if provenance.get("degradation"):
             self.degraded(provenance["degradation"])

@@ -135,13 +135,18 @@ class VideoStages:
         """The video's fine-tuned checkpoint: an earlier run's when there is one, else
         trained now (its worker commits it to the store)."""
         from pipeline.actors import extract_training_frames
-        from pipeline.train.finetune import finetune_loop
+        from pipeline.train.finetune import finetune_loop, too_small_for_self_pairs
         from pipeline.train.launch import launch
 
         cfg, label = self.cfg, job.rel
         if not cfg.train.finetune:
             say(label, "train: skipped (--no-finetune), restoring with the starting model")
-            row.model_used = "pretrained"
+            row.model_used, row.model_reason = "pretrained", "not fine-tuned: train.finetune=false (--no-finetune)"
+            return self.pretrained
+        small = too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side) if self.pretrained is not None else None
+        if small:
+            say(label, f"train: skipped: {small}; restoring with the starting model")
+            row.model_used, row.model_reason = "pretrained", small
             return self.pretrained
         t0 = time.perf_counter()
         uri = self.layout.checkpoint(job, cfg.hash("model", "train"))
@@ -253,7 +258,7 @@ class VideoStages:
                 "measure", task, self.store, {"source": job.version, "reference": ref_version}, gpus=1 if self.gpu else 0,
                 video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
-                finetuned=ckpt if cfg.train.finetune else None, niqe=cfg.metrics.niqe,
+                finetuned=ckpt if row.checkpoint else None, niqe=cfg.metrics.niqe,  # nothing trained: no fine-tuned column
                 precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,
                 crops=cfg.metrics.crops))
             row.measured(measured["summary"])

@@ -36,6 +36,27 @@ def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> t
     return build_model(arch)
 
 
+def too_small_for_self_pairs(width: int, height: int, scale: int, min_side: int) -> str | None:
+    """Why frames of ``width`` x ``height`` should not be fine-tuned on at ``scale``
+    (their self-pairs' inputs have a short side below ``min_side`` px), or None."""
+    w, h = width // scale, height // scale
+    if min_side and min(w, h) < min_side:
+        return (f"frames too small to fine-tune on: their self-pairs' inputs are {w}x{h} px, "
+                f"below train.min_pair_side={min_side}")
+    return None
+
+
+def model_reason(stats: dict[str, Any], keep_margin: float) -> str:
+    """Why the fine-tune's ``stats["model_used"]`` restores the video, for the report."""
+    if "val_first" not in stats:
+        return "fine-tuned; no held-out frames (train.holdout=0 or a one-frame video): the fine-tuned weights are always used"
+    first, best = stats["val_first"], stats["val_best"]
+    change = f"held-out self-pair L1 {first:.4f} (start) -> {best:.4f} (best, {100 * (best / first - 1):+.1f} %)" if first else f"held-out self-pair L1 {first:.4f} -> {best:.4f}"
+    if stats.get("model_used") == "pretrained":
+        return f"{change}: not at least train.keep_margin={keep_margin:g} better, so the starting model (do no harm)"
+    return f"{change}: better by more than train.keep_margin={keep_margin:g}"
+
+
 def freeze_except_last(model: torch.nn.Module, k: int) -> int:
     """Train only the last ``k`` residual blocks, the body's closing conv and the
     upsampler (tail); returns the number of trainable parameters. ``k`` = 0: all
@@ -178,6 +199,7 @@ def finetune(
         else:  # do no harm: the fine-tune did not clearly beat the starting model on the held-out pairs
             inner.load_state_dict(start_state)
             stats["model_used"] = "pretrained"
+    stats["model_reason"] = model_reason(stats, cfg.keep_margin)
     if not losses:
         raise RuntimeError("fine-tune: no step had a finite loss")
     k = max(1, len(losses) // 10)

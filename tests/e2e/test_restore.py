@@ -176,6 +176,15 @@ def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
     row = reports.read_table(str(tmp_path / "nf"), "videos").to_pylist()[0]
     assert row["status"] == "restored" and row["train_steps"] is None and row["niqe_finetuned"] is None
     assert row["niqe_pretrained"] > 0 and row["niqe_output"] > 0 and "skipped (--no-finetune)" in proc.stdout
+    assert row["model_used"] == "pretrained" and "--no-finetune" in row["model_reason"]
+
+    # frames whose self-pairs would be smaller than train.min_pair_side are not fine-tuned on, and the report says why
+    proc = run_job("jobs.restore", "--input", hr, "--output", str(tmp_path / "small"), *FAST, "--set", "train.min_pair_side=80")
+    row = reports.read_table(str(tmp_path / "small"), "videos").to_pylist()[0]
+    assert row["status"] == "restored" and row["model_used"] == "pretrained" and row["checkpoint"] is None, proc.stdout
+    assert "self-pairs' inputs are 88x72 px, below train.min_pair_side=80" in row["model_reason"]
+    assert "train: skipped: frames too small" in proc.stdout and "train: step" not in proc.stdout
+    assert row["niqe_finetuned"] is None and row["niqe_output"] > 0
 
 
 def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):

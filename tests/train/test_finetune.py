@@ -120,8 +120,10 @@ def test_time_budget_and_early_stopping():
     assert stats["steps"] < 200 and stats["best_step"] <= stats["steps"] and stats["val_best"] <= stats["val_first"]
     # do no harm: the diverging fine-tune never beat the starting model, whose weights are put back
     assert stats["model_used"] == "pretrained" and all(torch.equal(v, m.state_dict()[k]) for k, v in start.items())
+    assert "(do no harm)" in stats["model_reason"] and f"{stats['val_first']:.4f} (start)" in stats["model_reason"]
     one = finetune(tiny_model(), [img], TrainConfig(steps=2, patch_size=48, batch_size=2, holdout=1), 2, CPU, seed=0)
     assert "val_first" not in one and one["model_used"] == "finetuned"  # one frame: nothing to hold out
+    assert "no held-out frames" in one["model_reason"]
 
 
 def test_a_fine_tune_that_helps_is_kept():
@@ -134,6 +136,7 @@ def test_a_fine_tune_that_helps_is_kept():
     cfg = TrainConfig(steps=60, patch_size=48, batch_size=8, lr=5e-4, holdout=1, eval_every=20, patience=3)
     stats = finetune(tiny_model(), frames, cfg, 2, CPU, seed=0, make_lr=VideoDegradation(blur_sigma=1.6))
     assert stats["model_used"] == "finetuned" and stats["val_best"] < stats["val_first"] * 0.995
+    assert "better by more than train.keep_margin=0.005" in stats["model_reason"]
 
 
 def test_choices_are_validated_config_fields():
