@@ -100,6 +100,9 @@ class ModelConfig:
         from pipeline.models import ARCHS
 
         ARCHS.entry(self.arch)  # an unknown name raises, naming the known ones
+        if self.arch != "edsr":
+            raise ValueError(f"model.arch={self.arch}: restores run single-frame models only so far (edsr); the multi-frame "
+                             f"{self.arch} model (pipeline/models/{self.arch}.py) has no windowed inference, training or weights yet")
         if self.n_resblocks < 1 or self.n_feats < 1:
             raise ValueError(f"model.n_resblocks and model.n_feats must be >= 1, got {self.n_resblocks}, {self.n_feats}")
         if not (math.isfinite(self.res_scale) and self.res_scale > 0):
@@ -246,8 +249,11 @@ class LimitsConfig:
 
 #: Fields added after outputs were first hashed: left out of the config hash while they
 #: hold their default (which restores as before), so that a scheduled run over an archive
-#: does not restore every video again after an upgrade.
-HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth"), "train": ("cpus_per_worker", "precision")}
+#: does not restore every video again after an upgrade. (train.min_pair_side at its default
+#: changes only videos whose frames are under 32 px x the scale: restored before, they are
+#: kept as they were.)
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth"),
+                                                  "train": ("cpus_per_worker", "precision", "min_pair_side")}
 
 
 @dataclass(frozen=True)

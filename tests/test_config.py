@@ -64,6 +64,9 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("media.codec=vp9", "media.codec must be libx264, libx265 or ffv1"),
         ("media.damaged=skip", "media.damaged must be conceal or fail"),
         ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
+        ("train.min_pair_side=-1", "train.min_pair_side must be >= 0, got -1"),
+        ("model.arch=duf", "model.arch=duf: restores run single-frame models only so far"),
+        ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr)"),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -110,3 +113,4 @@ def test_fields_added_later_keep_earlier_outputs_hash_while_at_their_default():
     assert build_config("tiny").hash() == "0258f4ba7c57"
     assert build_config("tiny", None, ["media.codec=libx265"]).hash() != "0258f4ba7c57"
     assert build_config("tiny", None, ["media.damaged=fail"]).hash() != "0258f4ba7c57"
+    assert build_config("tiny", None, ["train.min_pair_side=8"]).hash() != "0258f4ba7c57"
