@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import edsr  # noqa: F401 - registers "edsr"
+from pipeline.models import duf, edsr  # noqa: F401 - registers "duf", "edsr"
 from pipeline.models.registry import ARCHS
 
 
