@@ -160,6 +160,13 @@ def codec_batch(lr: torch.Tensor, codec: str, quality: int, rng: np.random.Gener
     return torch.stack([_from_uint8(f, lr) for f in out])
 
 
+def codec_sequence(frames: torch.Tensor, codec: str, quality: int) -> torch.Tensor:
+    """Consecutive frames (T, 3, h, w) of one clip through ``codec_roundtrip`` as one
+    stream: the first intra coded, the others predicted from the frames before."""
+    out = codec_roundtrip(np.stack([_to_uint8(f) for f in frames]), codec, quality)
+    return torch.stack([_from_uint8(f, frames) for f in out])
+
+
 # ---------------------------------------------------------------------------
 # the table of named degradations (train.degrade)
 
@@ -257,10 +264,19 @@ class ArchiveDegradation:
 
     def one(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
         """One (3, H, W) patch -> its (3, H/scale, W/scale) degraded input."""
-        x = hr[None]
-        size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
+        return self._degrade(hr[None], scale, rng)[0]
+
+    def window(self, frames: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        """The frames (T, 3, H, W) of one clip -> their (T, 3, H/scale, W/scale) inputs, all
+        degraded the same way, as a video's frames are: one blur kernel, resize and noise
+        level (an independent noise draw per frame), and a video codec run over the frames
+        as one stream (each coded from the one before)."""
+        return self._degrade(frames, scale, rng)
+
+    def _degrade(self, x: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        size = (x.shape[-2] // scale, x.shape[-1] // scale)
         if rng.random() < self.p_clean:
-            return bicubic_resize(x, size)[0]
+            return bicubic_resize(x, size)
         if rng.random() < self.p_blur:
             top = max(1.0, 3.0 * scale / 4)
             sx = float(rng.uniform(0.2, top))
@@ -276,12 +292,13 @@ class ArchiveDegradation:
             elif step == "compress" and rng.random() < self.p_compress:
                 kind = str(rng.choice(["jpeg", "x264", "mpeg4"]))
                 if kind == "jpeg":
-                    x = jpeg(x[0], int(rng.integers(30, 96)))[None]
-                elif kind == "x264":
-                    x = codec_batch(x, "x264", int(rng.integers(18, 39)), rng)
+                    q = int(rng.integers(30, 96))
+                    x = torch.stack([jpeg(f, q) for f in x])
                 else:
-                    x = codec_batch(x, "mpeg4", int(rng.integers(2, 15)), rng)
-        return x[0].clamp(0, 1)
+                    q = int(rng.integers(18, 39)) if kind == "x264" else int(rng.integers(2, 15))
+                    # one patch: preceded by a moved copy of itself (P-frame coded); a clip's frames: one stream
+                    x = codec_batch(x, kind, q, rng) if len(x) == 1 else codec_sequence(x, kind, q)
+        return x.clamp(0, 1)
 
     def __call__(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
         return torch.stack([self.one(p, scale, rng) for p in hr])

@@ -1,0 +1,95 @@
+"""Training windows for multi-frame models, synthesised from still images.
+
+A window is T consecutive frames of a patch in motion: a random smooth trajectory of the
+whole patch (velocity and acceleration, sub-pixel) plus a local motion field (a smooth
+random displacement per frame, so parts of the picture move against each other, without
+tearing or occlusion), sampled from the image with bicubic interpolation. The centre frame
+is the image's own pixels (the target is never resampled); the others are where the
+content was before and will be after. Its input is the frames degraded alike
+(``ArchiveDegradation.window``, or the bicubic downscale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.datasets.patches import PatchSampler
+from pipeline.metrics.resize import bicubic_resize
+
+#: (hr frames float (T, 3, P, P) in [0, 1], scale, rng) -> their inputs (T, 3, P/scale, P/scale)
+MakeWindowLR = Callable[[torch.Tensor, int, np.random.Generator], torch.Tensor]
+
+
+def bicubic_window(frames: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+    return bicubic_resize(frames, (frames.shape[-2] // scale, frames.shape[-1] // scale))
+
+
+def margin(frames: int, max_speed: float, local: float) -> int:
+    """Pixels of context a window of ``frames`` needs around its patch."""
+    half = frames // 2
+    return int(math.ceil(half * (max_speed + local) + 0.5 * 0.2 * half * half)) + 3
+
+
+def smooth_field(size: int, amplitude: float, rng: np.random.Generator, cells: int = 3) -> torch.Tensor:
+    """(2, size, size) random displacement that varies smoothly over the patch (a
+    ``cells`` x ``cells`` grid of random vectors, bicubically interpolated), each
+    component at most ``amplitude`` px."""
+    grid = torch.from_numpy(rng.uniform(-amplitude, amplitude, (1, 2, cells, cells)).astype(np.float32))
+    return F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=True)[0].clamp(-amplitude, amplitude)
+
+
+def synth_window(region: np.ndarray, frames: int, patch: int, rng: np.random.Generator, max_speed: float = 2.0,
+                 local: float = 0.5) -> torch.Tensor:
+    """T = ``frames`` (odd) frames of the ``patch`` x ``patch`` centre of ``region`` (uint8
+    (R, R, 3), R >= patch + 2 * ``margin``) in motion: float (T, 3, patch, patch) in
+    [0, 1]. Global speed up to ``max_speed`` px/frame with a small acceleration, local
+    motion up to ``local`` px/frame."""
+    need = patch + 2 * margin(frames, max_speed, local)
+    if min(region.shape[:2]) < need:
+        raise ValueError(f"a region of {region.shape[1]}x{region.shape[0]} px is too small for {frames} frames of {patch} px (need {need})")
+    img = torch.from_numpy(np.array(region)).permute(2, 0, 1).float().div_(255)[None]  # (a copy: regions may be read-only views)
+    rh, rw = img.shape[-2:]
+    top, left = (rh - patch) // 2, (rw - patch) // 2
+    speed, angle = float(rng.uniform(0, max_speed)), float(rng.uniform(0, 2 * math.pi))
+    v = torch.tensor([speed * math.cos(angle), speed * math.sin(angle)]).view(2, 1, 1)
+    a = torch.from_numpy(rng.normal(0.0, 0.1, 2).astype(np.float32)).view(2, 1, 1)
+    field = smooth_field(patch, local, rng) if local > 0 else torch.zeros(2, patch, patch)
+    ys, xs = torch.meshgrid(torch.arange(patch, dtype=torch.float32) + top, torch.arange(patch, dtype=torch.float32) + left, indexing="ij")
+    out = []
+    for t in range(frames):
+        tau = t - frames // 2
+        if tau == 0:
+            out.append(img[0, :, top:top + patch, left:left + patch])
+            continue
+        d = v * tau + 0.5 * a * tau * tau + field * tau  # (2, P, P): x, y displacement of each pixel's content
+        gx = (xs + d[0] + 0.5) / rw * 2 - 1
+        gy = (ys + d[1] + 0.5) / rh * 2 - 1
+        grid = torch.stack([gx, gy], -1)[None]
+        out.append(F.grid_sample(img, grid, mode="bicubic", padding_mode="border", align_corners=False)[0].clamp(0, 1))
+    return torch.stack(out)
+
+
+def sample_windows(sampler: PatchSampler, batch: int, patch: int, frames: int, scale: int, rng: np.random.Generator,
+                   make_lr: MakeWindowLR = bicubic_window, augment: bool = True, max_speed: float = 2.0,
+                   local: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random training windows: (lr (N, T, 3, p, p), hr (N, 3, P, P)), the target the
+    window's centre frame. ``sampler`` gives regions of ``patch + 2 * margin`` px (its
+    ``patch``); flips, 90-degree rotations and time reversal when ``augment``."""
+    lrs, hrs = [], []
+    for _ in range(batch):
+        region = sampler.sample(rng)
+        if augment:
+            if rng.random() < 0.5:
+                region = region[:, ::-1]
+            region = np.rot90(region, int(rng.integers(4)))
+        w = synth_window(region, frames, patch, rng, max_speed, local)
+        if augment and rng.random() < 0.5:
+            w = w.flip(0)
+        hrs.append(w[frames // 2])
+        lrs.append(make_lr(w, scale, rng))
+    return torch.stack(lrs), torch.stack(hrs)
