@@ -204,6 +204,7 @@ class InferConfig:
 class MetricsConfig:
     sample_frames: int = _f(8, "Frames per video (evenly spaced) on which NIQE, PSNR and SSIM are measured.")
     niqe: bool = _f(True, "Measure NIQE (no reference).")
+    temporal_pairs: int = _f(4, "Of the sampled frames, this many (evenly spaced) are measured with the frame after each for temporal consistency: flicker (the output's frame-to-frame change where the source is still) and, with a reference, the temporal error (the output's frame difference against the reference's). Each pair costs one more restored frame per method. 0: off.")
     crops: int = _f(3, "Before/after crops per video (of the sampled frames, evenly spaced): bicubic | pretrained | restored (| ground truth), 256 px squares at full output resolution, saved as PNG under OUT/reports/crops/ and shown on the run's HTML page. 0: none.")
 
     def __post_init__(self) -> None:
@@ -211,6 +212,8 @@ class MetricsConfig:
             raise ValueError(f"metrics.sample_frames must be >= 1, got {self.sample_frames}")
         if self.crops < 0:
             raise ValueError(f"metrics.crops must be >= 0, got {self.crops}")
+        if self.temporal_pairs < 0:
+            raise ValueError(f"metrics.temporal_pairs must be >= 0, got {self.temporal_pairs}")
 
 
 @dataclass(frozen=True)

@@ -73,23 +73,37 @@ def _fit_reference(ref: np.ndarray, shape: tuple[int, ...], scale: int, path: st
 
 @dataclass(frozen=True)
 class Samples:
-    """The sampled source frames of a video (and the reference's, cut to the output size)."""
+    """The sampled source frames of a video (and the reference's, cut to the output size);
+    ``partners``: the frames right after some of them (for the temporal measures), the
+    first of each pair at position ``pair_pos[k]`` of ``idx``."""
 
     idx: list[int]
     src: list[tuple[float, np.ndarray]]  # (time s, uint8 RGB)
     refs: list[np.ndarray] | None
+    partners: Samples | None = None
+    pair_pos: tuple[int, ...] = ()
 
 
-def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int, fields: bool = False) -> Samples:
+def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int, fields: bool = False,
+                 temporal_pairs: int = 0) -> Samples:
     """Decode the evenly spaced sampled frames of ``source`` (and ``reference``) once
-    (``fields``: the source's fields, as restored with media.deinterlace=field)."""
+    (``fields``: the source's fields, as restored with media.deinterlace=field), and for
+    ``temporal_pairs`` of them (evenly spaced) the frame after each."""
     idx = sample_indices(total_frames, sample_frames)
-    src = frames_at(source, idx, fields)
-    refs = None
+    eligible = [p for p, i in enumerate(idx) if i + 1 < total_frames]  # (the last frame has none after it)
+    pos = [eligible[k] for k in sample_indices(len(eligible), temporal_pairs)] if temporal_pairs else []
+    nxt = [idx[p] + 1 for p in pos]
+    want = sorted(set(idx) | set(nxt))
+    decoded = dict(zip(want, frames_at(source, want, fields), strict=True))
+    ref_decoded = None
     if reference is not None:
-        h, w = src[0][1].shape[:2]
-        refs = [_fit_reference(rgb, (h * scale, w * scale), scale, reference) for _, rgb in frames_at(reference, idx)]
-    return Samples(idx, src, refs)
+        h, w = decoded[idx[0]][1].shape[:2]
+        ref_decoded = {i: _fit_reference(rgb, (h * scale, w * scale), scale, reference)
+                       for i, (_, rgb) in zip(want, frames_at(reference, want), strict=True)}
+    partners = None
+    if nxt:
+        partners = Samples(nxt, [decoded[i] for i in nxt], None if ref_decoded is None else [ref_decoded[i] for i in nxt])
+    return Samples(idx, [decoded[i] for i in idx], None if ref_decoded is None else [ref_decoded[i] for i in idx], partners, tuple(pos))
 
 
 def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
@@ -112,11 +126,15 @@ def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "a
     return out
 
 
-def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], scale: int, niqe: bool) -> dict[str, Any]:
+def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], scale: int, niqe: bool,
+          partner_outputs: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
     """NIQE (and PSNR/SSIM against the reference) of each method's outputs on the samples;
     returns {"summary": {column: value}, "frames": rows}: PSNR and SSIM are means over the
     frames, NIQE is pooled over them (``NiqeScorer.pooled``) with its interval
-    (``niqe_<method>_lo`` / ``_hi``); the frame rows hold each frame's own scores."""
+    (``niqe_<method>_lo`` / ``_hi``); the frame rows hold each frame's own scores. With
+    ``partner_outputs`` (each method's outputs on ``samples.partners``): the temporal
+    measures of each pair (``pipeline.metrics.temporal``), flicker always, the temporal
+    error with a reference; means in the summary, each pair's on its first frame's row."""
     scorer = None
     if niqe and min(next(iter(outputs.values()))[0].shape[:2]) < NIQE_BLOCK:
         niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
@@ -128,10 +146,12 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"metric_frames": len(samples.idx)}
     for method, frames in outputs.items():
-        vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": []}
+        vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": [], "flicker": [], "terr": []}
         feats = []
+        tempo = _temporal(samples, frames, (partner_outputs or {}).get(method), scale)
         for j, (i, (t, _)) in enumerate(zip(samples.idx, samples.src, strict=True)):
-            row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None}
+            row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None,
+                   "flicker": None, "terr": None, **tempo.get(j, {})}
             if scorer is not None:
                 feats.append(scorer.features(frames[j]))
                 value = scorer.from_features(feats[-1])
@@ -155,6 +175,25 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     return {"summary": summary, "frames": rows}
 
 
+def _temporal(samples: Samples, frames: list[np.ndarray], partners: list[np.ndarray] | None, scale: int) -> dict[int, dict[str, float | None]]:
+    """{position in samples: {"flicker", "terr"}} of a method's pairs (none without partners)."""
+    if partners is None or samples.partners is None:
+        return {}
+    from pipeline.metrics.temporal import flicker, temporal_error
+
+    out = {}
+    for k, j in enumerate(samples.pair_pos):
+        a, b = frames[j], partners[k]
+        h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+        a, b = a[:h, :w], b[:h, :w]
+        f = flicker(a, b, samples.src[j][1], samples.partners.src[k][1], scale)
+        e = None
+        if samples.refs is not None and samples.partners.refs is not None:
+            e = temporal_error(a, b, samples.refs[j][:h, :w], samples.partners.refs[k][:h, :w], crop=scale)
+        out[j] = {"flicker": f if np.isfinite(f) else None, "terr": e}
+    return out
+
+
 def measure_video(
     *,
     video: str,
@@ -172,21 +211,28 @@ def measure_video(
     tile_overlap: int = 16,
     fields: bool = False,
     crops: int = 0,
+    temporal_pairs: int = 0,
 ) -> dict[str, Any]:
-    """Measure the methods on sampled frames; returns {"summary": {column: mean}, "frames":
-    rows, "crops": ``crops`` before/after pictures (``pipeline.visual.crops``)}."""
-    samples = load_samples(source, reference, scale, total_frames, sample_frames, fields)
-    outputs: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(samples, scale)}
+    """Measure the methods on sampled frames (and ``temporal_pairs`` of them with the frame
+    after each); returns {"summary": {column: mean}, "frames": rows, "crops": ``crops``
+    before/after pictures (``pipeline.visual.crops``)}."""
+    samples = load_samples(source, reference, scale, total_frames, sample_frames, fields, temporal_pairs)
+    both = [s for s in (samples, samples.partners) if s is not None]
+    per: list[dict[str, list[np.ndarray]]] = [{"bicubic": bicubic_outputs(s, scale)} for s in both]
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:
-            outputs[method] = model_outputs(samples, blob, scale, precision, tile, tile_overlap)
+            for s, outs in zip(both, per, strict=True):
+                outs[method] = model_outputs(s, blob, scale, precision, tile, tile_overlap)
     if output is not None:
-        outputs["output"] = [rgb for _, rgb in frames_at(output, samples.idx)]
+        for s, outs in zip(both, per, strict=True):
+            outs["output"] = [rgb for _, rgb in frames_at(output, s.idx)]
+    outputs, partner_outputs = per[0], (per[1] if len(per) > 1 else None)
+    if output is not None:
         # an odd output side was cut to even for yuv420p: every method is compared on that area
         h, w = outputs["output"][0].shape[:2]
         outputs = {m: [f[:h, :w] for f in frames] for m, frames in outputs.items()}
         if samples.refs is not None:
             samples = dataclasses.replace(samples, refs=[r[:h, :w] for r in samples.refs])
-    measured = score(video, samples, outputs, scale, niqe)
+    measured = score(video, samples, outputs, scale, niqe, partner_outputs)
     measured["crops"] = visual.crops(samples.idx, [t for t, _ in samples.src], outputs, samples.refs, crops) if crops else []
     return measured

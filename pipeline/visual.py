@@ -117,7 +117,8 @@ def _relative(target: str, page: str) -> str:
 
 def _metrics_table(row: dict[str, Any]) -> str:
     methods = ("bicubic", "pretrained", "finetuned", "output")
-    metrics = [("NIQE ↓", "niqe", ".2f"), ("PSNR dB ↑", "psnr", ".2f"), ("SSIM ↑", "ssim", ".4f")]
+    metrics = [("NIQE ↓", "niqe", ".2f"), ("PSNR dB ↑", "psnr", ".2f"), ("SSIM ↑", "ssim", ".4f"), ("Flicker ↓", "flicker", ".2f"),
+               ("Temporal error ↓", "terr", ".2f")]
     present = [(name, key, spec) for name, key, spec in metrics if any(row.get(f"{key}_{m}") is not None for m in methods)]
     if not present:
         return ""

@@ -58,6 +58,22 @@ METRICS: dict[str, MetricSpec] = {
         unit="",
         description="SSIM (Wang 2004, 11x11 Gaussian sigma 1.5) on BT.601 Y, border crop",
     ),
+    "flicker": MetricSpec(
+        name="flicker",
+        column_prefix="flicker",
+        lower_is_better=True,
+        needs_reference=False,
+        unit="levels",
+        description="mean |Y change| between consecutive frames where the source is still (0-255)",
+    ),
+    "terr": MetricSpec(
+        name="terr",
+        column_prefix="terr",
+        lower_is_better=True,
+        needs_reference=True,
+        unit="levels",
+        description="RMSE of the frame-to-frame Y change against the reference's (0-255)",
+    ),
 }
 
 __all__ = [

@@ -79,6 +79,14 @@ class VideoRow:
     ssim_pretrained: float | None = None
     ssim_finetuned: float | None = None
     ssim_output: float | None = None
+    flicker_bicubic: float | None = None
+    flicker_pretrained: float | None = None
+    flicker_finetuned: float | None = None
+    flicker_output: float | None = None
+    terr_bicubic: float | None = None
+    terr_pretrained: float | None = None
+    terr_finetuned: float | None = None
+    terr_output: float | None = None
     train_seconds: float | None = None
     infer_seconds: float | None = None
     metrics_seconds: float | None = None

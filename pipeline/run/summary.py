@@ -39,7 +39,8 @@ def niqe_tied(row: Any, a: str, b: str) -> bool:
 def print_summary(outcome: Outcome, file=sys.stdout) -> None:
     rows = outcome.rows
     with_ref = any(r.psnr_bicubic is not None for r in rows)
-    metrics = [METRICS["niqe"]] + ([METRICS["psnr"]] if with_ref else [])
+    with_flicker = any(r.flicker_bicubic is not None for r in rows)
+    metrics = [METRICS["niqe"]] + ([METRICS["psnr"]] if with_ref else []) + ([METRICS["flicker"]] if with_flicker else [])
     header = ["video", "status", "frames"] + [f"{m.name.upper()} {k}" for m in metrics for k in METHODS] + ["time s"]
     lines = [header]
     for r in rows:

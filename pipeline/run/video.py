@@ -260,7 +260,7 @@ class VideoStages:
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if row.checkpoint else None, niqe=cfg.metrics.niqe,  # nothing trained: no fine-tuned column
                 precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,
-                crops=cfg.metrics.crops))
+                crops=cfg.metrics.crops, temporal_pairs=cfg.metrics.temporal_pairs))
             row.measured(measured["summary"])
             for pic in measured["crops"]:
                 pic["uri"] = self.layout.crop(job, pic["frame_index"])

@@ -31,7 +31,8 @@ _INFER = re.compile(r"\] infer: (\d+)/(\d+) frames\s+([\d.]+) fps")
 _STAGES = (("] assemble:", "assembling"), ("] metrics:", "measuring"), ("] probe:", "probing"), ("] train:", "training"),
            ("] infer:", "restoring"))
 METRIC_KEYS = ("niqe_bicubic", "niqe_pretrained", "niqe_finetuned", "niqe_output", "psnr_bicubic", "psnr_pretrained",
-               "psnr_finetuned", "psnr_output", "ssim_bicubic", "ssim_output")
+               "psnr_finetuned", "psnr_output", "ssim_bicubic", "ssim_output") + tuple(
+    f"{k}_{m}" for k in ("flicker", "terr") for m in ("bicubic", "pretrained", "finetuned", "output"))
 
 
 def parse_progress(line: str, progress: dict[str, Any]) -> dict[str, Any]:
