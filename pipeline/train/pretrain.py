@@ -43,11 +43,11 @@ from pipeline.config import _f
 from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
 from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_pairs
+from pipeline.datasets.sequences import bicubic_window, margin, sample_windows, synth_window
 from pipeline.inference import upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
-from pipeline.models import checkpoint
-from pipeline.models.edsr import EDSR
+from pipeline.models import build_model, checkpoint
 from pipeline.overlap import ahead
 from pipeline.storage import Store
 from pipeline.train.launch import Worker, launch, unwrap
@@ -55,14 +55,19 @@ from pipeline.train.launch import Worker, launch, unwrap
 FLAVOURS = {"bicubic": "clean bicubic inputs (the benchmark protocol)",
             "archive": "randomly degraded inputs: blur, resize, noise, JPEG / x264 / MPEG-4 (what archives carry)"}
 STATE_FORMAT = "reelsr.pretrain-state/2"
+MAX_SPEED, LOCAL = 2.0, 0.5  # DUF training windows: global motion up to 2 px/frame (HR), local up to 0.5
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
+    model: str = _f("edsr", 'Architecture: "edsr" (single frame, trained on patches) or "duf" (a window of frames, trained on windows synthesised from the images with smooth motion: pipeline.datasets.sequences).')
     n_resblocks: int = _f(16, "EDSR residual blocks (16: EDSR-baseline).")
-    n_feats: int = _f(64, "EDSR feature channels (64: EDSR-baseline).")
+    n_feats: int = _f(64, "Feature channels: EDSR's (64: EDSR-baseline), DUF's first 3D layer's.")
     res_scale: float = _f(1.0, "Residual scaling (0.1 for the 32x256 model).")
+    n_layers: int = _f(6, "DUF dense layers ((frames - 1) / 2 of them shrink the window to its centre).")
+    growth: int = _f(16, "DUF growth: feature maps each dense layer adds.")
+    frames: int = _f(7, "DUF window length (odd).")
     flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
     p_clean: float = _f(0.2, "With flavour archive: the share of patches whose input stays the clean bicubic downscale.")
     steps: int = _f(300_000, "Total optimisation steps (the EDSR paper: 300k).")
@@ -104,10 +109,26 @@ class PretrainConfig:
             raise ValueError(f"p_clean must be in 0..1, got {self.p_clean}")
         if self.max_seconds < 0 or self.max_cpu_seconds < 0 or self.threads < 0:
             raise ValueError("max_seconds, max_cpu_seconds and threads must be >= 0")
+        if self.model not in ("edsr", "duf"):
+            raise ValueError(f"model must be edsr or duf, got {self.model!r}")
+        if self.model == "duf":
+            from pipeline.models.duf import DUF
+
+            DUF(**{k: v for k, v in self.arch.items() if k != "name"})  # its own checks: odd window, enough layers
 
     @property
     def arch(self) -> dict[str, Any]:
-        return {"n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "res_scale": self.res_scale, "scale": self.scale}
+        """The model's ``arch`` dict (``pipeline.models.build_model``)."""
+        if self.model == "duf":
+            return {"name": "duf", "n_layers": self.n_layers, "n_feats": self.n_feats, "growth": self.growth, "frames": self.frames,
+                    "scale": self.scale}
+        return {"name": "edsr", "n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "res_scale": self.res_scale, "scale": self.scale}
+
+    @property
+    def region(self) -> int:
+        """Side of the image regions a training sample is taken from: the patch, and for
+        DUF the context its window's motion needs."""
+        return self.patch_size + 2 * margin(self.frames, MAX_SPEED, LOCAL) if self.model == "duf" else self.patch_size
 
     #: fields that may change between the slices of one run (the rest must match the saved state)
     RESUMABLE = ("steps", "max_seconds", "max_cpu_seconds", "val_every", "checkpoint_every", "workers", "device", "threads", "init", "precision")
@@ -151,25 +172,60 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], scale: int, devic
     return float(np.mean(vals))
 
 
-def init_from(model: EDSR, blob: bytes) -> str:
-    """Copy weights from a checkpoint: all of them at the same scale, all but the
-    upsampler from a x2 model (EDSR paper's x3/x4 initialisation). Returns what was done."""
+@torch.no_grad()
+def validate_windows(model: torch.nn.Module, images: list[np.ndarray], scale: int, device: torch.device, frames: int, patch: int = 96) -> float:
+    """Mean Y-PSNR (``scale`` px cropped) of a multi-frame model on one window per image,
+    synthesised (fixed seeds) from its centre with the training motion, bicubic inputs."""
+    was = model.training
+    model.eval()
+    vals = []
+    side = patch - patch % scale
+    need = side + 2 * margin(frames, MAX_SPEED, LOCAL)
+    for k, img in enumerate(im for im in images if min(im.shape[:2]) >= need):
+        top, left = (img.shape[0] - need) // 2, (img.shape[1] - need) // 2
+        w = synth_window(img[top:top + need, left:left + need], frames, side, np.random.default_rng(k), MAX_SPEED, LOCAL)
+        lr = bicubic_window(w, scale, np.random.default_rng(k))
+        lr_u8 = (lr.clamp(0, 1) * 255).round().div(255)  # the input a video would give: 8-bit frames
+        sr = model(lr_u8[None].to(device)).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+        hr = w[frames // 2].mul(255).round().byte().permute(1, 2, 0).numpy()
+        vals.append(psnr_y(sr, hr, crop=scale))
+    model.train(was)
+    if not vals:
+        raise ValueError(f"no validation image has a side of {need} px for a {frames}-frame window")
+    return float(np.mean(vals))
+
+
+def init_from(model: torch.nn.Module, blob: bytes) -> str:
+    """Copy weights from a checkpoint of the same architecture: all of them at the same
+    scale; from a x2 model, all but the scale-dependent layers (EDSR's upsampler, DUF's
+    last filter and residual convs: the EDSR paper's x3/x4 initialisation). Returns what
+    was done."""
     src, meta = checkpoint.load(blob)
-    a = meta["arch"]
-    if (a["n_resblocks"], a["n_feats"]) != (model.arch["n_resblocks"], model.arch["n_feats"]):
-        raise ValueError(f"init checkpoint is EDSR {a['n_resblocks']}x{a['n_feats']}, the model {model.arch['n_resblocks']}x{model.arch['n_feats']}")
-    if a["scale"] == model.scale:
+    a, mine = {"name": "edsr", **meta["arch"]}, dict(model.arch)
+    if _shape(a) != _shape(mine):
+        raise ValueError(f"init checkpoint is {_shape(a)}, the model {_shape(mine)}")
+    if a["scale"] == mine["scale"]:
         model.load_state_dict(src.state_dict())
         return f"all weights from a x{a['scale']} model"
     if a["scale"] != 2:
-        raise ValueError(f"init checkpoint must be x2 or x{model.scale}, got x{a['scale']}")
-    state = {k: v for k, v in src.state_dict().items() if not k.startswith("tail.0.")}
-    missing, _ = model.load_state_dict(state, strict=False)
-    assert all(k.startswith("tail.0.") for k in missing), missing
-    return "all but the upsampler from a x2 model"
+        raise ValueError(f"init checkpoint must be x2 or x{mine['scale']}, got x{a['scale']}")
+    target = model.state_dict()
+    state = {k: v for k, v in src.state_dict().items() if k in target and target[k].shape == v.shape and not k.startswith("tail.0.")}
+    model.load_state_dict(state, strict=False)
+    if mine["name"] == "edsr":
+        return "all but the upsampler from a x2 model"
+    return f"all but the scale-dependent layers ({len(target) - len(state)} tensors) from a x2 model"
+
+
+def _shape(arch: dict[str, Any]) -> str:
+    if arch["name"] == "duf":
+        return f"DUF {arch['n_layers']}x{arch['n_feats']} growth {arch['growth']}, {arch['frames']} frames"
+    return f"EDSR {arch['n_resblocks']}x{arch['n_feats']}" + ("" if arch.get("res_scale", 1.0) == 1.0 else f" res_scale {arch['res_scale']}")
 
 
 def final_name(cfg: PretrainConfig) -> str:
+    if cfg.model == "duf":
+        return f"duf_{cfg.n_layers}x{cfg.n_feats}_x{cfg.scale}.pt"
     return f"edsr_{cfg.n_resblocks}x{cfg.n_feats}_x{cfg.scale}.pt"
 
 
@@ -203,7 +259,9 @@ def training_state(model: torch.nn.Module, worker: Worker, cfg: PretrainConfig, 
     loaded when resuming. The model moves to its device first: Adam's load_state_dict
     puts the saved moments on the parameters' device, so loading them before the move
     would leave them on the CPU and fail the first step on a GPU."""
-    model = worker.wrap(model.to(memory_format=torch.channels_last))
+    if all(p.dim() <= 4 for p in model.parameters()):  # (channels_last is for 2D convolutions; DUF's are 3D)
+        model = model.to(memory_format=torch.channels_last)
+    model = worker.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     if cfg.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr / 100)
@@ -227,10 +285,13 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     device = worker.device
     images = ImageStore.open(config["images"])
     val_sets = {name: load_images(paths) for name, paths in config["val"].items()} if worker.main else {}
-    make_lr = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else bicubic_lr
+    duf = cfg.model == "duf"
+    archive = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else None
+    make_lr = archive or bicubic_lr
+    make_window_lr = archive.window if archive else bicubic_window
 
     torch.manual_seed(cfg.seed)
-    model = EDSR(**cfg.arch)
+    model = build_model(cfg.arch)
     step, seconds_before, cpu_before = 0, 0.0, 0.0
     state = config["state"]
     latest = os.path.join(out, "state.pt")
@@ -246,7 +307,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     if st is not None:
         step, seconds_before, cpu_before = int(st["step"]), float(st["seconds"]), float(st.get("train_cpu_seconds", 0.0))
     inner = unwrap(model)
-    sampler = PatchSampler(images, cfg.patch_size)
+    sampler = PatchSampler(images, cfg.region)
     amp = torch.bfloat16 if cfg.precision == "bf16" else None
     rng = np.random.default_rng([cfg.seed, worker.rank, step])  # a resumed run does not replay its patches
 
@@ -258,7 +319,10 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
 
     def batches():
         while True:
-            yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
+            if duf:
+                yield sample_windows(sampler, cfg.batch_size, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr, True, MAX_SPEED, LOCAL)
+            else:
+                yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
 
     pairs = ahead(batches(), 2)  # the next batches are made in a thread while this one trains
     try:
@@ -266,7 +330,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             c0 = time.process_time()
             lr_t, hr_t = next(pairs)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                sr = model(lr_t.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+                lr_t = lr_t.to(device, non_blocking=True)
+                sr = model(lr_t if duf else lr_t.contiguous(memory_format=torch.channels_last))
             loss = F.l1_loss(sr.float(), hr_t.to(device, non_blocking=True))
             bad = worker.agree(not bool(torch.isfinite(loss)))  # all ranks skip together (no half-done all-reduce); the step's one sync
             opt.zero_grad(set_to_none=True)
@@ -292,7 +357,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
                                            "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
                 if val_sets and (step % cfg.val_every == 0 or last or stop):
                     for name, ims in val_sets.items():
-                        metrics[f"val_{name}"] = round(validate(inner, ims, cfg.scale, device), 4)
+                        score = validate_windows(inner, ims, cfg.scale, device, cfg.frames) if duf else validate(inner, ims, cfg.scale, device)
+                        metrics[f"val_{name}"] = round(score, 4)
                     metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
                 with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(metrics) + "\n")
@@ -354,7 +420,7 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
     if state is None and cfg.init:
         with open(checkpoint.resolve(cfg.init, cfg.scale) if cfg.init.startswith("builtin:") else cfg.init, "rb") as fh:
             init = fh.read()
-    images = ImageStore.build(train_paths, os.path.join(output, "images"), min_side=cfg.patch_size)
+    images = ImageStore.build(train_paths, os.path.join(output, "images"), min_side=cfg.region)
     if where is None:
         where = "local" if cfg.workers == 1 and not os.environ.get("RAY_ADDRESS") else "ray"
     if where == "ray":
@@ -369,8 +435,8 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
             raise ValueError(f"workers={cfg.workers} CPU workers cannot be placed on a cluster with {int(cpus)} CPU(s)")
     else:
         gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
-    print(f"pretrain: EDSR {cfg.n_resblocks}x{cfg.n_feats} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
-          f"(of {len(train_paths)}; sides >= {cfg.patch_size} px), validation: "
+    print(f"pretrain: {_shape(cfg.arch)} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
+          f"(of {len(train_paths)}; sides >= {cfg.region} px), validation: "
           f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
     t0 = time.perf_counter()
     launch(pretrain_loop, {

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from pipeline.models import checkpoint
+from pipeline.models import build_model, checkpoint
 from pipeline.models.edsr import EDSR
 from pipeline.train.pretrain import PretrainConfig, init_from, pretrain
 from tests.conftest import ROOT
@@ -44,8 +44,33 @@ def test_init_x4_from_x2_copies_all_but_the_upsampler(tmp_path):
             assert torch.equal(v, x2.state_dict()[k]), k
     same = EDSR(2, 8, 1.0, 2)
     assert "all weights" in init_from(same, blob)
-    with pytest.raises(ValueError, match="init checkpoint is EDSR 2x8, the model 3x8"):
+    with pytest.raises(ValueError, match="init checkpoint is EDSR 2x8, the model EDSR 3x8"):
         init_from(EDSR(3, 8, 1.0, 4), blob)
+
+
+def test_duf_trains_on_synthesised_windows_and_starts_x4_from_x2(tmp_path):
+    """The multi-frame model through the same loop: windows made from the images (moving),
+    validated on windows of the validation images; x4 starts from x2 but for its
+    scale-dependent layers; another architecture is refused as a start."""
+    common = {"model": "duf", "n_layers": 2, "n_feats": 8, "growth": 4, "frames": 3, "batch_size": 2, "patch_size": 48,
+              "threads": 1, "val_every": 2, "checkpoint_every": 2}
+    x2 = pretrain(PretrainConfig(scale=2, steps=2, **common), [HR], str(tmp_path / "x2"), val={"Set5": HR})
+    assert x2["checkpoint"].endswith("duf_2x8_x2.pt")
+    model, meta = checkpoint.load(x2["checkpoint"])
+    assert meta["arch"] == {"name": "duf", "n_layers": 2, "n_feats": 8, "growth": 4, "frames": 3, "scale": 2}
+    val = history(str(tmp_path / "x2"))[-1]["val_Set5"]
+    assert 20 < val < 60  # a real score: near bicubic at the start (the filters begin as its kernel)
+    x4 = build_model({**meta["arch"], "scale": 4})
+    before = {k: v.clone() for k, v in x4.state_dict().items()}
+    note = init_from(x4, checkpoint.to_bytes(model, {}))
+    assert "scale-dependent layers (4 tensors)" in note
+    changed = [k for k, v in x4.state_dict().items() if not torch.equal(v, before[k])]
+    kept = [k for k in before if k not in changed]
+    assert sorted(kept) == ["filters.2.bias", "filters.2.weight", "residual.2.bias", "residual.2.weight"]
+    with pytest.raises(ValueError, match="init checkpoint is DUF 2x8 growth 4, 3 frames, the model EDSR 2x8"):
+        init_from(EDSR(2, 8, 1.0, 4), checkpoint.to_bytes(model, {}))
+    with pytest.raises(ValueError, match="odd number of frames"):
+        PretrainConfig(**{**common, "frames": 4})
 
 
 def history(out):
@@ -136,11 +161,11 @@ def test_resume_puts_the_optimiser_state_on_the_models_device(tmp_path):
     from pipeline.train.pretrain import _state_bytes, training_state
 
     cfg = PretrainConfig(scale=2, n_resblocks=1, n_feats=8, steps=10)
-    model, opt, sched, _ = training_state(EDSR(**cfg.arch), Worker(), cfg, None)
+    model, opt, sched, _ = training_state(build_model(cfg.arch), Worker(), cfg, None)
     model(torch.rand(1, 3, 8, 8)).mean().backward()
     opt.step()
     state = _state_bytes(model, opt, sched, 1, cfg, 1.0, 1.0)
-    model2, opt2, _, st = training_state(EDSR(**cfg.arch), Worker(device=torch.device("meta")), cfg, state)
+    model2, opt2, _, st = training_state(build_model(cfg.arch), Worker(device=torch.device("meta")), cfg, state)
     assert st["step"] == 1
     moments = [t for s in opt2.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
     assert moments and {t.device.type for t in moments} == {"meta"}
