@@ -30,7 +30,7 @@ from pipeline.config import InferConfig, MediaConfig, TrainConfig, build_config
 from pipeline.media.chunks import decode_chunk, iter_training_frames, plan_chunks, to_rgb
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import VideoInfo, probe
-from pipeline.models import checkpoint
+from pipeline.models import build_model, checkpoint
 from pipeline.models.edsr import EDSR
 from pipeline.train.finetune import finetune
 from pipeline.upscale import upscale_chunk
@@ -281,6 +281,20 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
         return len(frames)
 
     stages.append(timed("SR model only (NCHW as loaded, batch 1)", "frames", plain_only))
+
+    # the multi-frame model at the same output size: one 7-frame window per output frame (edges repeated)
+    torch.manual_seed(0)
+    duf = build_model({"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7, "scale": scale}).eval()
+
+    def duf_only() -> int:
+        clip = torch.from_numpy(np.stack(frames[:24])).permute(0, 3, 1, 2).float() / 255
+        with torch.inference_mode():
+            for t in range(len(clip)):
+                duf(clip[[min(max(t + k, 0), len(clip) - 1) for k in range(-3, 4)]][None])
+        return len(clip)
+
+    stages.append(timed("DUF 6x32 g16 model only (7-frame windows, batch 1)", "frames", duf_only,
+                        note="random weights (speed does not depend on them); compare with the NCHW batch-1 EDSR row"))
 
     def encode() -> int:
         with ChunkWriter(os.path.join(work, "enc.mp4"), width=info.width * scale, height=info.height * scale, time_base=info.time_base,

@@ -93,7 +93,8 @@ class DUF(nn.Module):
         weights = self.filters(f)[:, :, 0].view(n, FILTER * FILTER, r2, h, w).softmax(1)
         padded = F.pad(centre, (FILTER // 2,) * 4, mode="replicate")  # edges repeat, as the resizers do
         patches = F.unfold(padded, FILTER).view(n, 3, FILTER * FILTER, h, w)
-        filtered = torch.einsum("nckhw,nkshw->ncshw", patches, weights).reshape(n, 3 * r2, h, w)
+        # sum over the 25 taps, one at a time: einsum picks a batched matmul of tiny matrices here, 30x slower on a CPU
+        filtered = sum(patches[:, :, k, None] * weights[:, None, k] for k in range(FILTER * FILTER)).reshape(n, 3 * r2, h, w)
         return F.pixel_shuffle(filtered + residual, r)
 
 
