@@ -75,7 +75,8 @@ class Job:
         """What the API shows of the job (no store locations)."""
         return {"id": self.id, "status": self.status, "filename": self.filename, "scale": self.scale, "preset": self.preset,
                 "created": self.created, "started": self.started, "finished": self.finished, "progress": self.progress,
-                "error": self.error, "metrics": self.result.get("metrics", {}), "model_used": self.result.get("model_used")}
+                "error": self.error, "metrics": self.result.get("metrics", {}), "model_used": self.result.get("model_used"),
+                "model_reason": self.result.get("model_reason")}
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -156,7 +156,7 @@ class Runner:
             pass
         row = max(rows, key=lambda r: r["run_id"]) if rows else None
         if row is not None and row["status"] in ("restored", "skipped") and row["output"]:
-            result = {"video": row["output"], "model_used": row.get("model_used"),
+            result = {"video": row["output"], "model_used": row.get("model_used"), "model_reason": row.get("model_reason"),
                       "metrics": {k: row.get(k) for k in METRIC_KEYS if row.get(k) is not None},
                       "crops": sorted(e.uri for e in self.store.list_files(join(job.output, "reports", "crops")) if e.uri.endswith(".png")),
                       "frames": row.get("frames_out"), "duration_s": row.get("duration_s"),

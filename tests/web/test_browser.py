@@ -158,6 +158,8 @@ def test_a_person_restores_a_clip_in_the_browser_and_another_cannot_see_it(live,
             status, body = api(base, tokens["alice"], f"/api/jobs/{job_id}")
             job = json.loads(body)
             assert status == 200 and job["status"] == "restored" and job["progress"]["stage"] == "done" and job["metrics"]["niqe_output"] > 0
+            assert job["model_used"] in ("finetuned", "pretrained") and "held-out self-pair L1" in job["model_reason"]
+            assert job["metrics"]["flicker_output"] >= 0 and job["metrics"]["flicker_bicubic"] >= 0
             status, video = api(base, tokens["alice"], f"/api/jobs/{job_id}/video")
             assert status == 200 and video == open(saved, "rb").read()
             # bob: no trace of alice's job, by page, picture, download or API
