@@ -287,7 +287,7 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     duf = build_model({"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7, "scale": scale}).eval()
 
     def duf_only() -> int:
-        clip = torch.from_numpy(np.stack(frames[:24])).permute(0, 3, 1, 2).float() / 255
+        clip = torch.from_numpy(np.stack(frames[:8 if args.quick else 24])).permute(0, 3, 1, 2).float() / 255
         with torch.inference_mode():
             for t in range(len(clip)):
                 duf(clip[[min(max(t + k, 0), len(clip) - 1) for k in range(-3, 4)]][None])

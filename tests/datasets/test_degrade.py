@@ -116,7 +116,7 @@ def test_subsampling_is_centre_aligned_like_a_resize(scale):
     from pipeline.datasets.degrade import blur_decimate, subsample
     from pipeline.metrics.resize import bicubic_resize
 
-    hr = torch.from_numpy(bird()).permute(2, 0, 1)[None].float() / 255
+    hr = torch.from_numpy(bird().copy()).permute(2, 0, 1)[None].float() / 255
     lr = blur_decimate(hr, scale, 1.0)
     assert lr.shape[-2:] == (hr.shape[-2] // scale, hr.shape[-1] // scale)
     up = bicubic_resize(lr, hr.shape[-2:])
