@@ -145,10 +145,11 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     refs = samples.refs
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"metric_frames": len(samples.idx)}
+    pairs = _pair_context(samples, scale) if partner_outputs else []
     for method, frames in outputs.items():
         vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": [], "flicker": [], "terr": []}
         feats = []
-        tempo = _temporal(samples, frames, (partner_outputs or {}).get(method), scale)
+        tempo = _temporal(pairs, frames, (partner_outputs or {}).get(method), scale)
         for j, (i, (t, _)) in enumerate(zip(samples.idx, samples.src, strict=True)):
             row = {"video": video, "frame_index": i, "time_s": float(t), "method": method, "niqe": None, "psnr": None, "ssim": None,
                    "flicker": None, "terr": None, **tempo.get(j, {})}
@@ -175,21 +176,39 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     return {"summary": summary, "frames": rows}
 
 
-def _temporal(samples: Samples, frames: list[np.ndarray], partners: list[np.ndarray] | None, scale: int) -> dict[int, dict[str, float | None]]:
+def _pair_context(samples: Samples, scale: int) -> list[tuple[int, int, np.ndarray, np.ndarray | None]]:
+    """What every method's temporal measures share, computed once per pair: (position in
+    samples, position in partners, the source's still regions at output size, the
+    reference's Y change or None)."""
+    from pipeline.metrics.temporal import static_mask, y_change
+
+    if samples.partners is None:
+        return []
+    out = []
+    for k, j in enumerate(samples.pair_pos):
+        src0, src1 = samples.src[j][1], samples.partners.src[k][1]
+        mask = static_mask(src0, src1, scale, (src0.shape[0] * scale, src0.shape[1] * scale))
+        ref = None
+        if samples.refs is not None and samples.partners.refs is not None:
+            ref = y_change(samples.refs[j], samples.partners.refs[k])
+        out.append((j, k, mask, ref))
+    return out
+
+
+def _temporal(pairs: list[tuple[int, int, np.ndarray, np.ndarray | None]], frames: list[np.ndarray], partners: list[np.ndarray] | None,
+              scale: int) -> dict[int, dict[str, float | None]]:
     """{position in samples: {"flicker", "terr"}} of a method's pairs (none without partners)."""
-    if partners is None or samples.partners is None:
+    if partners is None:
         return {}
-    from pipeline.metrics.temporal import flicker, temporal_error
+    from pipeline.metrics.temporal import change_error, still_change
 
     out = {}
-    for k, j in enumerate(samples.pair_pos):
+    for j, k, mask, ref in pairs:
         a, b = frames[j], partners[k]
         h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         a, b = a[:h, :w], b[:h, :w]
-        f = flicker(a, b, samples.src[j][1], samples.partners.src[k][1], scale)
-        e = None
-        if samples.refs is not None and samples.partners.refs is not None:
-            e = temporal_error(a, b, samples.refs[j][:h, :w], samples.partners.refs[k][:h, :w], crop=scale)
+        f = still_change(a, b, mask[:h, :w])
+        e = None if ref is None else change_error(a, b, ref[:h, :w], crop=scale)
         out[j] = {"flicker": f if np.isfinite(f) else None, "terr": e}
     return out
 
@@ -217,16 +236,20 @@ def measure_video(
     after each); returns {"summary": {column: mean}, "frames": rows, "crops": ``crops``
     before/after pictures (``pipeline.visual.crops``)}."""
     samples = load_samples(source, reference, scale, total_frames, sample_frames, fields, temporal_pairs)
-    both = [s for s in (samples, samples.partners) if s is not None]
-    per: list[dict[str, list[np.ndarray]]] = [{"bicubic": bicubic_outputs(s, scale)} for s in both]
+    partners = samples.partners
+    # the sampled frames and their partners go through each method together: one model load, one decode of the output
+    joint = samples if partners is None else Samples(samples.idx + partners.idx, samples.src + partners.src, None)
+    every: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(joint, scale)}
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:
-            for s, outs in zip(both, per, strict=True):
-                outs[method] = model_outputs(s, blob, scale, precision, tile, tile_overlap)
+            every[method] = model_outputs(joint, blob, scale, precision, tile, tile_overlap)
     if output is not None:
-        for s, outs in zip(both, per, strict=True):
-            outs["output"] = [rgb for _, rgb in frames_at(output, s.idx)]
-    outputs, partner_outputs = per[0], (per[1] if len(per) > 1 else None)
+        want = sorted(set(joint.idx))
+        decoded = dict(zip(want, (rgb for _, rgb in frames_at(output, want)), strict=True))
+        every["output"] = [decoded[i] for i in joint.idx]
+    n = len(samples.idx)
+    outputs = {m: frames[:n] for m, frames in every.items()}
+    partner_outputs = {m: frames[n:] for m, frames in every.items()} if partners is not None else None
     if output is not None:
         # an odd output side was cut to even for yuv420p: every method is compared on that area
         h, w = outputs["output"][0].shape[:2]

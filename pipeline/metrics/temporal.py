@@ -23,13 +23,24 @@ STATIC_LEVELS = 2.0  # source Y change (0-255) under which a pixel is static
 MIN_STATIC = 0.01  # the share of the picture that must be static for a flicker score
 
 
+def y_change(frame0: np.ndarray, frame1: np.ndarray) -> np.ndarray:
+    """Y (BT.601, levels) of ``frame1`` minus that of ``frame0`` (uint8 RGB, one size)."""
+    return rgb_to_y(frame1) - rgb_to_y(frame0)
+
+
 def temporal_error(out0: np.ndarray, out1: np.ndarray, ref0: np.ndarray, ref1: np.ndarray, crop: int) -> float:
     """RMSE (Y levels) between the output's frame difference ``out1 - out0`` and the
     reference's ``ref1 - ref0``, ``crop`` px cut from each border. uint8 RGB frames of
     one size."""
     if not (out0.shape == out1.shape == ref0.shape == ref1.shape):
         raise ValueError(f"frames differ in size: {out0.shape}, {out1.shape}, {ref0.shape}, {ref1.shape}")
-    d = (rgb_to_y(out1) - rgb_to_y(out0)) - (rgb_to_y(ref1) - rgb_to_y(ref0))
+    return change_error(out0, out1, y_change(ref0, ref1), crop)
+
+
+def change_error(out0: np.ndarray, out1: np.ndarray, ref_change: np.ndarray, crop: int) -> float:
+    """``temporal_error`` with the reference's ``y_change`` already computed (one per pair,
+    shared by the methods measured on it)."""
+    d = y_change(out0, out1) - ref_change
     if crop:
         d = d[crop:-crop, crop:-crop]
     return float(np.sqrt(np.mean(d * d)))
@@ -40,7 +51,7 @@ def static_mask(src0: np.ndarray, src1: np.ndarray, scale: int, shape: tuple[int
     (``shape``: the output's (H, W), at most ``scale`` x the source's)."""
     from scipy.ndimage import maximum_filter  # here, not at the top, as in fullref
 
-    moved = maximum_filter(np.abs(rgb_to_y(src1) - rgb_to_y(src0)), size=3)
+    moved = maximum_filter(np.abs(y_change(src0, src1)), size=3)
     mask = np.repeat(np.repeat(moved < STATIC_LEVELS, scale, 0), scale, 1)
     return mask[: shape[0], : shape[1]]
 
@@ -49,7 +60,11 @@ def flicker(out0: np.ndarray, out1: np.ndarray, src0: np.ndarray, src1: np.ndarr
     """Mean |Y change| (levels) of the output between two consecutive frames over the
     source's static regions; nan when less than ``MIN_STATIC`` of the picture is static
     (a pan, a cut: nothing to measure)."""
-    mask = static_mask(src0, src1, scale, out0.shape[:2])
+    return still_change(out0, out1, static_mask(src0, src1, scale, out0.shape[:2]))
+
+
+def still_change(out0: np.ndarray, out1: np.ndarray, mask: np.ndarray) -> float:
+    """``flicker`` with the source's ``static_mask`` already computed (one per pair)."""
     if mask.mean() < MIN_STATIC:
         return math.nan
-    return float(np.abs(rgb_to_y(out1) - rgb_to_y(out0))[mask].mean())
+    return float(np.abs(y_change(out0, out1))[mask].mean())
