@@ -172,26 +172,33 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], scale: int, devic
     return float(np.mean(vals))
 
 
-@torch.no_grad()
-def validate_windows(model: torch.nn.Module, images: list[np.ndarray], scale: int, device: torch.device, frames: int, patch: int = 96) -> float:
-    """Mean Y-PSNR (``scale`` px cropped) of a multi-frame model on one window per image,
-    synthesised (fixed seeds) from its centre with the training motion, bicubic inputs."""
-    was = model.training
-    model.eval()
-    vals = []
+def validation_windows(images: list[np.ndarray], scale: int, frames: int, patch: int = 96) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """One window per image (those large enough), synthesised from its centre with the
+    training motion (fixed seeds), made once per run: (its 8-bit bicubic inputs (T, 3,
+    p, p) in [0, 1], the centre frame's uint8 target)."""
     side = patch - patch % scale
     need = side + 2 * margin(frames, MAX_SPEED, LOCAL)
+    out = []
     for k, img in enumerate(im for im in images if min(im.shape[:2]) >= need):
         top, left = (img.shape[0] - need) // 2, (img.shape[1] - need) // 2
         w = synth_window(img[top:top + need, left:left + need], frames, side, np.random.default_rng(k), MAX_SPEED, LOCAL)
-        lr = bicubic_window(w, scale, np.random.default_rng(k))
-        lr_u8 = (lr.clamp(0, 1) * 255).round().div(255)  # the input a video would give: 8-bit frames
-        sr = model(lr_u8[None].to(device)).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-        hr = w[frames // 2].mul(255).round().byte().permute(1, 2, 0).numpy()
+        lr = (bicubic_window(w, scale, np.random.default_rng(k)).clamp(0, 1) * 255).round().div(255)  # the 8-bit frames a video gives
+        out.append((lr, w[frames // 2].mul(255).round().byte().permute(1, 2, 0).numpy()))
+    if not out:
+        raise ValueError(f"no validation image has a side of {need} px for a {frames}-frame window")
+    return out
+
+
+@torch.no_grad()
+def validate_windows(model: torch.nn.Module, windows: list[tuple[torch.Tensor, np.ndarray]], scale: int, device: torch.device) -> float:
+    """Mean Y-PSNR (``scale`` px cropped) of a multi-frame model on ``validation_windows``."""
+    was = model.training
+    model.eval()
+    vals = []
+    for lr, hr in windows:
+        sr = model(lr[None].to(device)).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
         vals.append(psnr_y(sr, hr, crop=scale))
     model.train(was)
-    if not vals:
-        raise ValueError(f"no validation image has a side of {need} px for a {frames}-frame window")
     return float(np.mean(vals))
 
 
@@ -202,8 +209,8 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
     was done."""
     src, meta = checkpoint.load(blob)
     a, mine = {"name": "edsr", **meta["arch"]}, dict(model.arch)
-    if _shape(a) != _shape(mine):
-        raise ValueError(f"init checkpoint is {_shape(a)}, the model {_shape(mine)}")
+    if _describe(a) != _describe(mine):
+        raise ValueError(f"init checkpoint is {_describe(a)}, the model {_describe(mine)}")
     if a["scale"] == mine["scale"]:
         model.load_state_dict(src.state_dict())
         return f"all weights from a x{a['scale']} model"
@@ -217,7 +224,7 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
     return f"all but the scale-dependent layers ({len(target) - len(state)} tensors) from a x2 model"
 
 
-def _shape(arch: dict[str, Any]) -> str:
+def _describe(arch: dict[str, Any]) -> str:
     if arch["name"] == "duf":
         return f"DUF {arch['n_layers']}x{arch['n_feats']} growth {arch['growth']}, {arch['frames']} frames"
     return f"EDSR {arch['n_resblocks']}x{arch['n_feats']}" + ("" if arch.get("res_scale", 1.0) == 1.0 else f" res_scale {arch['res_scale']}")
@@ -285,6 +292,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     device = worker.device
     images = ImageStore.open(config["images"])
     val_sets = {name: load_images(paths) for name, paths in config["val"].items()} if worker.main else {}
+    if cfg.model == "duf":  # its validation windows are synthesised once, not at every validation
+        val_sets = {name: validation_windows(ims, cfg.scale, cfg.frames) for name, ims in val_sets.items()}
     duf = cfg.model == "duf"
     archive = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else None
     make_lr = archive or bicubic_lr
@@ -357,7 +366,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
                                            "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 1), "train_cpu_seconds": round(cpu_total, 1)}
                 if val_sets and (step % cfg.val_every == 0 or last or stop):
                     for name, ims in val_sets.items():
-                        score = validate_windows(inner, ims, cfg.scale, device, cfg.frames) if duf else validate(inner, ims, cfg.scale, device)
+                        score = validate_windows(inner, ims, cfg.scale, device) if duf else validate(inner, ims, cfg.scale, device)
                         metrics[f"val_{name}"] = round(score, 4)
                     metrics["val_psnr_y"] = metrics[f"val_{next(iter(val_sets))}"]
                 with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as fh:
@@ -435,7 +444,7 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
             raise ValueError(f"workers={cfg.workers} CPU workers cannot be placed on a cluster with {int(cpus)} CPU(s)")
     else:
         gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
-    print(f"pretrain: {_shape(cfg.arch)} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
+    print(f"pretrain: {_describe(cfg.arch)} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
           f"(of {len(train_paths)}; sides >= {cfg.region} px), validation: "
           f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
     t0 = time.perf_counter()
