@@ -158,8 +158,6 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             cfg = grid.config(base, name)
             t0 = time.perf_counter()
             frames = _training_frames(extracted, lr, info, cfg.train)
-            arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
-            model = build_start_model(arch, pretrained, cfg.train.seed)
             small = too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side) if pretrained is not None else None
             try:
                 if small:  # as a restore does: nothing is trained, the starting model restores the clip
@@ -169,7 +167,7 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
                     blob = None
                     print(f"[{clip}] {name}: not fine-tuned: {small}", flush=True)
                 else:
-                    row, blob = _variant(clip, common, name, grid, cfg, model, frames, samples, est, device, t0)
+                    row, blob = _variant(clip, common, name, grid, cfg, pretrained, frames, samples, est, device, t0)
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too
                 row = _row(common, name, grid.variants[name], None, "finetuned")
                 row.update(train_frames=len(frames), error=f"{type(e).__name__}: {e}", total_seconds=time.perf_counter() - t0)
@@ -196,8 +194,11 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
     return rows
 
 
-def _variant(clip, common, name, grid, cfg, model, frames, samples, est, device, t0) -> tuple[dict[str, Any], bytes]:
-    """Fine-tune one variant on the clip's frames and measure it: (its row, its checkpoint)."""
+def _variant(clip, common, name, grid, cfg, pretrained, frames, samples, est, device, t0) -> tuple[dict[str, Any], bytes]:
+    """Fine-tune a copy of the starting model on the clip's frames with one variant's
+    settings and measure it: (its row, its checkpoint)."""
+    arch = {"n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+    model = build_start_model(arch, pretrained, cfg.train.seed)
     best_w: dict[str, Any] = {}
     stats = finetune(model, frames, cfg.train, cfg.scale, device, seed=cfg.train.seed,
                      make_lr=self_pairs(cfg.train.degrade, est), best=best_w)
