@@ -67,7 +67,7 @@ def config(name: str, stage: str, threads: int) -> PretrainConfig:
     blocks, feats = SHAPES[name]
     return PretrainConfig(scale=scale, n_resblocks=blocks, n_feats=feats, flavour=flavour, steps=steps, batch_size=16,
                           patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=2500, checkpoint_every=250,
-                          threads=threads, precision="bf16", seed=scale, **EXTRA.get(stage, {}))
+                          threads=threads, precision="auto", seed=scale, **EXTRA.get(stage, {}))
 
 
 def shipped(name: str, stage: str) -> str | None:

@@ -44,7 +44,7 @@ from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
 from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_pairs
 from pipeline.datasets.sequences import bicubic_window, margin, sample_windows, synth_window
-from pipeline.inference import upscale_frames
+from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import build_model, checkpoint
@@ -81,7 +81,7 @@ class PretrainConfig:
     workers: int = _f(1, "Data-parallel workers (Ray Train when > 1); one GPU each when the cluster has GPUs.")
     device: str = _f("auto", "auto (a GPU when there is one), gpu, or cpu.")
     threads: int = _f(0, "CPU threads per worker; 0: the node's CPUs shared by its workers.")
-    precision: str = _f("fp32", 'Training arithmetic: "fp32", or "bf16" (autocast; weights, optimiser and loss stay fp32; about 2.3x faster than fp32 on a CPU with AVX512-BF16, see bench/shapes.py). Validation is always fp32.')
+    precision: str = _f("fp32", 'Training arithmetic: "fp32", "bf16" (autocast; weights, optimiser and loss stay fp32; about 2.3x faster than fp32 on a CPU with AVX512-BF16, see bench/shapes.py, and several times slower than fp32 on one without, where bf16 is emulated), or "auto" (bf16 where it is native, else fp32). Validation is always fp32.')
     init: str | None = _f(None, "Start from this checkpoint: same scale (all weights) or x2 (all but the upsampler, for x3/x4).")
     max_seconds: float = _f(0.0, "Stop (saving the state) after this many seconds of this run; 0: no limit. Rerun to continue.")
     max_cpu_seconds: float = _f(0.0, "Stop (saving the state) once the run's training has used this many CPU seconds in all (across resumes); 0: no limit.")
@@ -101,8 +101,8 @@ class PretrainConfig:
             raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
         if self.lr_schedule not in ("step", "cosine"):
             raise ValueError(f"lr_schedule must be step or cosine, got {self.lr_schedule!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         if self.flavour not in FLAVOURS:
             raise ValueError(f"flavour must be {' or '.join(FLAVOURS)}, got {self.flavour!r}")
         if not 0.0 <= self.p_clean <= 1.0:
@@ -317,7 +317,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
         step, seconds_before, cpu_before = int(st["step"]), float(st["seconds"]), float(st.get("train_cpu_seconds", 0.0))
     inner = unwrap(model)
     sampler = PatchSampler(images, cfg.region)
-    amp = torch.bfloat16 if cfg.precision == "bf16" else None
+    amp = training_autocast(cfg.precision, device)
     rng = np.random.default_rng([cfg.seed, worker.rank, step])  # a resumed run does not replay its patches
 
     t0 = time.perf_counter()
@@ -387,7 +387,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
         prov = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("max_seconds", "max_cpu_seconds", "threads", "device", "workers")}
         prov.update(trained_by="jobs.pretrain", steps_done=step, seconds=final.get("seconds"), train_cpu_seconds=final.get("train_cpu_seconds"),
                     workers=worker.world, device=str(device), final_loss=final.get("loss"), train_images=config["train_name"],
-                    train_image_count=len(images), val={k[4:]: v for k, v in final.items() if k.startswith("val_") and k != "val_psnr_y"})
+                    train_image_count=len(images), precision=cfg.precision if cfg.precision != "auto" else f"auto ({'bf16' if amp else 'fp32'} in the last slice)",
+                    val={k[4:]: v for k, v in final.items() if k.startswith("val_") and k != "val_psnr_y"})
         checkpoint.save(inner, os.path.join(out, final_name(cfg)), prov)
         _say(f"pretrain: done: {os.path.join(out, final_name(cfg))}")
     return {"step": step, "finished": True}
