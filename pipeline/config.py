@@ -90,9 +90,12 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = _f("edsr", "Model architecture, from the table pipeline.models.ARCHS (edsr).")
+    arch: str = _f("edsr", "Model architecture, from the table pipeline.models.ARCHS (edsr, duf).")
     n_resblocks: int = _f(16, "EDSR residual blocks.")
-    n_feats: int = _f(64, "EDSR feature channels.")
+    n_feats: int = _f(64, "EDSR feature channels; DUF's after its first convolution.")
+    n_layers: int = _f(6, "DUF dense layers (the last (frames - 1) / 2 shrink the window to its centre).")
+    growth: int = _f(16, "DUF feature maps each dense layer adds.")
+    frames: int = _f(7, "DUF window: frames in per frame out (odd; the centre one is restored). Windows stop at scene cuts.")
     res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
     pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped with the package (the table pipeline.models.weights.WEIGHTS), or scratch to fine-tune a freshly initialised model (poor results: only when asked for). Empty: refused when the run starts, with where to get weights.")
 
@@ -100,13 +103,22 @@ class ModelConfig:
         from pipeline.models import ARCHS
 
         ARCHS.entry(self.arch)  # an unknown name raises, naming the known ones
-        if self.arch != "edsr":
-            raise ValueError(f"model.arch={self.arch}: restores run single-frame models only so far (edsr); the multi-frame "
-                             f"{self.arch} model (pipeline/models/{self.arch}.py) has no windowed inference, training or weights yet")
+        if self.arch == "duf":
+            from pipeline.models.duf import DUF
+
+            DUF(**{k: v for k, v in self.arch_dict(2).items() if k not in ("name", "scale")})  # its own checks, by name
         if self.n_resblocks < 1 or self.n_feats < 1:
             raise ValueError(f"model.n_resblocks and model.n_feats must be >= 1, got {self.n_resblocks}, {self.n_feats}")
         if not (math.isfinite(self.res_scale) and self.res_scale > 0):
             raise ValueError(f"model.res_scale must be a finite number > 0, got {self.res_scale}")
+
+
+    def arch_dict(self, scale: int) -> dict[str, Any]:
+        """The architecture these fields describe (``pipeline.models.build_model``'s dict)."""
+        if self.arch == "duf":
+            return {"name": "duf", "n_layers": self.n_layers, "n_feats": self.n_feats, "growth": self.growth, "frames": self.frames,
+                    "scale": scale}
+        return {"name": self.arch, "n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "res_scale": self.res_scale, "scale": scale}
 
 
 LOSS_HELP = 'Weighted sum of loss terms "name:weight,..." (the terms are listed at the end of --help)'
@@ -256,7 +268,8 @@ class LimitsConfig:
 #: changes only videos whose frames are under 32 px x the scale: restored before, they are
 #: kept as they were.)
 HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth"),
-                                                  "train": ("cpus_per_worker", "precision", "min_pair_side")}
+                                                  "train": ("cpus_per_worker", "precision", "min_pair_side"),
+                                                  "model": ("n_layers", "growth", "frames")}
 
 
 @dataclass(frozen=True)
@@ -286,6 +299,9 @@ class RestoreConfig:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
+        if self.model.arch == "duf" and self.train.finetune:
+            raise ValueError("model.arch=duf restores with its starting model only so far (self-transfer on windows is not built): "
+                             "add --no-finetune (train.finetune=false) and a DUF checkpoint in model.pretrained (python -m jobs.pretrain --set model=duf)")
         if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
 

@@ -98,9 +98,28 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     Channels-last (NHWC) convolutions measured 1.2x faster than NCHW on the CPU
     (EDSR 16x64, 176x144 frames, batch 1, 2 cores: 5.32 against 4.40 frames/s in
     bench/results/2026-11-22-vm.md; 4.6 against 2.9 in an earlier micro-run) and are
-    what tensor cores want on a GPU.
+    what tensor cores want on a GPU. A model with 3D convolutions (DUF) keeps its layout
+    (channels-last is a 4D format).
     """
-    return model.to(device).eval().to(memory_format=torch.channels_last)
+    model = model.to(device).eval()
+    if any(p.dim() == 5 for p in model.parameters()):
+        return model
+    return model.to(memory_format=torch.channels_last)
+
+
+def frames_in(model: nn.Module) -> int:
+    """Frames a model takes per output frame: its window (DUF), or 1."""
+    return int(getattr(model, "arch", {}).get("frames", 1))
+
+
+def feature_maps(arch: dict) -> int:
+    """An EDSR-equivalent feature count of an architecture, for the memory estimates
+    below (which count EDSR's maps): EDSR's n_feats; for DUF, its widest dense layer's
+    input and output over the whole window plus the filter weights, in those units."""
+    if arch.get("name") == "duf":
+        widest = arch["n_feats"] + arch["n_layers"] * arch["growth"]
+        return -(-(3 * widest * arch["frames"] + 25 * arch["scale"] ** 2) // 4)
+    return int(arch.get("n_feats", 64))
 
 
 # A CPU batch is as many frames as keep one feature map under this many bytes: above
@@ -228,19 +247,20 @@ def _forward(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> torc
 
 @torch.inference_mode()
 def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0, overlap: int = 16, amp: torch.dtype | None = None) -> torch.Tensor:
-    """float (N, 3, H, W) in [0, 1] on the model's device -> float (N, 3, sH, sW) in [0, 1].
+    """float (N, 3, H, W) in [0, 1] on the model's device -> float (N, 3, sH, sW) in [0, 1];
+    for a multi-frame model, windows (N, T, 3, H, W) -> their centre frames upscaled.
 
     When ``tile`` > 0 and H or W exceeds it, the frame is restored in overlapping tiles
     so memory is bounded by the tile size, not the frame size.
     """
-    _, _, h, w = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)
+    h, w = x.shape[-2:]
+    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
     if not tile or (h <= tile and w <= tile):
         return _forward(model, x, amp).clamp_(0, 1)
     out = torch.empty((x.shape[0], 3, h * scale, w * scale), device=x.device, memory_format=torch.channels_last)
     for ys, ye, oys, oye in _tile_spans(h, tile, overlap):
         for xs, xe, oxs, oxe in _tile_spans(w, tile, overlap):
-            y = _forward(model, x[:, :, ys:ye, xs:xe], amp)
+            y = _forward(model, x[..., ys:ye, xs:xe], amp)
             out[:, :, oys * scale:oye * scale, oxs * scale:oxe * scale] = y[
                 :, :, (oys - ys) * scale:(oye - ys) * scale, (oxs - xs) * scale:(oxe - xs) * scale
             ]
@@ -307,9 +327,12 @@ def upscale_frames_deferred(
     (rounded), or with ``i420`` (the colorspace) the limited-range I420 planes
     (N, h * 3 // 2, w) converted on the device. ``crop`` (h, w): keep the top-left
     h x w of each result (I420 needs even sides). uint16 frames (0..65535, from a source
-    of more than 8 bits) give uint16 RGB, or 10-bit I420 planes (uint16)."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"frames must be uint8 or uint16 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    of more than 8 bits) give uint16 RGB, or 10-bit I420 planes (uint16). A multi-frame
+    model takes windows (N, T, H, W, 3) and gives their centre frames upscaled."""
+    want = 5 if frames_in(model) > 1 else 4
+    if frames.ndim != want or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
+        shape = "(N, T, H, W, 3) windows" if want == 5 else "(N, H, W, 3)"
+        raise ValueError(f"frames must be uint8 or uint16 {shape}, got {frames.dtype} {frames.shape}")
     deep = frames.dtype == np.uint16
     peak = 65535.0 if deep else 255.0
     with torch.inference_mode():
@@ -318,7 +341,7 @@ def upscale_frames_deferred(
         x = torch.from_numpy(np.ascontiguousarray(frames))
         if device.type == "cuda":
             x = x.pin_memory()  # (torch's caching host allocator reuses the block) so the upload does not block the stream
-        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(peak)
+        x = x.to(device, non_blocking=True).movedim(-1, -3).float().div_(peak)
         y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
         if crop is not None:
             y = y[:, :, :crop[0], :crop[1]]
@@ -354,7 +377,7 @@ def upscale_frames_fitting(
     memory (another process took some, or the estimate was short); returns (the deferred
     result, the tile that worked), so the caller keeps it for the next batches.
     ``on_retry(tile)`` is told."""
-    frame = frames.shape[1:3]
+    frame = frames.shape[-3:-1]
     tile = min(tile, max(frame)) if tile else 0
     while True:
         try:

@@ -27,6 +27,7 @@ import torch
 from pipeline import inference, visual
 from pipeline.media.chunks import decode_chunk, plan_chunks
 from pipeline.media.probe import by_fields, probe
+from pipeline.media.windows import is_cut, window_positions
 from pipeline.metrics.fullref import psnr_y, ssim_y
 from pipeline.metrics.niqe import NIQE_BLOCK
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -82,6 +83,22 @@ class Samples:
     refs: list[np.ndarray] | None
     partners: Samples | None = None
     pair_pos: tuple[int, ...] = ()
+    windows: list[np.ndarray] | None = None  # each frame's window, for a multi-frame model (``windows_at``)
+
+
+def windows_at(path: str, indices: list[int], radius: int, total_frames: int, fields: bool = False) -> list[np.ndarray]:
+    """The window (2 * radius + 1, H, W, 3) of each frame at ``indices``, as a restore
+    builds it (``media.windows``: no reaching across a scene cut or past the video's ends)."""
+    last = total_frames - 1
+    need = sorted({j for i in indices for j in range(max(0, i - radius), min(last, i + radius) + 1)})
+    decoded = dict(zip(need, (rgb for _, rgb in frames_at(path, need, fields)), strict=True))
+    cut: dict[int, bool] = {}
+    out = []
+    for i in indices:
+        span = range(max(0, i - radius), min(last, i + radius))
+        cuts = [p for p in span if cut.setdefault(p, is_cut(decoded[p], decoded[p + 1]))]
+        out.append(np.stack([decoded[p] for p in window_positions(i, radius, 0, last, cuts)]))
+    return out
 
 
 def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int, fields: bool = False,
@@ -111,15 +128,21 @@ def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
 
 
 def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "auto", tile: int = 0, tile_overlap: int = 16) -> list[np.ndarray]:
-    """The checkpoint's outputs on the sampled frames (on this process's device);
-    ``tile`` as infer.tile (0: auto)."""
+    """The checkpoint's outputs on the sampled frames (on this process's device; a
+    multi-frame model's on ``samples.windows``); ``tile`` as infer.tile (0: auto)."""
     device = inference.pick_device()
     amp = inference.autocast_dtype(precision, device)
     model, meta = checkpoint.load(blob, map_location=device)
     model = inference.prepare(model, device)
     frame = samples.src[0][1].shape[:2] if samples.src else (0, 0)
-    tile = inference.tile_for(tile, tile_overlap, device, int(meta["arch"]["n_feats"]), scale, 1, amp, frame)
-    out = [inference.upscale_frames(model, rgb[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for _, rgb in samples.src]
+    tile = inference.tile_for(tile, tile_overlap, device, inference.feature_maps(meta["arch"]), scale, 1, amp, frame)
+    if inference.frames_in(model) > 1:
+        if samples.windows is None:
+            raise ValueError("a multi-frame model needs the samples' windows (load_samples(radius=...))")
+        inputs = samples.windows
+    else:
+        inputs = [rgb for _, rgb in samples.src]
+    out = [inference.upscale_frames(model, x[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for x in inputs]
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -239,6 +262,9 @@ def measure_video(
     partners = samples.partners
     # the sampled frames and their partners go through each method together: one model load, one decode of the output
     joint = samples if partners is None else Samples(samples.idx + partners.idx, samples.src + partners.src, None)
+    radius = max((checkpoint.load(b)[1]["arch"].get("frames", 1) // 2 for b in (pretrained, finetuned) if b is not None), default=0)
+    if radius:  # a multi-frame model: each sample's window, as the restore made it
+        joint = dataclasses.replace(joint, windows=windows_at(source, joint.idx, radius, total_frames, fields))
     every: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(joint, scale)}
     for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
         if blob is not None:

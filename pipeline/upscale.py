@@ -14,6 +14,7 @@ from pipeline.config import InferConfig, MediaConfig
 from pipeline.media.chunks import Chunk, decode_chunk
 from pipeline.media.encode import ChunkWriter
 from pipeline.media.probe import VideoInfo
+from pipeline.media.windows import chunk_windows
 from pipeline.overlap import Behind, ahead
 
 NVENC_MAX_SIDE = 4096  # H.264 NVENC's largest frame side
@@ -61,7 +62,9 @@ def upscale_chunk(
     depends on its thread count.
     ``device_colour``: convert to I420 on the model's device (None: on a GPU only; on
     the CPU swscale is faster). ``codec``: the video's encoder (None: ``encoder_for``).
-    A source of more than 8 bits gives 10-bit output unless ``media.bit_depth`` is 8:
+    A multi-frame model (DUF) gets each frame's window (``media.windows``: the chunk is
+    decoded with the neighbouring GOPs that hold its context, so chunking does not change
+    the output; windows stop at scene cuts). A source of more than 8 bits gives 10-bit output unless ``media.bit_depth`` is 8:
     its frames stay 16-bit integers from the decoder to the encoder, and the model runs
     in fp32 where ``amp`` is bf16 (8 significant bits).
     """
@@ -70,7 +73,8 @@ def upscale_chunk(
     depth = media.output_depth(info.bit_depth)
     if depth > 8 and amp is torch.bfloat16:
         amp = None  # bf16 keeps 8 significant bits: a 10-bit output needs fp32 (or fp16) results
-    n_feats = int(getattr(model, "arch", {}).get("n_feats", 64))
+    n_feats = inference.feature_maps(getattr(model, "arch", {}))
+    radius = inference.frames_in(model) // 2
     batch_size, tile = inference.batch_and_tile(infer.batch_size or inference.auto_batch(device, n_feats, info.height, info.width),
                                                 infer.tile, infer.tile_overlap, device, n_feats, scale, amp, (info.height, info.width))
 
@@ -80,7 +84,11 @@ def upscale_chunk(
     def batches() -> Iterator[tuple[list[int], np.ndarray]]:
         pts: list[int] = []
         rgbs: list[np.ndarray] = []
-        for p, rgb in decode_chunk(info.path, chunk, info, threads=threads, deep=depth > 8):
+        if radius:  # a multi-frame model: each frame's window, the chunk decoded with its halo
+            decoded = chunk_windows(info.path, chunk, info, radius, threads=threads, deep=depth > 8)
+        else:
+            decoded = decode_chunk(info.path, chunk, info, threads=threads, deep=depth > 8)
+        for p, rgb in decoded:
             pts.append(p)
             rgbs.append(rgb)
             if len(pts) == batch_size:

@@ -65,7 +65,7 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("media.damaged=skip", "media.damaged must be conceal or fail"),
         ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
         ("train.min_pair_side=-1", "train.min_pair_side must be >= 0, got -1"),
-        ("model.arch=duf", "model.arch=duf: restores run single-frame models only so far"),
+        ("model.arch=duf", "model.arch=duf restores with its starting model only so far"),
         ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr)"),
     ],
 )
@@ -73,6 +73,20 @@ def test_bad_values_are_named(override, message):
     kw = {"scale": 4} if "patch_size" in override else {}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_config("baseline", None, [override], **kw)
+
+
+@pytest.mark.parametrize("override, message", [("model.frames=4", "DUF needs an odd number of frames"),
+                                               ("model.n_layers=2", "DUF with 7 frames needs at least 3 dense layers")])
+def test_duf_fields_are_checked_for_duf(override, message):
+    duf = ["model.arch=duf", "train.finetune=false", "model.pretrained=/x.pt"]
+    assert build_config("baseline", None, [*duf[1:], override]).model.arch == "edsr"  # EDSR does not read them
+    with pytest.raises(ValueError, match=message):
+        build_config("baseline", None, [*duf, override])
+    cfg = build_config("baseline", None, duf)
+    assert cfg.model.arch_dict(4) == {"name": "duf", "n_layers": 6, "n_feats": 64, "growth": 16, "frames": 7, "scale": 4}
+    # the DUF fields stay out of an EDSR config's hash at their defaults (earlier outputs keep their folders)
+    edsr = build_config("baseline", None, duf[1:])
+    assert edsr.hash() != build_config("baseline", None, [*duf[1:], "model.growth=8"]).hash()
 
 
 def test_hash_is_stable_and_tracks_results():

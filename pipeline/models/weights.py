@@ -131,7 +131,9 @@ def no_weights_error(arch: dict[str, Any], scale: int) -> ValueError:
     hints.append("train your own with python -m jobs.pretrain")
     hints.append(f"or pick a preset whose weights ship ({', '.join(_presets_with_weights())})")
     hints.append("--set model.pretrained=scratch fine-tunes from a fresh initialisation (poor results)")
-    return ValueError(f"no starting weights for {arch.get('name', 'edsr').upper()} {key[0]}x{key[1]} x{scale} (model.pretrained is unset): "
+    from pipeline.models import describe
+
+    return ValueError(f"no starting weights for {describe({**arch, 'scale': scale})} (model.pretrained is unset): "
                       + "; ".join(hints))
 
 

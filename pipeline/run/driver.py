@@ -26,7 +26,7 @@ import ray
 
 from pipeline import reports, visual
 from pipeline.config import RestoreConfig
-from pipeline.models import checkpoint
+from pipeline.models import checkpoint, describe
 from pipeline.models.weights import no_weights_error, read_pretrained
 from pipeline.run.layout import VIDEO_EXTENSIONS, DoneMarkers, Layout, VideoJob, list_entries
 from pipeline.run.lock import RunLock
@@ -47,7 +47,7 @@ def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
     """The starting checkpoint's bytes (None: from scratch), checked against the config:
     a mismatch is a config error for the whole run, not a per-video failure."""
     if not cfg.model.pretrained:
-        raise no_weights_error({"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats}, cfg.scale)
+        raise no_weights_error(cfg.model.arch_dict(cfg.scale), cfg.scale)
     if is_s3(cfg.model.pretrained):
         blob = store.read_bytes(cfg.model.pretrained)
     else:
@@ -55,15 +55,16 @@ def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
         if blob is None:
             return None  # "scratch", asked for by name
     arch = checkpoint.load(blob)[1]["arch"]
-    want = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats, "scale": cfg.scale}
+    want = {k: v for k, v in cfg.model.arch_dict(cfg.scale).items() if k != "res_scale"}
     got = {k: arch.get(k) for k in want}
     if got != want:
+        fields = ", ".join(f"model.{k}" for k in want if k not in ("name", "scale") and got[k] != want[k])
         raise ValueError(
-            f"model.pretrained {cfg.model.pretrained} is {str(got['name']).upper()} {got['n_resblocks']}x{got['n_feats']} x{got['scale']}, "
-            f"the config asks for {want['name'].upper()} {want['n_resblocks']}x{want['n_feats']} x{want['scale']}: "
-            "set model.n_resblocks / model.n_feats / scale to match, or pick another checkpoint"
+            f"model.pretrained {cfg.model.pretrained} is {describe(arch)}, the config asks for {describe(want)}: "
+            f"set {fields or 'model.arch'}{' / scale' if got['scale'] != want['scale'] else ''} to match, or pick another checkpoint"
         )
     return blob
+
 
 
 class WarmPool:

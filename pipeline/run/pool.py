@@ -94,8 +94,7 @@ class RestorerPool:
     def __init__(self, cfg: RestoreConfig, gpu: bool, start: bytes | None) -> None:
         self.cfg, self.gpu = cfg, gpu
         self.size = inference_pool_size(cfg, gpu)
-        self.arch = {"name": cfg.model.arch, "n_resblocks": cfg.model.n_resblocks, "n_feats": cfg.model.n_feats,
-                     "res_scale": cfg.model.res_scale, "scale": cfg.scale}
+        self.arch = cfg.model.arch_dict(cfg.scale)
         self._start_box = [ray.put(start)] if start is not None else None
         self._lock = threading.Condition()
         self._idle: list[Any] = []

@@ -47,7 +47,7 @@ from pipeline.datasets.sequences import bicubic_window, margin, sample_windows, 
 from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
-from pipeline.models import build_model, checkpoint
+from pipeline.models import build_model, checkpoint, describe
 from pipeline.overlap import ahead
 from pipeline.storage import Store
 from pipeline.train.launch import Worker, launch, unwrap
@@ -209,8 +209,8 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
     was done."""
     src, meta = checkpoint.load(blob)
     a, mine = {"name": "edsr", **meta["arch"]}, dict(model.arch)
-    if _describe(a) != _describe(mine):
-        raise ValueError(f"init checkpoint is {_describe(a)}, the model {_describe(mine)}")
+    if describe(a, scale=False) != describe(mine, scale=False):
+        raise ValueError(f"init checkpoint is {describe(a, scale=False)}, the model {describe(mine, scale=False)}")
     if a["scale"] == mine["scale"]:
         model.load_state_dict(src.state_dict())
         return f"all weights from a x{a['scale']} model"
@@ -222,12 +222,6 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
     if mine["name"] == "edsr":
         return "all but the upsampler from a x2 model"
     return f"all but the scale-dependent layers ({len(target) - len(state)} tensors) from a x2 model"
-
-
-def _describe(arch: dict[str, Any]) -> str:
-    if arch["name"] == "duf":
-        return f"DUF {arch['n_layers']}x{arch['n_feats']} growth {arch['growth']}, {arch['frames']} frames"
-    return f"EDSR {arch['n_resblocks']}x{arch['n_feats']}" + ("" if arch.get("res_scale", 1.0) == 1.0 else f" res_scale {arch['res_scale']}")
 
 
 def final_name(cfg: PretrainConfig) -> str:
@@ -445,7 +439,7 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
             raise ValueError(f"workers={cfg.workers} CPU workers cannot be placed on a cluster with {int(cpus)} CPU(s)")
     else:
         gpu = cfg.device == "gpu" or (cfg.device == "auto" and torch.cuda.is_available())
-    print(f"pretrain: {_describe(cfg.arch)} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
+    print(f"pretrain: {describe(cfg.arch, scale=False)} x{cfg.scale} ({cfg.flavour}), {len(images)} training images "
           f"(of {len(train_paths)}; sides >= {cfg.region} px), validation: "
           f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
     t0 = time.perf_counter()
