@@ -69,3 +69,23 @@ def test_a_later_stage_replaces_the_file_an_earlier_one_shipped(tmp_path, monkey
     stamp = dst.read_bytes()
     make_weights.publish("edsr_1x8", "x2-archive-more", first, {})
     assert dst.read_bytes() == stamp
+
+
+def test_a_duf_plan_trains_windows_and_publishes_window_scores(tmp_path, monkeypatch):
+    """A multi-frame name runs its own plan (windows), and its file carries Y-PSNR on
+    validation windows, not on single images."""
+    monkeypatch.setattr(make_weights, "DUF_SHAPES", {"duf_2x8": (2, 8, 4, 3)})
+    monkeypatch.setattr(make_weights, "DUF_PLAN", {"x2-bicubic": (2, "bicubic", 2, 1e-3, None)})
+    monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path / "training"))
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path / "weights"))
+    real = make_weights.config
+    monkeypatch.setattr(make_weights, "config", lambda n, s, t: __import__("dataclasses").replace(
+        real(n, s, t), patch_size=48, val_every=2, checkpoint_every=2, batch_size=2))
+    os.makedirs(tmp_path / "weights")
+    assert make_weights.config("duf_2x8", "x2-bicubic", 1).model == "duf"
+    assert make_weights.shipped("duf_2x8", "x2-bicubic") == str(tmp_path / "weights" / "duf_2x8_bicubic_x2.pt")
+    make_weights.run("duf_2x8", ["x2-bicubic"], [SET5], {"Set5": SET5}, 0, 1)
+    model, meta = checkpoint.load(str(tmp_path / "weights" / "duf_2x8_bicubic_x2.pt"))
+    assert meta["arch"] == {"name": "duf", "n_layers": 2, "n_feats": 8, "growth": 4, "frames": 3, "scale": 2}
+    scores = meta["provenance"]["scores"]
+    assert set(scores) == {"Set5_windows_psnr_y"} and 20 < scores["Set5_windows_psnr_y"] < 40

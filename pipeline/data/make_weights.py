@@ -4,6 +4,8 @@ stage at a time, each continuing from the state committed in ``training/<name>/<
     python -m pipeline.data.make_weights --name NAME --data TRAIN_IMAGES \\
         --val Set5=SET5_HR --val Set14=SET14_HR [--stages x2-bicubic,...] [--hours H] [--threads N]
 
+NAME: an EDSR shape (``SHAPES``, plan ``PLAN``) or a DUF one (``DUF_SHAPES``, plan
+``DUF_PLAN``: windows of frames, scored on synthesised validation windows).
 TRAIN_IMAGES: the T91 + BSD200 images (the 291-image set of VDSR; see
 ``pipeline/data/weights/MODEL_CARD.md``). A stage whose ``init`` is not trained yet waits
 (it is skipped this time); a finished stage copies its checkpoint to
@@ -37,6 +39,8 @@ SLICE_SECONDS = 600.0
 
 #: name -> (n_resblocks, n_feats)
 SHAPES = {"edsr_16x32": (16, 32), "edsr_8x32": (8, 32), "edsr_16x48": (16, 48), "edsr_16x64": (16, 64)}
+#: multi-frame models: name -> (n_layers, n_feats, growth, frames)
+DUF_SHAPES = {"duf_6x32": (6, 32, 16, 7)}
 
 #: stage -> (scale, flavour, steps, lr, init stage or None), in the order they run: bicubic
 #: x2 first; x3/x4 start from x2 (as in the EDSR paper), each archive flavour from its
@@ -54,6 +58,17 @@ PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x4-archive-centred": (4, "archive", 4_000, 5e-5, "x4-archive-long"),
 }
 
+#: the DUF plan. Its first stage continues a probe run (1,750 steps, Set5 windows 32.79 dB)
+#: with that run's recipe: windows of 7 frames, HR patches of 96 px, batch 8, constant lr.
+DUF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
+    "x4-bicubic": (4, "bicubic", 6_000, 1e-4, None),
+}
+
+
+def plan_of(name: str) -> dict[str, tuple[int, str, int, float, str | None]]:
+    return DUF_PLAN if name in DUF_SHAPES else PLAN
+
+
 #: stage -> other PretrainConfig fields. The -long stages continue an archive model with
 #: more clean patches (35 % instead of 20 %): after 5k steps the archive models lost 0.8
 #: (x4) to 1.4 dB (x2) to the bicubic ones on clean Set5 and were still improving.
@@ -63,7 +78,12 @@ EXTRA: dict[str, dict] = {stage: {"p_clean": 0.35} for stage in ("x2-archive-lon
 
 
 def config(name: str, stage: str, threads: int) -> PretrainConfig:
-    scale, flavour, steps, lr, _ = PLAN[stage]
+    scale, flavour, steps, lr, _ = plan_of(name)[stage]
+    if name in DUF_SHAPES:
+        layers, feats, growth, frames = DUF_SHAPES[name]
+        return PretrainConfig(scale=scale, model="duf", n_layers=layers, n_feats=feats, growth=growth, frames=frames, flavour=flavour,
+                              steps=steps, batch_size=8, patch_size=96, lr=lr, lr_schedule="step", lr_step=200_000, val_every=250,
+                              checkpoint_every=250, threads=threads, precision="auto", seed=0)
     blocks, feats = SHAPES[name]
     return PretrainConfig(scale=scale, n_resblocks=blocks, n_feats=feats, flavour=flavour, steps=steps, batch_size=16,
                           patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=2500, checkpoint_every=250,
@@ -73,8 +93,8 @@ def config(name: str, stage: str, threads: int) -> PretrainConfig:
 def shipped(name: str, stage: str) -> str | None:
     """The package file a finished stage becomes: the last stage of its scale and flavour
     in the plan ships; an earlier one (continued by a later stage) does not."""
-    scale, flavour, *_ = PLAN[stage]
-    last = [s for s, plan in PLAN.items() if plan[:2] == (scale, flavour)][-1]
+    scale, flavour, *_ = plan_of(name)[stage]
+    last = [s for s, plan in plan_of(name).items() if plan[:2] == (scale, flavour)][-1]
     return os.path.join(WEIGHTS_DIR, f"{name}_{flavour}_x{scale}.pt") if stage == last else None
 
 
@@ -87,7 +107,7 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
         if os.path.exists(os.path.join(out, final_name(cfg))):
             publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
-        init_stage = PLAN[stage][4]
+        init_stage = plan_of(name)[stage][4]
         init = (start or {}).get(stage)  # a warm start given for a first stage (e.g. the shape study's run)
         if init_stage is not None:
             init = os.path.join(STATE_DIR, name, init_stage, final_name(config(name, init_stage, threads)))
@@ -125,9 +145,19 @@ def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]
 
 def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
     """The benchmark protocol's Y-PSNR on each validation set, and on the degraded Set14
-    (fixed seeds) when it is one of them."""
+    (fixed seeds) when it is one of them; for a multi-frame model, its Y-PSNR on windows
+    synthesised from each set's images (``pretrain.validation_windows``, fixed seeds)."""
     from pipeline.benchmark import benchmark
+    from pipeline.models import checkpoint
+    from pipeline.train.pretrain import list_images, load_images, validate_windows, validation_windows
 
+    model, meta = checkpoint.load(path)
+    if meta["arch"].get("name") == "duf":
+        import torch
+
+        return {f"{name}_windows_psnr_y": round(validate_windows(model, validation_windows(load_images(list_images(folder)), scale,
+                                                                                                    meta["arch"]["frames"]), scale,
+                                                                 torch.device("cpu")), 3) for name, folder in val.items()}
     out = {}
     for name, folder in val.items():
         out[f"{name}_psnr_y"] = round(benchmark(path, folder, scale)["mean"]["psnr_y"], 3)
@@ -148,28 +178,30 @@ def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) ->
         return
     if not os.path.exists(dst) or checkpoint.load(dst)[1]["provenance"].get("stage") != stage:
         model, meta = checkpoint.load(checkpoint_path)
-        prov = dict(meta["provenance"], scores=scores(checkpoint_path, PLAN[stage][0], val), stage=stage,
+        prov = dict(meta["provenance"], scores=scores(checkpoint_path, plan_of(name)[stage][0], val), stage=stage,
                     made_by=f"python -m pipeline.data.make_weights --name {name}")
         checkpoint.save(model, dst, prov)
     digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
-    print(f"make_weights: {stage} -> {dst}\n    {PLAN[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
+    print(f"make_weights: {stage} -> {dst}\n    {plan_of(name)[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, choices=sorted(SHAPES))
+    ap.add_argument("--name", required=True, choices=sorted(SHAPES) + sorted(DUF_SHAPES))
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--val", action="append", default=[], metavar="NAME=DIR")
-    ap.add_argument("--stages", default=",".join(PLAN), help="stages to run, in order (default: the whole plan)")
+    ap.add_argument("--stages", default="", help="stages to run, in order (default: the name's whole plan)")
     ap.add_argument("--hours", type=float, default=0.0, help="stop (saving the state) after this many hours; 0: no limit")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of this process")
     ap.add_argument("--init", action="append", default=[], metavar="STAGE=CHECKPOINT",
                     help="start a stage without an init stage from this checkpoint (same scale), e.g. a shape-study run")
     args = ap.parse_args(argv)
-    unknown = [s for s in args.stages.split(",") if s not in PLAN]
+    plan = plan_of(args.name)
+    stages = args.stages.split(",") if args.stages else list(plan)
+    unknown = [s for s in stages if s not in plan]
     if unknown:
-        ap.error(f"unknown stages {unknown} (the plan: {', '.join(PLAN)})")
-    run(args.name, args.stages.split(","), args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads,
+        ap.error(f"unknown stages {unknown} (the plan of {args.name}: {', '.join(plan)})")
+    run(args.name, stages, args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads,
         dict(v.split("=", 1) for v in args.init))
 
 
