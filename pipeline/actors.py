@@ -71,21 +71,30 @@ def probe_source(store: Store, source: str, version: str, max_pixels: int = 0, s
 
 def training_frames(
     store: Store, info: VideoInfo, version: str, policy: str, max_frames: int, seed: int, dedup: float = 0.0, scale: int = 0,
+    radius: int = 0,
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """(training frames of the video ``info.path`` (a store URI) by policy, near-duplicates
     dropped, at most ``max_frames`` as a uniform sample; {"count", and with ``scale`` the
     video's estimated "degradation"}). Two returns, so the driver can read the second
-    without fetching the frames."""
+    without fetching the frames. ``radius`` > 0 (a multi-frame model): each picked frame's
+    window of 2 * radius + 1 (``media.windows.training_windows``), at most
+    max_frames // (2 * radius + 1) windows, so memory holds max_frames frames."""
     from pipeline.estimate import estimate
+    from pipeline.media.windows import training_windows
 
     source = info.path
     path = store.local_copy(source, version)
+    local = dataclasses.replace(info, path=path)
     with _named(path, source):
-        kept = drop_near_duplicates((rgb for _, rgb in iter_training_frames(path, policy, dataclasses.replace(info, path=path))), dedup)
-        frames = reservoir(kept, max_frames, seed)
+        if radius:
+            picked = training_windows(path, policy, local, radius)
+            max_frames = max(1, max_frames // (2 * radius + 1))
+        else:
+            picked = (rgb for _, rgb in iter_training_frames(path, policy, local))
+        frames = reservoir(drop_near_duplicates(picked, dedup), max_frames, seed)
         about: dict[str, Any] = {"count": len(frames)}
         if scale and frames:
-            about["degradation"] = estimate(path, frames, scale).to_dict()
+            about["degradation"] = estimate(path, [w[radius] for w in frames] if radius else frames, scale).to_dict()
     return frames, about
 
 

@@ -299,9 +299,10 @@ class RestoreConfig:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
-        if self.model.arch == "duf" and self.train.finetune:
-            raise ValueError("model.arch=duf restores with its starting model only so far (self-transfer on windows is not built): "
-                             "add --no-finetune (train.finetune=false) and a DUF checkpoint in model.pretrained (python -m jobs.pretrain --set model=duf)")
+        if self.model.arch == "duf" and self.train.finetune and (self.train.loss != "l1" or self.train.multiscale or self.train.patches != "uniform"
+                                                                 or self.train.degrade or self.train.train_last):
+            raise ValueError("model.arch=duf fine-tunes on clean bicubic self-pair windows with the L1 loss only so far: leave train.loss, "
+                             "train.patches, train.multiscale, train.degrade and train.train_last at their defaults, or add --no-finetune")
         if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
 

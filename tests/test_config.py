@@ -65,7 +65,6 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("media.damaged=skip", "media.damaged must be conceal or fail"),
         ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
         ("train.min_pair_side=-1", "train.min_pair_side must be >= 0, got -1"),
-        ("model.arch=duf", "model.arch=duf restores with its starting model only so far"),
         ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr)"),
     ],
 )
@@ -82,6 +81,8 @@ def test_duf_fields_are_checked_for_duf(override, message):
     assert build_config("baseline", None, [*duf[1:], override]).model.arch == "edsr"  # EDSR does not read them
     with pytest.raises(ValueError, match=message):
         build_config("baseline", None, [*duf, override])
+    with pytest.raises(ValueError, match="model.arch=duf fine-tunes on clean bicubic self-pair windows with the L1 loss only so far"):
+        build_config("baseline", None, ["model.arch=duf", "train.multiscale=true"])
     cfg = build_config("baseline", None, duf)
     assert cfg.model.arch_dict(4) == {"name": "duf", "n_layers": 6, "n_feats": 64, "growth": 16, "frames": 7, "scale": 4}
     # the DUF fields stay out of an EDSR config's hash at their defaults (earlier outputs keep their folders)

@@ -25,10 +25,12 @@ def reservoir(frames: Iterable[np.ndarray], k: int, seed: int) -> list[np.ndarra
 
 def drop_near_duplicates(frames: Iterable[np.ndarray], threshold: float) -> Iterator[np.ndarray]:
     """Frames whose mean absolute difference from the last kept frame (on a 1/4-size grey
-    copy, 0-255 scale) is at least ``threshold``; the first frame is always kept."""
+    copy, 0-255 scale) is at least ``threshold``; the first frame is always kept. A
+    window of frames (T, H, W, 3) is compared by its centre frame."""
     last = None
     for f in frames:
-        grey = f[::4, ::4].mean(axis=2, dtype=np.float32)
+        c = f[len(f) // 2] if f.ndim == 4 else f
+        grey = c[::4, ::4].mean(axis=2, dtype=np.float32)
         if threshold <= 0 or last is None or grey.shape != last.shape or float(np.abs(grey - last).mean()) >= threshold:
             last = grey
             yield f

@@ -12,7 +12,7 @@ content was before and will be after. Its input is the frames degraded alike
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -92,4 +92,28 @@ def sample_windows(sampler: PatchSampler, batch: int, patch: int, frames: int, s
             w = w.flip(0)
         hrs.append(w[frames // 2])
         lrs.append(make_lr(w, scale, rng))
+    return torch.stack(lrs), torch.stack(hrs)
+
+
+def sample_video_windows(windows: Sequence[np.ndarray], batch: int, patch: int, scale: int, rng: np.random.Generator,
+                         make_lr: MakeWindowLR = bicubic_window, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-transfer windows from a video's own frames: ``windows`` are uint8 (T, H, W, 3)
+    (``media.windows``); each sample is the same ``patch`` x ``patch`` region of every frame
+    of a window (the video's real motion), flipped, rotated and reversed in time alike
+    when ``augment``. Returns (lr (N, T, 3, p, p) = ``make_lr`` of the frames, hr (N, 3,
+    P, P) = the centre frame's region)."""
+    lrs, hrs = [], []
+    for _ in range(batch):
+        w = windows[int(rng.integers(len(windows)))]
+        y, x = int(rng.integers(w.shape[1] - patch + 1)), int(rng.integers(w.shape[2] - patch + 1))
+        c = w[:, y:y + patch, x:x + patch]
+        if augment:
+            if rng.random() < 0.5:
+                c = c[:, :, ::-1]
+            c = np.rot90(c, int(rng.integers(4)), axes=(1, 2))
+            if rng.random() < 0.5:
+                c = c[::-1]
+        t = torch.from_numpy(np.ascontiguousarray(c)).permute(0, 3, 1, 2).float().div_(255)  # (T, 3, P, P)
+        hrs.append(t[len(t) // 2])
+        lrs.append(make_lr(t, scale, rng))
     return torch.stack(lrs), torch.stack(hrs)

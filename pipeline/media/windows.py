@@ -12,11 +12,12 @@ chunking cannot move one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.media.chunks import Chunk, decode_chunk
+from pipeline.media.chunks import Chunk, _parse_policy, decode_chunk, plan_chunks
 from pipeline.media.probe import VideoInfo
 
 #: luma histogram bins of the cut test
@@ -144,3 +145,26 @@ def chunk_windows(path: str, chunk: Chunk, info: VideoInfo, radius: int, threads
                 yield pts, rgb, False
 
     yield from windows(frames(), radius)
+
+
+def training_windows(path: str, policy: str, info: VideoInfo, radius: int) -> Iterator[np.ndarray]:
+    """The windows of the frames a training-frame policy picks (``media.chunks
+    .iter_training_frames``: "iframes", "fps:N", "all"), built as a restore builds them;
+    the video is decoded once, start to end, holding 2 * radius + 1 frames."""
+    kind, fps = _parse_policy(policy)
+    keys = set(info.keyframe_pts)
+    whole = plan_chunks(info, max(1, info.frames))[0]
+
+    def marked() -> Iterator[tuple[int, np.ndarray, bool]]:
+        next_k = 0
+        for pts, rgb in decode_chunk(path, whole, info):
+            wanted = kind == "all" or (kind == "iframes" and pts in keys)
+            if kind == "fps":
+                t = float((pts - info.start_pts) * info.time_base)
+                wanted = t >= next_k / fps
+                if wanted:
+                    next_k = math.floor(t * fps) + 1
+            yield pts, rgb, wanted
+
+    for _, w in windows(marked(), radius):
+        yield w

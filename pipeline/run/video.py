@@ -19,7 +19,7 @@ import ray
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import plan_chunks
 from pipeline.media.probe import by_fields
-from pipeline.models import checkpoint
+from pipeline.models import checkpoint, describe
 from pipeline.run.layout import Layout, VideoJob
 from pipeline.run.pool import Heartbeat, RestorerPool, say
 from pipeline.run.row import VideoRow
@@ -162,7 +162,7 @@ class VideoStages:
             say(label, f"train: {note}")
         frames_ref, about_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
                                                 cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, cfg.scale,
-                                                num_returns=2)
+                                                self.pool.arch.get("frames", 1) // 2, num_returns=2)
         about = ray.get(about_ref)
         n_frames = about["count"]
         if n_frames == 0:
@@ -173,8 +173,8 @@ class VideoStages:
             say(label, "train: the video's degradation as estimated: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
                 "{bits_per_pixel} bits/px, QP {qp}".format(**degradation)
                 + ("" if cfg.train.degrade.startswith("auto") else " (recorded; the self-pairs follow train.degrade)"))
-        say(label, f"train: {n_frames} frames ({cfg.train.frames}), {cfg.train.steps} steps, {cfg.model.arch.upper()} "
-            f"{cfg.model.n_resblocks}x{cfg.model.n_feats}, {cfg.train.workers} "
+        what = f"{n_frames} windows of {self.pool.arch['frames']} frames" if self.pool.arch.get("frames", 1) > 1 else f"{n_frames} frames"
+        say(label, f"train: {what} ({cfg.train.frames}), {cfg.train.steps} steps, {describe(self.pool.arch, scale=False)}, {cfg.train.workers} "
             + ("GPU worker(s)" if self.gpu else f"CPU worker(s) of {train_cpus(cfg)} CPU(s)"))
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in job.rel)[-60:]  # Ray's run name
         cpus = train_cpus(cfg)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from pipeline.config import TrainConfig
 from pipeline.datasets.degrade import SpecDegradation, VideoDegradation, self_pair_codec
 from pipeline.datasets.patches import MakeLR, PatchSampler, effective_patch, sample_pairs
-from pipeline.inference import training_autocast
+from pipeline.datasets.sequences import sample_video_windows
+from pipeline.inference import frames_in, training_autocast
 from pipeline.models import build_model, checkpoint
 from pipeline.overlap import ahead
 from pipeline.train.launch import Worker, unwrap
@@ -64,8 +65,9 @@ def freeze_except_last(model: torch.nn.Module, k: int) -> int:
     if k <= 0:
         for p in model.parameters():
             p.requires_grad_(True)
-        model.sub_mean.requires_grad_(False)
-        model.add_mean.requires_grad_(False)
+        for shift in ("sub_mean", "add_mean"):  # EDSR's fixed mean shifts (other models have none)
+            if hasattr(model, shift):
+                getattr(model, shift).requires_grad_(False)
     else:
         model.requires_grad_(False)
         blocks = list(model.body.children())
@@ -111,16 +113,27 @@ def finetune(
     worker = worker or Worker(device=device)
     rng = np.random.default_rng(seed)
     frames, held = _split_holdout(frames, cfg.holdout)
-    patch = effective_patch(frames, cfg.patch_size, scale)
     inner = unwrap(model)
+    multi = frames_in(inner) > 1  # a multi-frame model: ``frames`` are windows (T, H, W, 3) of consecutive frames
+    if multi and (cfg.loss != "l1" or cfg.multiscale or cfg.patches != "uniform" or cfg.degrade or cfg.train_last):
+        raise ValueError("a multi-frame model fine-tunes with the defaults only so far: train.loss=l1, uniform patches, no multiscale, "
+                         "no train.degrade, no train.train_last")
+    centres = [w[len(w) // 2] for w in frames] if multi else frames
+    patch = effective_patch(centres, cfg.patch_size, scale)
     trainable = freeze_except_last(inner, cfg.train_last)
     model.train().to(device)
     objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
-    sampler = PatchSampler(frames, patch, cfg.patches, cfg.multiscale)
+    sampler = PatchSampler(centres, patch, cfg.patches, cfg.multiscale)
     if make_lr is None:
         make_lr = SpecDegradation("" if auto_parts(cfg.degrade) else cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
-    val = _validation_pairs(held, patch, scale, cfg.seed, make_lr) if held else None  # the same pairs on every rank
+    val = None
+    if held:  # the same pairs on every rank
+        if multi:
+            side = min(patch, effective_patch([w[len(w) // 2] for w in held], patch, scale))
+            val = sample_video_windows(held, 16, side, scale, np.random.default_rng(cfg.seed + 7919), augment=False)
+        else:
+            val = _validation_pairs(held, patch, scale, cfg.seed, make_lr)
     stats: dict[str, Any] = {"patch": float(patch), "trainable": float(trainable)}
     best_state, bad = None, 0
     start_state = None
@@ -135,7 +148,10 @@ def finetune(
 
     def batches():
         while True:
-            yield sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
+            if multi:
+                yield sample_video_windows(frames, cfg.batch_size, patch, scale, rng, augment=cfg.augment)
+            else:
+                yield sample_pairs(sampler, cfg.batch_size, patch, scale, rng, augment=cfg.augment, make_lr=make_lr)
 
     amp = training_autocast(cfg.precision, device)
     stats["precision"] = "bf16" if amp is not None else "fp32"

@@ -178,3 +178,33 @@ def test_auto_takes_the_parts_of_the_estimate_it_names():
     assert video_degradation(est, ("noise",)).codec is None and video_degradation(est, ("noise",)).blur_sigma == 0.0
     with pytest.raises(ValueError, match="auto:<parts>"):
         auto_parts("auto:sharpen")
+
+
+def test_a_multi_frame_model_fine_tunes_on_windows_of_real_frames():
+    """DUF's self-transfer: windows of a real clip's consecutive frames; each sample is the
+    same region of every frame (the clip's own motion), the target the centre frame's;
+    training lowers the held-out loss, and the do-no-harm choice applies as for EDSR."""
+    from pipeline.datasets.sequences import sample_video_windows
+    from pipeline.media.probe import probe
+    from pipeline.media.windows import windows
+    from pipeline.models import build_model
+    from tests.media.conftest import CARPHONE, sequential_decode
+
+    frames = [rgb for _, rgb in sequential_decode(CARPHONE, probe(CARPHONE).colorspace)]
+    wins = [w for _, w in windows(((0, f, i % 4 == 0) for i, f in enumerate(frames)), 1)]
+    assert len(wins) == 10 and wins[3].shape == (3, 144, 176, 3) and np.array_equal(wins[3][1], frames[12])
+    lr, hr = sample_video_windows(wins, 4, 48, 2, np.random.default_rng(0), augment=False)
+    assert lr.shape == (4, 3, 3, 24, 24) and hr.shape == (4, 3, 48, 48)
+    # the target is a region of a centre frame, and the input's middle frame is that region downscaled
+    centres = torch.stack([torch.from_numpy(w[1]).permute(2, 0, 1).float() / 255 for w in wins])
+    found = [(c[:, y:y + 48, x:x + 48] - hr[0]).abs().max() < 1e-6 for c in centres for y in range(0, 97) for x in range(0, 129)
+             if (c[:, y, x] - hr[0][:, 0, 0]).abs().max() < 1e-6]
+    assert any(found)
+    torch.manual_seed(0)
+    model = build_model({"name": "duf", "n_layers": 2, "n_feats": 8, "growth": 4, "frames": 3, "scale": 2})
+    cfg = TrainConfig(steps=60, patch_size=48, batch_size=4, lr=1e-3, holdout=2, eval_every=20, patience=3)
+    stats = finetune(model, wins, cfg, 2, CPU, seed=0)
+    assert stats["train_frames"] == 8 and stats["val_best"] < stats["val_first"], stats
+    assert stats["model_used"] in ("finetuned", "pretrained") and stats["model_reason"]
+    with pytest.raises(ValueError, match="a multi-frame model fine-tunes with the defaults only so far"):
+        finetune(model, wins, TrainConfig(steps=2, patch_size=48, multiscale=True), 2, CPU, seed=0)
