@@ -89,3 +89,18 @@ def test_a_brightness_change_or_a_pan_is_not_a_cut():
     shifted = np.roll(rgb, 24, axis=1)
     assert not is_cut(rgb, shifted) and not is_cut(rgb, rgb) and not is_cut(rgb, brighter)
     assert is_cut(rgb, np.full_like(rgb, 250))
+
+
+@pytest.mark.parametrize("policy", ["fps:4", "iframes", "all"])
+def test_training_windows_are_the_restore_windows_of_the_picked_frames(policy):
+    from pipeline.media.chunks import iter_training_frames
+    from pipeline.media.windows import training_windows
+
+    info = probe(BBB)
+    picked = [rgb for _, rgb in iter_training_frames(BBB, policy, info)]
+    frames = [rgb for _, rgb in sequential_decode(BBB, info.colorspace)]
+    at = [next(i for i, f in enumerate(frames) if np.array_equal(f, p)) for p in picked]
+    whole = [w for _, w in whole_pass(BBB, 2)]
+    got = list(training_windows(BBB, policy, info, 2))
+    assert len(got) == len(picked) and len(got) > 1
+    assert all(np.array_equal(g, whole[i]) for g, i in zip(got, at, strict=True))
