@@ -42,10 +42,30 @@ class DenseLayer(nn.Module):
         self.conv = nn.Conv3d(c_in, growth, 3, padding=(0 if shrink else 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(F.relu(self.bottleneck(F.relu(x))))
+        """(N, T, C, H, W) frames-first features (see ``per_frame``)."""
+        y = per_frame(self.conv, F.relu(per_frame(self.bottleneck, F.relu(x))))
         if self.shrink:
-            x = x[:, :, 1:-1]
-        return torch.cat([x, y], 1)
+            x = x[:, 1:-1]
+        return torch.cat([x, y], 2)
+
+
+def per_frame(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` (a 3D convolution, temporal padding 0 or (kt - 1) / 2) over frames-first
+    features (N, T, C, H, W), as kt 2D convolutions of the frames, one per temporal tap,
+    summed: the same sums on PyTorch's fast 2D kernels, where its CPU Conv3d takes a
+    generic path (DUF 6x32 on an 80x60 window, one thread: 0.53 s as Conv3d, 0.22 s so;
+    on 176x144: 1.91 and 1.76 s). The parameters stay the Conv3d's."""
+    kt, pt = conv.kernel_size[0], conv.padding[0]
+    if pt:
+        x = F.pad(x, (0, 0, 0, 0, 0, 0, pt, pt))  # zeros before the first frame and after the last, as Conv3d pads
+    n, t, c, h, w = x.shape
+    t_out = t - kt + 1
+    y = None
+    for d in range(kt):
+        part = F.conv2d(x[:, d:d + t_out].reshape(n * t_out, c, h, w), conv.weight[:, :, d], conv.bias if d == 0 else None,
+                        padding=conv.padding[1:])
+        y = part if y is None else y.add_(part)
+    return y.view(n, t_out, *y.shape[1:])
 
 
 @ARCHS.register("duf", help="DUF: a window of frames (model.frames) through 3D convolutions predicts per-pixel 5x5 upsampling filters for the centre frame, plus a residual")
@@ -86,11 +106,12 @@ class DUF(nn.Module):
             raise ValueError(f"DUF takes (N, {self.frames}, 3, H, W) windows, got {tuple(x.shape)}")
         n, t, _, h, w = x.shape
         centre = x[:, t // 2]
-        f = self.body(self.head(x.transpose(1, 2)))  # (N, C, 1, H, W): the window shrunk to its centre
-        f = F.relu(self.join(F.relu(f)))
+        f = self.body(per_frame(self.head, x))  # (N, 1, C, H, W): the window shrunk to its centre
+        f = F.relu(per_frame(self.join, F.relu(f)))
         r, r2 = self.scale, self.scale * self.scale
-        residual = self.residual(f)[:, :, 0]  # (N, 3 r^2, H, W)
-        weights = self.filters(f)[:, :, 0].view(n, FILTER * FILTER, r2, h, w).softmax(1)
+        residual = per_frame(self.residual[2], F.relu(per_frame(self.residual[0], f)))[:, 0]  # (N, 3 r^2, H, W)
+        logits = per_frame(self.filters[2], F.relu(per_frame(self.filters[0], f)))[:, 0]
+        weights = logits.view(n, FILTER * FILTER, r2, h, w).softmax(1)
         padded = F.pad(centre, (FILTER // 2,) * 4, mode="replicate")  # edges repeat, as the resizers do
         patches = F.unfold(padded, FILTER).view(n, 3, FILTER * FILTER, h, w)
         # sum over the 25 taps, one at a time: einsum picks a batched matmul of tiny matrices here, 30x slower on a CPU

@@ -1,7 +1,9 @@
 """A multi-frame model (DUF) fine-tunes on a video's windows and restores it through
 jobs.restore on a real local Ray cluster: its chunks, each decoded with a halo of
 neighbouring GOPs, give exactly the frames of a one-chunk run with the same fine-tuned
-weights (lossless FFV1 output, one frame per forward pass)."""
+weights (lossless FFV1 output, one frame per forward pass, one actor: DUF's convolutions
+sum in another order with another thread count, which moves some output pixels by one
+level, so the two runs must compute with the same threads)."""
 
 import numpy as np
 import pytest
@@ -38,7 +40,7 @@ def duf_checkpoint(tmp_path_factory):
 def restore(ckpt: str, out: str, chunk_frames: int, *extra: str):
     args = ["--set", "model.arch=duf", "--set", f"model.pretrained={ckpt}", "--set", "model.n_layers=2", "--set", "model.frames=3", "--set", "model.n_feats=8",
             "--set", "model.growth=4", "--set", f"media.chunk_frames={chunk_frames}", "--set", "media.codec=ffv1",
-            "--set", "media.container=mkv", "--set", "infer.batch_size=1", "--set", "metrics.sample_frames=2", "--set", "metrics.temporal_pairs=1"]
+            "--set", "media.container=mkv", "--set", "infer.batch_size=1", "--set", "infer.actors=1", "--set", "metrics.sample_frames=2", "--set", "metrics.temporal_pairs=1"]
     return run_job("jobs.restore", "--input", CLIP, "--output", out, "--preset", "tiny", "--scale", "2", "--set", "train.steps=6", *args, *extra)
 
 
