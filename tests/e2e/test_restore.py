@@ -222,7 +222,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr
     # a preset without shipped weights and no model.pretrained: refused before any work, saying where weights come from
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--preset", "full", "--scale", "4", check=False)
-    assert proc.returncode == 2 and "no starting weights for EDSR 32x256 x4" in proc.stderr and "edsr_x4-4f62e9ef.pt" in proc.stderr
+    assert proc.returncode == 2 and "no starting weights for EDSR 32x256 res_scale 0.1 x4" in proc.stderr and "edsr_x4-4f62e9ef.pt" in proc.stderr
     assert not (tmp_path / "o").exists()
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", "train.steps=-1", check=False)
     assert proc.returncode == 2 and "train.steps must be >= 1, got -1" in proc.stderr
