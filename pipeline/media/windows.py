@@ -13,6 +13,7 @@ chunking cannot move one.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -46,7 +47,11 @@ def _luma_small(rgb: np.ndarray) -> np.ndarray:
 
 def is_cut(a: np.ndarray, b: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
     """Whether a scene cut lies between consecutive frames ``a`` and ``b`` (RGB)."""
-    ya, yb = _luma_small(a), _luma_small(b)
+    return _lumas_cut(_luma_small(a), _luma_small(b), hist, mad)
+
+
+def _lumas_cut(ya: np.ndarray, yb: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
+    """``is_cut`` on the frames' ``_luma_small`` (a stream computes each frame's once)."""
     if float(np.abs(ya - yb).mean()) <= mad:
         return False
     ha = np.histogram(ya, BINS, (0, 256))[0] / ya.size
@@ -101,9 +106,10 @@ def windows(frames: Iterable[tuple[int, np.ndarray, bool]], radius: int) -> Iter
     are taken for the video's ends (windows repeat them): the caller gives ``radius``
     frames of context beyond the wanted ones wherever the video goes on. Holds
     2 * radius + 1 frames at a time."""
-    buf: list[tuple[int, np.ndarray, bool]] = []  # positions base .. base + len(buf) - 1
+    buf: deque[tuple[int, np.ndarray, bool]] = deque()  # positions base .. base + len(buf) - 1
     cuts: list[int] = []  # positions p with a cut between p and p + 1
     base = centre = 0  # centre: the next position to emit
+    last_luma = None  # the newest frame's _luma_small
 
     def emit(last: int, ended: bool) -> Iterator[tuple[int, np.ndarray]]:
         nonlocal centre
@@ -115,14 +121,17 @@ def windows(frames: Iterable[tuple[int, np.ndarray, bool]], radius: int) -> Iter
             centre += 1
 
     for pos, item in enumerate(frames):
-        if buf and is_cut(buf[-1][1], item[1]):
+        luma = _luma_small(item[1])
+        if last_luma is not None and _lumas_cut(last_luma, luma):
             cuts.append(pos - 1)
         buf.append(item)
+        last_luma = luma
         yield from emit(pos, False)
         while base < centre - radius:  # frames no window needs any more
-            buf.pop(0)
+            buf.popleft()
             base += 1
-        cuts = [c for c in cuts if c >= base]
+        while cuts and cuts[0] < base:
+            cuts.pop(0)
     yield from emit(base + len(buf) - 1, True)
 
 
@@ -132,9 +141,8 @@ def chunk_windows(path: str, chunk: Chunk, info: VideoInfo, radius: int, threads
     before, after = halo_chunks(info, chunk, radius)
 
     def frames() -> Iterator[tuple[int, np.ndarray, bool]]:
-        if before is not None:
-            tail = list(decode_chunk(path, before, info, threads=threads, deep=deep))[-radius:]
-            for pts, rgb in tail:
+        if before is not None:  # the halo GOPs' last ``radius`` frames (not the GOPs: a 10 s GOP would be held whole)
+            for pts, rgb in deque(decode_chunk(path, before, info, threads=threads, deep=deep), maxlen=radius):
                 yield pts, rgb, False
         for pts, rgb in decode_chunk(path, chunk, info, threads=threads, deep=deep):
             yield pts, rgb, True
