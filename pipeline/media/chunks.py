@@ -22,7 +22,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -419,6 +419,21 @@ def _parse_policy(policy: str) -> tuple[str, Fraction | None]:
     )
 
 
+def fps_picker(fps: Fraction) -> Callable[[Fraction], bool]:
+    """The "fps:N" policy as a test of each frame's time t (s from the first frame, in
+    presentation order): for each multiple m of 1/N s, the first frame with t >= m."""
+    next_k = 0  # index of the next multiple of 1/fps to satisfy
+
+    def picks(t: Fraction) -> bool:
+        nonlocal next_k
+        if t < next_k / fps:
+            return False
+        next_k = math.floor(t * fps) + 1
+        return True
+
+    return picks
+
+
 def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Sample frames of `path` for training.
 
@@ -438,7 +453,7 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
         stream = container.streams.video[0]
         if kind == "iframes":
             stream.codec_context.skip_frame = "NONKEY"
-        next_k = 0  # index of the next multiple of 1/fps to satisfy
+        on_time = fps_picker(fps) if kind == "fps" else None
         errors: list[str] = []  # damaged packets are skipped here; inference reports them
         decoded = (f for f in _decoded_in_order(stream, container.demux(stream), errors) if not f.is_corrupt)
         if not info.interlaced:
@@ -449,8 +464,6 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
             frames = _deinterlaced(decoded, stream, info.fields)
         for frame in frames:
             t = (frame.pts - info.start_pts) * info.time_base
-            if kind == "fps":
-                if t < next_k / fps:
-                    continue
-                next_k = math.floor(t * fps) + 1
+            if on_time is not None and not on_time(t):
+                continue
             yield float(t), to_rgb(frame, info.colorspace)

@@ -12,13 +12,12 @@ chunking cannot move one.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.media.chunks import Chunk, _parse_policy, decode_chunk, plan_chunks
+from pipeline.media.chunks import Chunk, _parse_policy, decode_chunk, fps_picker, plan_chunks
 from pipeline.media.probe import VideoInfo
 
 #: luma histogram bins of the cut test
@@ -162,16 +161,14 @@ def training_windows(path: str, policy: str, info: VideoInfo, radius: int) -> It
     kind, fps = _parse_policy(policy)
     keys = set(info.keyframe_pts)
     whole = plan_chunks(info, max(1, info.frames))[0]
+    on_time = fps_picker(fps) if kind == "fps" else None
 
     def marked() -> Iterator[tuple[int, np.ndarray, bool]]:
-        next_k = 0
         for pts, rgb in decode_chunk(path, whole, info):
-            wanted = kind == "all" or (kind == "iframes" and pts in keys)
-            if kind == "fps":
-                t = float((pts - info.start_pts) * info.time_base)
-                wanted = t >= next_k / fps
-                if wanted:
-                    next_k = math.floor(t * fps) + 1
+            if on_time is not None:
+                wanted = on_time((pts - info.start_pts) * info.time_base)
+            else:
+                wanted = kind == "all" or pts in keys
             yield pts, rgb, wanted
 
     for _, w in windows(marked(), radius):
