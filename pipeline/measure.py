@@ -127,12 +127,14 @@ def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
     return [bicubic_resize_uint8(rgb, (rgb.shape[0] * scale, rgb.shape[1] * scale)) for _, rgb in samples.src]
 
 
-def model_outputs(samples: Samples, blob: bytes, scale: int, precision: str = "auto", tile: int = 0, tile_overlap: int = 16) -> list[np.ndarray]:
+def model_outputs(samples: Samples, blob: bytes | tuple[torch.nn.Module, dict[str, Any]], scale: int, precision: str = "auto", tile: int = 0,
+                  tile_overlap: int = 16) -> list[np.ndarray]:
     """The checkpoint's outputs on the sampled frames (on this process's device; a
-    multi-frame model's on ``samples.windows``); ``tile`` as infer.tile (0: auto)."""
+    multi-frame model's on ``samples.windows``); ``tile`` as infer.tile (0: auto).
+    ``blob``: the checkpoint's bytes, or what ``checkpoint.load`` made of them."""
     device = inference.pick_device()
     amp = inference.autocast_dtype(precision, device)
-    model, meta = checkpoint.load(blob, map_location=device)
+    model, meta = checkpoint.load(blob) if isinstance(blob, bytes) else blob
     model = inference.prepare(model, device)
     frame = samples.src[0][1].shape[:2] if samples.src else (0, 0)
     tile = inference.tile_for(tile, tile_overlap, device, inference.feature_maps(meta["arch"]), scale, 1, amp, frame)
@@ -262,13 +264,13 @@ def measure_video(
     partners = samples.partners
     # the sampled frames and their partners go through each method together: one model load, one decode of the output
     joint = samples if partners is None else Samples(samples.idx + partners.idx, samples.src + partners.src, None)
-    radius = max((checkpoint.load(b)[1]["arch"].get("frames", 1) // 2 for b in (pretrained, finetuned) if b is not None), default=0)
+    models = {m: checkpoint.load(b) for m, b in (("pretrained", pretrained), ("finetuned", finetuned)) if b is not None}  # on the CPU
+    radius = max((meta["arch"].get("frames", 1) // 2 for _, meta in models.values()), default=0)
     if radius:  # a multi-frame model: each sample's window, as the restore made it
         joint = dataclasses.replace(joint, windows=windows_at(source, joint.idx, radius, total_frames, fields))
     every: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(joint, scale)}
-    for method, blob in (("pretrained", pretrained), ("finetuned", finetuned)):
-        if blob is not None:
-            every[method] = model_outputs(joint, blob, scale, precision, tile, tile_overlap)
+    for method in list(models):
+        every[method] = model_outputs(joint, models.pop(method), scale, precision, tile, tile_overlap)
     if output is not None:
         want = sorted(set(joint.idx))
         decoded = dict(zip(want, (rgb for _, rgb in frames_at(output, want)), strict=True))
