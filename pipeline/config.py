@@ -190,6 +190,13 @@ class TrainConfig:
         if not (math.isfinite(self.keep_margin) and 0 <= self.keep_margin < 1):
             raise ValueError(f"train.keep_margin must be in [0, 1), got {self.keep_margin}")
 
+    def not_for_windows(self) -> list[str]:
+        """The choices set here that a multi-frame model's fine-tune (windows, L1, clean
+        bicubic self-pairs, uniform patches, all layers) does not have yet."""
+        return [name for name, unsupported in (("loss", self.loss != "l1"), ("patches", self.patches != "uniform"),
+                                               ("multiscale", self.multiscale), ("degrade", bool(self.degrade)),
+                                               ("train_last", bool(self.train_last))) if unsupported]
+
 
 @dataclass(frozen=True)
 class InferConfig:
@@ -299,8 +306,7 @@ class RestoreConfig:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
-        if self.model.arch == "duf" and self.train.finetune and (self.train.loss != "l1" or self.train.multiscale or self.train.patches != "uniform"
-                                                                 or self.train.degrade or self.train.train_last):
+        if self.model.arch == "duf" and self.train.finetune and self.train.not_for_windows():
             raise ValueError("model.arch=duf fine-tunes on clean bicubic self-pair windows with the L1 loss only so far: leave train.loss, "
                              "train.patches, train.multiscale, train.degrade and train.train_last at their defaults, or add --no-finetune")
         if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):

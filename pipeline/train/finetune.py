@@ -115,15 +115,14 @@ def finetune(
     frames, held = _split_holdout(frames, cfg.holdout)
     inner = unwrap(model)
     multi = frames_in(inner) > 1  # a multi-frame model: ``frames`` are windows (T, H, W, 3) of consecutive frames
-    if multi and (cfg.loss != "l1" or cfg.multiscale or cfg.patches != "uniform" or cfg.degrade or cfg.train_last):
+    if multi and cfg.not_for_windows():
         raise ValueError("a multi-frame model fine-tunes with the defaults only so far: train.loss=l1, uniform patches, no multiscale, "
-                         "no train.degrade, no train.train_last")
-    centres = [w[len(w) // 2] for w in frames] if multi else frames
-    patch = effective_patch(centres, cfg.patch_size, scale)
+                         f"no train.degrade, no train.train_last (set: {', '.join(cfg.not_for_windows())})")
+    patch = effective_patch([w[len(w) // 2] for w in frames] if multi else frames, cfg.patch_size, scale)
     trainable = freeze_except_last(inner, cfg.train_last)
     model.train().to(device)
     objective = Objective.build(cfg.loss, device, cfg.vgg_weights, cfg.lr)
-    sampler = PatchSampler(centres, patch, cfg.patches, cfg.multiscale)
+    sampler = None if multi else PatchSampler(frames, patch, cfg.patches, cfg.multiscale)  # (windows: sample_video_windows)
     if make_lr is None:
         make_lr = SpecDegradation("" if auto_parts(cfg.degrade) else cfg.degrade)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999))
@@ -221,7 +220,7 @@ def finetune(
     k = max(1, len(losses) // 10)
     stats.update(loss_first=float(torch.stack(losses[:k]).mean()), loss_last=float(torch.stack(losses[-k:]).mean()), steps=float(step),
                  seconds=time.perf_counter() - t0, skipped_steps=float(skipped), train_frames=float(len(frames)),
-                 multiscale_used=float(sampler.multiscale))
+                 multiscale_used=float(sampler is not None and sampler.multiscale))
     return stats
 
 
