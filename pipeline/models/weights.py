@@ -90,9 +90,9 @@ WEIGHTS.add(
         files={
             2: ("edsr_16x32_archive_x2.pt", "eeba2c779f57e01ac7722e29b6695419ccd9ee87505cb7a6b2ecbcde5bb9ce78"),
             3: ("edsr_16x32_archive_x3.pt", "e90a789f94154123f6526a72eb282cbb29f036e7e7b7ad9858dfbe380945285d"),
-            4: ("edsr_16x32_archive_x4.pt", "e71510bfe1fe427b9ac46a5bd2073c7090ad99ad753f5cfa3c7b2b0d14eeffe1"),
+            4: ("edsr_16x32_archive_x4.pt", "2690d2b87236c455bd88bb9773b6a80220c826c8e27b038454a4dba1a28a7465"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long, x3-archive, x4-archive then x4-archive-long)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long, x3-archive, x4-archive then x4-archive-long then x4-archive-centred)",
     ),
     help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )
