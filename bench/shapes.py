@@ -8,7 +8,9 @@ constant, bf16 autocast and channels-last as the real training runs, single-thre
 (process CPU time, so a busy machine slows the run but does not bias the curve);
 Set5/Set14 Y-PSNR is measured about ten times along the way. Runs resume where they
 stopped. ``--plot`` draws PSNR against CPU-hours, one line per shape, from the runs'
-``history.jsonl``, and prints the table.
+``history.jsonl``, and prints the table; its CPU-hours are steps times the shape's step
+cost measured on one machine (``STEP_COST``), as the machines that ran the curves differ
+in speed (``--cpu-hours`` is the run's own CPU time).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import torch.nn.functional as F
 
 from pipeline.models.edsr import EDSR
 from pipeline.train.pretrain import PretrainConfig, pretrain
+
+#: CPU-seconds of one training step of the recipe per shape, all measured on one machine (one
+#: thread, bf16): the plot's x-axis is steps times this, so that runs made on machines of
+#: different speeds share an axis. A shape not listed is plotted by its own CPU time.
+STEP_COST = {"8x32": 0.159, "16x32": 0.248, "16x48": 0.502, "16x64": 0.785}
 
 RECIPE = {"scale": 2, "batch_size": 16, "patch_size": 96, "lr": 2e-4, "lr_step": 10**9, "steps": 10**7, "threads": 1, "precision": "bf16"}
 
@@ -80,6 +87,11 @@ def curves(out: str) -> dict[str, list[dict]]:
     return result
 
 
+def cpu_hours(shape: str, row: dict) -> float:
+    """The x-axis: a history row's steps at the shape's measured step cost (its own CPU time when unlisted)."""
+    return row["step"] * STEP_COST[shape] / 3600 if shape in STEP_COST else row["train_cpu_seconds"] / 3600
+
+
 def plot(out: str, png: str) -> str:
     import matplotlib
 
@@ -91,20 +103,20 @@ def plot(out: str, png: str) -> str:
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.2), squeeze=False)
     for ax, s in zip(axes[0], sets, strict=True):
         for shape, hist in data.items():
-            pts = [(r["train_cpu_seconds"] / 3600, r[f"val_{s}"]) for r in hist if f"val_{s}" in r]
+            pts = [(cpu_hours(shape, r), r[f"val_{s}"]) for r in hist if f"val_{s}" in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"EDSR {shape}")
-        ax.set_xlabel("training CPU-hours (2-core VM, one thread)")
+        ax.set_xlabel("training CPU-hours (steps x the shape's measured step cost, one thread, bf16)")
         ax.set_ylabel(f"{s} x2 Y-PSNR (dB)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     fig.savefig(png, dpi=110)
-    lines = ["| shape | steps | CPU-h | " + " | ".join(f"{s} x2" for s in sets) + " |", "|---|---:|---:|" + "---:|" * len(sets)]
+    lines = ["| shape | steps | CPU-h (steps x step cost) | CPU-h (its own run) | " + " | ".join(f"{s} x2" for s in sets) + " |", "|---|---:|---:|---:|" + "---:|" * len(sets)]
     for shape, hist in data.items():
         last = [r for r in hist if any(k.startswith("val_") for k in r)][-1]
-        lines.append(f"| {shape} | {last['step']} | {last['train_cpu_seconds'] / 3600:.2f} | "
+        lines.append(f"| {shape} | {last['step']} | {cpu_hours(shape, last):.2f} | {last['train_cpu_seconds'] / 3600:.2f} | "
                      + " | ".join(f"{last.get(f'val_{s}', float('nan')):.2f}" for s in sets) + " |")
     return "\n".join(lines)
 
