@@ -1,0 +1,139 @@
+"""Frame-rate up-conversion: new frames at the timestamps of a higher frame rate, made by
+motion-compensated interpolation from the video's own motion (FFmpeg's ``minterpolate``:
+bidirectional block motion estimation, overlapped-block motion compensation), with
+scene cuts respected and the duration kept.
+
+A cut is found with the same test as the multi-frame model's windows
+(``windows.is_cut``, from the two frames either side alone); the frames on each side of a
+cut are interpolated separately, and an output time between the last frame before a cut
+and the first after it shows the last frame before (no frame mixes two shots). Output
+times after the last input frame, up to the end of its display time, repeat it, so the
+output lasts exactly as long as the input: N frames at ``rate_in`` give
+ceil(N * rate_out / rate_in) frames at ``rate_out``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from pipeline.media.windows import is_cut
+
+#: minterpolate's planar 8-bit formats (it has no high-bit-depth path)
+FORMATS = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj444p", "gray")
+#: bidirectional motion estimation, adaptive overlapped-block compensation, variable-size
+#: blocks; its own scene detection off (cuts are ours)
+MCI = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=none"
+
+
+def parse_fps(spec: str, rate_in: Fraction) -> Fraction:
+    """The output frame rate of ``spec``: ``"2x"`` (a multiple of the source's
+    ``rate_in``), a number (``"60"``, ``"59.94"``: NTSC-style rates become n*1000/1001) or
+    a fraction (``"60000/1001"``). Refused: not above the source's rate, or unreadable."""
+    s = spec.strip().lower()
+    try:
+        if s.endswith("x"):
+            rate = Fraction(s[:-1]) * rate_in
+        elif "/" in s:
+            rate = Fraction(s)
+        else:
+            rate = Fraction(s)
+            ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
+            if rate.denominator != 1 and abs(float(ntsc - rate)) < 0.006:
+                rate = ntsc
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"fps {spec!r}: expected a multiple like 2x, a rate like 60 or 59.94, or a fraction like 60000/1001") from None
+    if rate <= rate_in:
+        raise ValueError(f"fps {spec!r} is {float(rate):.3f} frames/s, not above the source's {float(rate_in):.3f}: "
+                         "frame-rate conversion only adds frames")
+    return rate
+
+
+def _copy(frame: av.VideoFrame, pts: int, time_base: Fraction) -> av.VideoFrame:
+    """A new frame with ``frame``'s pixels and the given timestamp (``reformat()`` would
+    return the frame itself)."""
+    f = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    f.pts, f.time_base = pts, time_base
+    return f
+
+
+def output_count(n: int, rate_in: Fraction, rate_out: Fraction) -> int:
+    """Frames at ``rate_out`` that fill the display time of ``n`` frames at ``rate_in``."""
+    return math.ceil(Fraction(n) * rate_out / rate_in)
+
+
+def _segment(frames: list[av.VideoFrame], first: int, rate_in: Fraction, rate_out: Fraction) -> dict[int, av.VideoFrame]:
+    """minterpolate over one shot whose first frame is input frame ``first``: its output
+    frames by output index (times first/rate_in .. last/rate_in)."""
+    if len(frames) == 1:
+        j = math.ceil(Fraction(first) * rate_out / rate_in)
+        return {j: frames[0]} if Fraction(j) / rate_out == Fraction(first) / rate_in else {}
+    # a time base in which both rates' frame times are whole numbers
+    tb = Fraction(1, math.lcm(rate_in.numerator, rate_out.numerator))
+    step = Fraction(rate_in.denominator, rate_in.numerator) / tb
+    f0 = frames[0]
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=f0.width, height=f0.height, format=f0.format.name, time_base=tb)
+    mi = graph.add("minterpolate", f"fps={rate_out.numerator}/{rate_out.denominator}:{MCI}")
+    sink = graph.add("buffersink")
+    src.link_to(mi)
+    mi.link_to(sink)
+    graph.configure()
+    out: dict[int, av.VideoFrame] = {}
+
+    def drain() -> None:
+        while True:
+            try:
+                f = graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            t = Fraction(f.pts) * f.time_base  # seconds from the video's first frame
+            out[round(t * rate_out)] = f
+
+    for i, frame in enumerate(frames):
+        graph.push(_copy(frame, int((first + i) * step), tb))
+        drain()
+    graph.push(None)
+    drain()
+    return out
+
+
+def interpolate(frames: Iterable[av.VideoFrame], rate_in: Fraction, rate_out: Fraction) -> Iterator[av.VideoFrame]:
+    """The frames of a constant-rate sequence (consecutive frames at ``rate_in``) at
+    ``rate_out``: output frame j shows time j/rate_out from the first input frame; its
+    ``pts`` is j (time base 1/rate_out). Input frames must be in one of ``FORMATS``."""
+    shot: list[av.VideoFrame] = []
+    first = 0  # input index of the shot's first frame
+    last_rgb: np.ndarray | None = None
+    j = 0  # next output index
+    n = 0
+
+    def flush(upto: int) -> Iterator[av.VideoFrame]:
+        """Output frames j .. upto - 1: the shot's interpolation, and where it made none
+        (after the shot's last frame) the input frame last shown at that time."""
+        nonlocal j
+        made = _segment(shot, first, rate_in, rate_out)
+        while j < upto:
+            f = made.get(j)
+            if f is None:
+                shown = math.floor(Fraction(j) / rate_out * rate_in) - first
+                f = shot[min(max(shown, 0), len(shot) - 1)]
+            yield _copy(f, j, 1 / rate_out)
+            j += 1
+
+    for frame in frames:
+        if frame.format.name not in FORMATS:
+            raise ValueError(f"frame-rate conversion takes 8-bit planar YUV frames ({', '.join(FORMATS)}), got {frame.format.name}")
+        rgb = frame.to_ndarray(format="rgb24")
+        if shot and last_rgb is not None and is_cut(last_rgb, rgb):
+            yield from flush(output_count(n, rate_in, rate_out))
+            shot, first = [], n
+        shot.append(frame)
+        last_rgb = rgb
+        n += 1
+    if shot:
+        yield from flush(output_count(n, rate_in, rate_out))
