@@ -402,7 +402,7 @@ def scan(path: str, info: VideoInfo) -> VideoInfo:
     return dataclasses.replace(info, damaged=tuple(damaged))
 
 
-def _parse_policy(policy: str) -> tuple[str, Fraction | None]:
+def parse_policy(policy: str) -> tuple[str, Fraction | None]:
     """("iframes"|"all", None) or ("fps", frames per second as a Fraction)."""
     if policy in ("iframes", "all"):
         return policy, None
@@ -447,7 +447,7 @@ def iter_training_frames(path: str, policy: str, info: VideoInfo | None = None) 
     `info`: the file's probe when the caller has it (else it is probed here).
     Raises ValueError naming the policy if it is malformed.
     """
-    kind, fps = _parse_policy(policy)
+    kind, fps = parse_policy(policy)
     info = info or probe(path)
     with av.open(path) as container:
         stream = container.streams.video[0]

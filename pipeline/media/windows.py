@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.media.chunks import Chunk, _parse_policy, decode_chunk, fps_picker, plan_chunks
+from pipeline.media.chunks import Chunk, decode_chunk, fps_picker, parse_policy, plan_chunks
 from pipeline.media.probe import VideoInfo
 
 #: luma histogram bins of the cut test
@@ -158,7 +158,7 @@ def training_windows(path: str, policy: str, info: VideoInfo, radius: int) -> It
     """The windows of the frames a training-frame policy picks (``media.chunks
     .iter_training_frames``: "iframes", "fps:N", "all"), built as a restore builds them;
     the video is decoded once, start to end, holding 2 * radius + 1 frames."""
-    kind, fps = _parse_policy(policy)
+    kind, fps = parse_policy(policy)
     keys = set(info.keyframe_pts)
     whole = plan_chunks(info, max(1, info.frames))[0]
     on_time = fps_picker(fps) if kind == "fps" else None
