@@ -35,6 +35,7 @@ def test_plan_runs_in_order_resumes_and_publishes(tmp_path, monkeypatch, capfd):
     assert prov["flavour"] == "archive" and prov["stage"] == "x4-archive" and prov["steps_done"] == 4
     assert set(prov["scores"]) == {"Set5_psnr_y", "Set14_psnr_y", "Set14_blur1.6_psnr_y", "Set14_noise5_psnr_y", "Set14_x264crf30_psnr_y"}
     assert all(5 < v < 40 for v in prov["scores"].values())
+    assert prov["train_images"] == "HR" and prov["init"] == "edsr_1x8_x2.pt"  # no folders of the machine that trained it
     before = x2.read_bytes()
     make_weights.run("edsr_1x8", ["x2-bicubic"], [SET5], val, 0, 1)  # finished stages are not trained again
     assert x2.read_bytes() == before

@@ -167,6 +167,19 @@ def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def portable(prov: dict) -> dict:
+    """Provenance without this machine's folders: the starting checkpoint relative to the
+    repository (its file name when outside it), the training data by folder name."""
+    prov = dict(prov)
+    init = prov.get("init")
+    if init and os.path.isabs(init):
+        rel = os.path.relpath(init, ROOT)
+        prov["init"] = rel if not rel.startswith("..") else os.path.basename(init)
+    if prov.get("train_images"):
+        prov["train_images"] = ", ".join(os.path.basename(p.rstrip("/")) for p in prov["train_images"].split(", "))
+    return prov
+
+
 def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) -> None:
     """Copy a finished stage's checkpoint into the package, with its benchmark scores in
     its provenance, and print its table line."""
@@ -178,7 +191,7 @@ def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) ->
         return
     if not os.path.exists(dst) or checkpoint.load(dst)[1]["provenance"].get("stage") != stage:
         model, meta = checkpoint.load(checkpoint_path)
-        prov = dict(meta["provenance"], scores=scores(checkpoint_path, plan_of(name)[stage][0], val), stage=stage,
+        prov = dict(portable(meta["provenance"]), scores=scores(checkpoint_path, plan_of(name)[stage][0], val), stage=stage,
                     made_by=f"python -m pipeline.data.make_weights --name {name}")
         checkpoint.save(model, dst, prov)
     digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
