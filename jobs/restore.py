@@ -1,7 +1,7 @@
 """Restore a video, or every video of a folder, by self-transfer super-resolution.
 
-    python -m jobs.restore --input IN --output OUT [--scale 2|3|4] [--preset NAME]
-        [--config FILE.yaml] [--set key=value ...] [--reference REF] [--no-finetune]
+    python -m jobs.restore --input IN --output OUT [--scale 2|3|4] [--fps 2x|60|59.94]
+        [--preset NAME] [--config FILE.yaml] [--set key=value ...] [--reference REF] [--no-finetune]
 
 IN, OUT and REF are local paths or s3://bucket/prefix (endpoint: storage.endpoint_url or
 AWS_ENDPOINT_URL; credentials: the standard AWS chain). Rerunning skips the videos
@@ -38,6 +38,8 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one field, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--no-finetune", action="store_true", help="restore with the starting model (model.pretrained) as it is")
+    p.add_argument("--fps", help="frame rate of the restored video (media.fps): a multiple (2x) or a rate (60, 59.94) above the source's; "
+                                 "new frames by motion-compensated interpolation, duration and audio kept (default: the source's)")
     return p
 
 
@@ -48,7 +50,8 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     args = p.parse_args(argv)
     preset = args.preset or DEFAULT
     try:
-        cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}))
+        cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}),
+                           **({"media.fps": args.fps} if getattr(args, "fps", None) else {}))
     except (ValueError, OSError, yaml.YAMLError) as e:
         p.error(str(e).replace("\n", " "))
     from pipeline.run.lock import RunLocked

@@ -99,11 +99,14 @@ def training_frames(
 
 
 def assemble_output(
-    store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int, rotation: int = 0
+    store: Store, chunk_uris: list[str], source: str, version: str, output: str, expected_frames: int, rotation: int = 0,
+    retimed: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Join the restored chunks and the source's audio, subtitles, chapters and tags (and
     display rotation), check the frame count, and commit the result to ``output``; returns
-    the output's width, height and frames, and what of the source it could not keep."""
+    the output's width, height and frames, and what of the source it could not keep.
+    ``retimed``: a new frame rate (``fruc.retime``'s ``rate_in``, ``rate_out`` and encoder
+    settings): the chunks' frames are interpolated to it and encoded once more first."""
     src = store.local_copy(source, version)
     work = tempfile.mkdtemp(prefix="reelsr-assemble-", dir=store.scratch.folder())
     try:
@@ -114,11 +117,18 @@ def assemble_output(
                 store.download(uri, paths[-1])
             else:
                 paths.append(uri)
+        if retimed:
+            from pipeline.media.fruc import output_count, retime
+
+            video = os.path.join(work, "retimed" + os.path.splitext(paths[0])[1])
+            retime(paths, video, **retimed)
+            paths = [video]
+            expected_frames = output_count(expected_frames, retimed["rate_in"], retimed["rate_out"])
         with store.committing(output, os.path.splitext(output)[1]) as tmp:  # only a checked file reaches the final name
             dropped = assemble(paths, src, tmp, rotation)
             info = probe(tmp)
             if info.frames != expected_frames:
-                raise RuntimeError(f"restored video has {info.frames} frames, source {expected_frames}")
+                raise RuntimeError(f"restored video has {info.frames} frames, {'the new rate gives' if retimed else 'source'} {expected_frames}")
         return {"width": info.width, "height": info.height, "frames": info.frames, "dropped": dropped}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -52,6 +52,7 @@ class MediaConfig:
     deinterlace: str = _f("frame", 'Interlaced sources (deinterlaced with FFmpeg\'s bwdif): "frame" puts out one frame per frame (50i becomes 25p: half the motion samples lost), "field" one frame per field (50i becomes 50p, every field\'s motion kept; twice the frames to restore). Progressive sources are not touched.')
     damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
     max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
+    fps: str = _f("", 'Frame rate of the restored video: empty (the source\'s), a multiple ("2x"), or a rate ("60", "59.94", "60000/1001") above the source\'s. New frames are made by motion-compensated interpolation (FFmpeg\'s minterpolate) of the restored frames, never across a scene cut; the duration and the audio stay as they were. The restored video is encoded once more for it (8-bit output only).')
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks (media.codec=libx264): "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def output_depth(self, source_depth: int) -> int:
@@ -80,6 +81,13 @@ class MediaConfig:
             raise ValueError(f"media.encoder must be auto, x264 or nvenc, got {self.encoder!r}")
         if self.container not in ("mp4", "mkv", "mov"):
             raise ValueError(f"media.container must be mp4, mkv or mov, got {self.container!r}")
+        if self.fps:
+            from pipeline.media.fruc import parse_fps
+
+            try:
+                parse_fps(self.fps, None)  # the form only: the source's rate is known at the probe
+            except ValueError as e:
+                raise ValueError(f"media.fps: {e}") from None
         if self.codec not in ("libx264", "libx265", "ffv1"):
             raise ValueError(f"media.codec must be libx264, libx265 or ffv1, got {self.codec!r}")
         if self.codec == "ffv1" and self.container != "mkv":
@@ -274,7 +282,7 @@ class LimitsConfig:
 #: does not restore every video again after an upgrade. (train.min_pair_side at its default
 #: changes only videos whose frames are under 32 px x the scale: restored before, they are
 #: kept as they were.)
-HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth"),
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth", "fps"),
                                                   "train": ("cpus_per_worker", "precision", "min_pair_side"),
                                                   "model": ("n_layers", "growth", "frames")}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -256,10 +257,14 @@ def measure_video(
     fields: bool = False,
     crops: int = 0,
     temporal_pairs: int = 0,
+    output_ratio: Fraction = Fraction(1),
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames (and ``temporal_pairs`` of them with the frame
     after each); returns {"summary": {column: mean}, "frames": rows, "crops": ``crops``
-    before/after pictures (``pipeline.visual.crops``)}."""
+    before/after pictures (``pipeline.visual.crops``)}. ``output_ratio``: the output's
+    frames per source frame (a new frame rate): source frame i is output frame
+    round(i * output_ratio), the one at its time (the nearest where the rates' times do
+    not meet)."""
     samples = load_samples(source, reference, scale, total_frames, sample_frames, fields, temporal_pairs)
     partners = samples.partners
     # the sampled frames and their partners go through each method together: one model load, one decode of the output
@@ -272,9 +277,10 @@ def measure_video(
     for method in list(models):
         every[method] = model_outputs(joint, models.pop(method), scale, precision, tile, tile_overlap)
     if output is not None:
-        want = sorted(set(joint.idx))
+        at = {i: round(i * output_ratio) for i in set(joint.idx)}
+        want = sorted(set(at.values()))
         decoded = dict(zip(want, (rgb for _, rgb in frames_at(output, want)), strict=True))
-        every["output"] = [decoded[i] for i in joint.idx]
+        every["output"] = [decoded[at[i]] for i in joint.idx]
     n = len(samples.idx)
     outputs = {m: frames[:n] for m, frames in every.items()}
     partner_outputs = {m: frames[n:] for m, frames in every.items()} if partners is not None else None

@@ -129,3 +129,10 @@ def test_fields_added_later_keep_earlier_outputs_hash_while_at_their_default():
     assert build_config("tiny", None, ["media.codec=libx265"]).hash() != "0258f4ba7c57"
     assert build_config("tiny", None, ["media.damaged=fail"]).hash() != "0258f4ba7c57"
     assert build_config("tiny", None, ["train.min_pair_side=8"]).hash() != "0258f4ba7c57"
+
+
+def test_frame_rate_specs_are_checked_when_the_config_is_built():
+    assert build_config("tiny", overrides=["media.fps=2x"]).hash() != build_config("tiny").hash()
+    for bad, says in (("fast", "expected a multiple like 2x"), ("1x", "a multiple must be above 1"), ("0", "a rate must be above 0")):
+        with pytest.raises(ValueError, match=f"media.fps: fps '{bad}'.*{says}"):
+            build_config("tiny", overrides=[f"media.fps={bad}"])

@@ -30,26 +30,32 @@ FORMATS = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj444p", "gray")
 MCI = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=none"
 
 
-def parse_fps(spec: str, rate_in: Fraction) -> Fraction:
+def parse_fps(spec: str, rate_in: Fraction | None) -> Fraction:
     """The output frame rate of ``spec``: ``"2x"`` (a multiple of the source's
     ``rate_in``), a number (``"60"``, ``"59.94"``: NTSC-style rates become n*1000/1001) or
-    a fraction (``"60000/1001"``). Refused: not above the source's rate, or unreadable."""
-    s = spec.strip().lower()
+    a fraction (``"60000/1001"``). Refused: not above the source's rate, or unreadable.
+    With ``rate_in`` None only the form is checked (the source's rate is not known yet)."""
+    s = str(spec).strip().lower()
     try:
         if s.endswith("x"):
-            rate = Fraction(s[:-1]) * rate_in
-        elif "/" in s:
-            rate = Fraction(s)
-        else:
-            rate = Fraction(s)
-            ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
-            if rate.denominator != 1 and abs(float(ntsc - rate)) < 0.006:
-                rate = ntsc
-    except (ValueError, ZeroDivisionError):
+            times = Fraction(s[:-1])
+            if times <= 1:
+                raise ValueError(f"fps {spec!r}: a multiple must be above 1 (frame-rate conversion only adds frames)")
+            return times * rate_in if rate_in is not None else times
+        rate = Fraction(s)
+    except (ValueError, ZeroDivisionError) as e:
+        if "multiple must be" in str(e):
+            raise
         raise ValueError(f"fps {spec!r}: expected a multiple like 2x, a rate like 60 or 59.94, or a fraction like 60000/1001") from None
-    if rate <= rate_in:
-        raise ValueError(f"fps {spec!r} is {float(rate):.3f} frames/s, not above the source's {float(rate_in):.3f}: "
-                         "frame-rate conversion only adds frames")
+    if "/" not in s and rate.denominator != 1:
+        ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
+        if abs(float(ntsc - rate)) < 0.006:
+            rate = ntsc
+    if rate <= 0:
+        raise ValueError(f"fps {spec!r}: a rate must be above 0")
+    if rate_in is not None and rate <= rate_in:
+        raise ValueError(f"fps {spec!r} is {float(rate):.3f} frames/s, not above the source's "
+                         f"{float(rate_in):.3f}: frame-rate conversion only adds frames")
     return rate
 
 
@@ -137,3 +143,31 @@ def interpolate(frames: Iterable[av.VideoFrame], rate_in: Fraction, rate_out: Fr
         n += 1
     if shot:
         yield from flush(output_count(n, rate_in, rate_out))
+
+
+def chunk_frames(paths: list[str]) -> Iterator[av.VideoFrame]:
+    """The video frames of restored chunk files, in order."""
+    for path in paths:
+        with av.open(path) as c:
+            yield from c.decode(c.streams.video[0])
+
+
+def retime(chunk_paths: list[str], out_path: str, rate_in: Fraction, rate_out: Fraction, *, colorspace: str, crf: int,
+           preset: str, codec: str, threads: int, sar: Fraction) -> int:
+    """The restored chunks' frames at ``rate_out`` (``interpolate``), encoded to the
+    video-only file ``out_path`` (time base 1/rate_out); returns the frames written."""
+    from pipeline.media.encode import ChunkWriter
+
+    frames = chunk_frames(chunk_paths)
+    first = next(frames)
+    n = 0
+    with ChunkWriter(out_path, width=first.width, height=first.height, time_base=1 / rate_out, rate=rate_out,
+                     colorspace=colorspace, crf=crf, preset=preset, codec=codec, threads=threads, sar=sar) as writer:
+        def all_frames() -> Iterator[av.VideoFrame]:
+            yield first
+            yield from frames
+
+        for f in interpolate(all_frames(), rate_in, rate_out):
+            writer.write_i420(f.pts, f.to_ndarray())
+            n += 1
+    return n

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import ray
 
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import plan_chunks
+from pipeline.media.fruc import parse_fps
 from pipeline.media.probe import by_fields
 from pipeline.models import checkpoint, describe
 from pipeline.run.layout import Layout, VideoJob
@@ -42,6 +44,14 @@ def check_input(info, cfg: RestoreConfig) -> None:
         raise ValueError(f"{info.width}x{info.height} is too small to restore x{cfg.scale} (each side needs at least {side} px)")
     if lim.max_seconds and info.duration > lim.max_seconds:
         raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
+    if cfg.media.fps:
+        try:
+            parse_fps(cfg.media.fps, info.rate)
+        except ValueError as e:
+            raise ValueError(f"media.fps: {e}") from None
+        if cfg.media.output_depth(info.bit_depth) > 8:
+            raise ValueError(f"media.fps: frame-rate conversion is 8-bit only and this {info.bit_depth}-bit source gives 10-bit output: "
+                             "set media.bit_depth=8")
 
 
 def check_damage(info, cfg: RestoreConfig) -> None:
@@ -235,8 +245,16 @@ class VideoStages:
     def assemble(self, job: VideoJob, info, chunks, ckpt: bytes, codec: str, row: VideoRow) -> None:
         from pipeline.actors import assemble_task
 
+        media = self.cfg.media
+        retimed = None
+        if media.fps:
+            rate = parse_fps(media.fps, info.rate)
+            retimed = {"rate_in": info.rate, "rate_out": rate, "colorspace": info.colorspace, "crf": media.crf, "preset": media.preset,
+                       "codec": codec if codec in ("libx264", "libx265", "ffv1") else "libx264",  # (this runs on a CPU)
+                       "threads": media.encoder_threads, "sar": info.sar}
+            say(job.rel, f"assemble: {float(info.rate):.3f} -> {float(rate):.3f} fps (motion-compensated, cuts respected)")
         out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt, codec), job.source,
-                                      job.version, job.output, info.frames, info.rotation))
+                                      job.version, job.output, info.frames, info.rotation, retimed))
         row.frames_out, row.output = out["frames"], job.output
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
         for what in out.get("dropped", []):
@@ -260,7 +278,8 @@ class VideoStages:
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if row.checkpoint else None, niqe=cfg.metrics.niqe,  # nothing trained: no fine-tuned column
                 precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,
-                crops=cfg.metrics.crops, temporal_pairs=cfg.metrics.temporal_pairs))
+                crops=cfg.metrics.crops, temporal_pairs=cfg.metrics.temporal_pairs,
+                output_ratio=parse_fps(cfg.media.fps, info.rate) / info.rate if cfg.media.fps else Fraction(1)))
             row.measured(measured["summary"])
             for pic in measured["crops"]:
                 pic["uri"] = self.layout.crop(job, pic["frame_index"])

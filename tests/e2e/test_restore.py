@@ -15,7 +15,7 @@ import pytest
 from pipeline import reports
 from pipeline.config import build_config
 from pipeline.media.probe import probe
-from tests.conftest import DATA, ROOT, run_job, tag
+from tests.conftest import DATA, ROOT, frames_of, psnr, run_job, tag
 
 pytestmark = pytest.mark.slow  # real Ray, jobs in subprocesses
 
@@ -235,3 +235,38 @@ def test_cli_errors_are_clear(tmp_path):
     proc = run_job("jobs.restore", "--input", DATA, "--output", str(tmp_path / "o"), "--set", f"model.pretrained={tiny}", check=False)
     assert proc.returncode == 2 and "is EDSR 2x16 x2, the config asks for EDSR 16x32 x2" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_new_frame_rate_keeps_the_duration_the_audio_and_the_source_frames(tmp_path):
+    """--fps 2x: twice the frames at twice the rate, the same duration, the source's audio
+    packets unchanged; the frames at the source's times are the source frames restored,
+    the others new frames between them."""
+    from pipeline.metrics.resize import bicubic_resize_uint8
+
+    src = os.path.join(DATA, "bbb_320x180.mp4")
+    out = tmp_path / "out"
+    proc = run_job("jobs.restore", "--input", src, "--output", str(out), "--fps", "2x",
+                   "--preset", "tiny", "--set", "metrics.sample_frames=3", "--no-finetune")
+    fast = out / tag(build_config("tiny", overrides=["metrics.sample_frames=3", "media.fps=2x", "train.finetune=false"])) / "bbb_320x180.mp4"
+    assert fast.is_file(), proc.stdout[-3000:]
+    si, oi = probe(src), probe(str(fast))
+    assert "assemble: 25.000 -> 50.000 fps" in proc.stdout
+    assert oi.frames == 2 * si.frames and oi.rate == 2 * si.rate and (oi.width, oi.height) == (2 * si.width, 2 * si.height)
+    times = frame_times(str(fast))
+    assert max(abs(t - i / 50) for i, t in enumerate(times)) < 1e-3  # every 1/50 s from the start
+    assert abs(oi.duration - si.duration) <= 1 / float(oi.rate)
+    with av.open(src) as a, av.open(str(fast)) as b:  # the audio is the source's, packet for packet
+        pa = [bytes(p) for p in a.demux(a.streams.audio[0]) if p.size]
+        pb = [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size]
+    assert pa == pb
+    source, new = frames_of(src), frames_of(str(fast))
+    up = [bicubic_resize_uint8(f, (2 * si.height, 2 * si.width)) for f in source]
+    assert min(psnr(new[2 * i], up[i]) for i in range(len(up))) > 30  # source times: the source frame, restored
+    moving = [i for i in range(len(up) - 1) if psnr(up[i], up[i + 1]) < 35]
+    assert moving  # (the clip pans)
+    for i in moving:  # in between: a new frame, nearer the source frames either side than they are to each other
+        mid = new[2 * i + 1]
+        assert min(psnr(mid, new[2 * i]), psnr(mid, new[2 * i + 2])) < 60
+        assert psnr(mid, new[2 * i]) + psnr(mid, new[2 * i + 2]) > 2 * psnr(new[2 * i], new[2 * i + 2])
+    row = pq.read_table(next((out / "reports" / "videos").rglob("*.parquet"))).to_pylist()
+    assert any(r["status"] == "restored" and r["psnr_output"] is None and r["niqe_output"] for r in row)
