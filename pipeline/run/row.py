@@ -40,6 +40,7 @@ class VideoRow:
     chunks: int | None = None
     frames_in: int | None = None
     frames_out: int | None = None
+    fps_out: float | None = None
     frames_damaged: int | None = None
     train_frames: int | None = None
     train_steps: int | None = None

@@ -256,6 +256,7 @@ class VideoStages:
         out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt, codec), job.source,
                                       job.version, job.output, info.frames, info.rotation, retimed))
         row.frames_out, row.output = out["frames"], job.output
+        row.fps_out = float(retimed["rate_out"] if retimed else info.rate)
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
         for what in out.get("dropped", []):
             say(job.rel, f"assemble: WARNING: not kept: {what} (choose media.container=mkv to keep it)")
