@@ -149,7 +149,7 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     # ------------------------------------------------------------------ uploads
 
-    async def accept_upload(user: User, video: UploadFile, scale: int, preset: str) -> Job:
+    async def accept_upload(user: User, video: UploadFile, scale: int, preset: str, fps: str = "") -> Job:
         """Store the upload under the user's prefix and queue it, after checking its size
         and that it is a video the restore will take; raises HTTPException with the reason."""
         from pipeline.config import build_config
@@ -174,7 +174,10 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
                     fh.write(chunk)
             if size == 0:
                 raise HTTPException(status_code=400, detail="the upload is empty")
-            cfg = build_config(preset, overrides=[f"scale={scale}"])
+            try:
+                cfg = build_config(preset, overrides=[f"scale={scale}"] + ([f"media.fps={fps}"] if fps else []))
+            except ValueError as e:
+                raise HTTPException(status_code=400, detail=str(e)) from None
             try:
                 info = probe(tmp, max_pixels=cfg.limits.max_pixels)
                 check_input(info, cfg)
@@ -189,7 +192,7 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
             base = join(settings.store_root, "users", str(user.id), "jobs", job_id)
             src = join(base, "upload", "input" + ext)
             store.put_file(tmp, src)
-            job = db.add_job(user.id, _shown_name(video.filename), src, join(base, "out"), scale, preset, job_id, settings.jobs_per_user)
+            job = db.add_job(user.id, _shown_name(video.filename), src, join(base, "out"), scale, preset, job_id, settings.jobs_per_user, fps)
             if job is None:
                 store.delete_tree(base)
                 raise HTTPException(status_code=429, detail=f"you have {settings.jobs_per_user} jobs queued or running: wait for one to end")
@@ -248,10 +251,11 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     @app.post("/jobs")
     async def upload_form(request: Request, user: Annotated[User, Depends(page_user)], video: Annotated[UploadFile, File()],
-                          scale: Annotated[int, Form()] = 2, preset: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = ""):
+                          scale: Annotated[int, Form()] = 2, preset: Annotated[str, Form()] = "", fps: Annotated[str, Form()] = "",
+                          csrf_token: Annotated[str, Form()] = ""):
         check_csrf(request, csrf_token)
         try:
-            job = await accept_upload(user, video, scale, preset or settings.presets[0])
+            job = await accept_upload(user, video, scale, preset or settings.presets[0], fps)
         except HTTPException as e:
             return render(request, "index.html", status_code=e.status_code, error=e.detail, jobs=db.jobs(user.id),
                           presets=settings.presets, scales=SCALES, max_mb=settings.max_upload_mb)
@@ -310,8 +314,8 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     @app.post("/api/jobs", status_code=202)
     async def api_create(user: Annotated[User, Depends(api_user)], video: Annotated[UploadFile, File()], scale: Annotated[int, Form()] = 2,
-                         preset: Annotated[str, Form()] = ""):
-        job = await accept_upload(user, video, scale, preset or settings.presets[0])
+                         preset: Annotated[str, Form()] = "", fps: Annotated[str, Form()] = ""):
+        job = await accept_upload(user, video, scale, preset or settings.presets[0], fps)
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
     @app.get("/api/jobs")

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     progress TEXT NOT NULL DEFAULT '{}',  -- JSON: stage, frames_done, frames_total, fps, eta_s
     error TEXT,
-    result TEXT NOT NULL DEFAULT '{}'     -- JSON: the restored file, metrics, crops
+    result TEXT NOT NULL DEFAULT '{}',    -- JSON: the restored file, metrics, crops
+    fps TEXT NOT NULL DEFAULT ''          -- the restored video's frame rate (media.fps); '' the source's
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
@@ -70,10 +71,11 @@ class Job:
     progress: dict[str, Any]
     error: str | None
     result: dict[str, Any]
+    fps: str = ""
 
     def public(self) -> dict[str, Any]:
         """What the API shows of the job (no store locations)."""
-        return {"id": self.id, "status": self.status, "filename": self.filename, "scale": self.scale, "preset": self.preset,
+        return {"id": self.id, "status": self.status, "filename": self.filename, "scale": self.scale, "preset": self.preset, "fps": self.fps,
                 "created": self.created, "started": self.started, "finished": self.finished, "progress": self.progress,
                 "error": self.error, "metrics": self.result.get("metrics", {}), "model_used": self.result.get("model_used"),
                 "model_reason": self.result.get("model_reason")}
@@ -96,6 +98,8 @@ class Database:
         with self._lock:  # (outside a transaction: executescript commits by itself)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(SCHEMA)
+            if "fps" not in {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}:  # a database made before the column
+                self._conn.execute("ALTER TABLE jobs ADD COLUMN fps TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -141,14 +145,14 @@ class Database:
     # ------------------------------------------------------------------ jobs
 
     def add_job(self, user_id: int, filename: str, input_uri: str, output: str, scale: int, preset: str, job_id: str,
-                limit: int) -> Job | None:
+                limit: int, fps: str = "") -> Job | None:
         """A new queued job, or None when the user has ``limit`` jobs queued or running."""
         with self._tx() as c:
             active = c.execute(f"SELECT count(*) FROM jobs WHERE user_id = ? AND status IN {ACTIVE}", (user_id,)).fetchone()[0]
             if active >= limit:
                 return None
-            c.execute("INSERT INTO jobs(id, user_id, status, filename, input, output, scale, preset, created) "
-                      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)", (job_id, user_id, filename, input_uri, output, scale, preset, time.time()))
+            c.execute("INSERT INTO jobs(id, user_id, status, filename, input, output, scale, preset, created, fps) "
+                      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)", (job_id, user_id, filename, input_uri, output, scale, preset, time.time(), fps))
             return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def job(self, user_id: int, job_id: str) -> Job | None:

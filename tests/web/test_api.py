@@ -242,3 +242,30 @@ def test_a_failed_restore_shows_its_reason(tmp_path):
         assert job["status"] == "failed" and job["error"] == "train.steps must be >= 1, got -1", job
         login(client, "alice")
         assert "train.steps must be &gt;= 1, got -1" in client.get(f"/jobs/{job_id}").text
+
+
+def test_a_frame_rate_is_asked_for_checked_against_the_upload_and_passed_to_the_restore(server, tmp_path):
+    import sqlite3
+
+    client, settings, tokens = server
+    r = upload(client, tokens["alice"], fps="2x")
+    assert r.status_code == 202, r.text
+    got = client.get(f"/api/jobs/{r.json()['id']}", headers=bearer(tokens["alice"])).json()
+    assert got["fps"] == "2x"
+    job = open_db(settings.data).job(1, got["id"])
+    cmd = Runner(open_db(settings.data), None, str(tmp_path)).command(job)
+    assert cmd[cmd.index("--fps") + 1] == "2x"
+    r = upload(client, tokens["alice"], fps="25")  # the clip is 29.97 fps: 25 would drop frames
+    assert r.status_code == 400 and "not above the source's 29.970" in r.json()["detail"]
+    assert upload(client, tokens["alice"], fps="fast").status_code == 400
+    # a database made before the column gets it, its jobs at the source's rate
+    old = tmp_path / "old"
+    old.mkdir()
+    con = sqlite3.connect(old / "reelsr.db")
+    con.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, status TEXT NOT NULL, filename TEXT NOT NULL, "
+                "input TEXT NOT NULL, output TEXT NOT NULL, scale INTEGER NOT NULL, preset TEXT NOT NULL, created REAL NOT NULL, "
+                "started REAL, finished REAL, progress TEXT NOT NULL DEFAULT '{}', error TEXT, result TEXT NOT NULL DEFAULT '{}')")
+    con.execute("INSERT INTO jobs(id, user_id, status, filename, input, output, scale, preset, created) VALUES ('j', 1, 'queued', 'a.mp4', 'i', 'o', 2, 'tiny', 0)")
+    con.commit()
+    con.close()
+    assert open_db(str(old)).job(1, "j").fps == ""
