@@ -153,21 +153,26 @@ def chunk_frames(paths: list[str]) -> Iterator[av.VideoFrame]:
 
 
 def retime(chunk_paths: list[str], out_path: str, rate_in: Fraction, rate_out: Fraction, *, colorspace: str, crf: int,
-           preset: str, codec: str, threads: int, sar: Fraction) -> int:
+           preset: str, codec: str, threads: int, sar: Fraction, start: Fraction = Fraction(0)) -> int:
     """The restored chunks' frames at ``rate_out`` (``interpolate``), encoded to the
-    video-only file ``out_path`` (time base 1/rate_out); returns the frames written."""
+    video-only file ``out_path``; returns the frames written. Output frame j is at
+    ``start`` + j / rate_out seconds (``start``: the source's first frame time, so the
+    audio stays in sync). The frames are taken as a constant-rate sequence at ``rate_in``."""
     from pipeline.media.encode import ChunkWriter
 
     frames = chunk_frames(chunk_paths)
     first = next(frames)
     n = 0
-    with ChunkWriter(out_path, width=first.width, height=first.height, time_base=1 / rate_out, rate=rate_out,
+    start = Fraction(start)
+    tb = Fraction(1, math.lcm(rate_out.numerator, start.denominator))  # both the start and 1/rate_out are whole ticks
+    step, offset = (1 / rate_out) / tb, start / tb
+    with ChunkWriter(out_path, width=first.width, height=first.height, time_base=tb, rate=rate_out,
                      colorspace=colorspace, crf=crf, preset=preset, codec=codec, threads=threads, sar=sar) as writer:
         def all_frames() -> Iterator[av.VideoFrame]:
             yield first
             yield from frames
 
         for f in interpolate(all_frames(), rate_in, rate_out):
-            writer.write_i420(f.pts, f.to_ndarray())
+            writer.write_i420(int(offset + f.pts * step), f.to_ndarray())
             n += 1
     return n

@@ -251,7 +251,7 @@ class VideoStages:
             rate = parse_fps(media.fps, info.rate)
             retimed = {"rate_in": info.rate, "rate_out": rate, "colorspace": info.colorspace, "crf": media.crf, "preset": media.preset,
                        "codec": codec if codec in ("libx264", "libx265", "ffv1") else "libx264",  # (this runs on a CPU)
-                       "threads": media.encoder_threads, "sar": info.sar}
+                       "threads": media.encoder_threads, "sar": info.sar, "start": Fraction(info.start_pts) * info.time_base}
             say(job.rel, f"assemble: {float(info.rate):.3f} -> {float(rate):.3f} fps (motion-compensated, cuts respected)")
         out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt, codec), job.source,
                                       job.version, job.output, info.frames, info.rotation, retimed))

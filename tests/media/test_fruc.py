@@ -84,3 +84,24 @@ def test_high_bit_depth_frames_are_refused():
     f = av.VideoFrame(64, 48, "yuv420p10le")
     with pytest.raises(ValueError, match="8-bit planar YUV"):
         list(interpolate([f, f], Fraction(25), Fraction(50)))
+
+
+def test_retimed_frames_start_where_the_source_did(tmp_path):
+    """A source whose first frame is at 0.12 s (an encoder delay, an edit): the new frames
+    are at 0.12 s + j/50, so sound recorded against the source stays in sync."""
+    from pipeline.media.encode import ChunkWriter
+    from pipeline.media.fruc import retime
+
+    frames, _ = decoded("carphone_gop10.mp4")
+    chunk = str(tmp_path / "chunk.mp4")
+    with ChunkWriter(chunk, width=176, height=144, time_base=Fraction(1, 25), rate=Fraction(25), colorspace="bt601", crf=12) as w:
+        for i, f in enumerate(frames[:10]):
+            w.write(3 + i, f.to_ndarray(format="rgb24"))
+    out = str(tmp_path / "retimed.mp4")
+    n = retime([chunk], out, Fraction(25), Fraction(50), colorspace="bt601", crf=12, preset="ultrafast", codec="libx264",
+               threads=1, sar=Fraction(1), start=Fraction(3, 25))
+    with av.open(out) as c:
+        s = c.streams.video[0]
+        times = [f.pts * s.time_base for f in c.decode(s)]
+    assert n == len(times) == 20
+    assert times == [Fraction(3, 25) + Fraction(j, 50) for j in range(20)]
