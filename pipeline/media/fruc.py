@@ -100,12 +100,15 @@ def _segment(frames: list[av.VideoFrame], first: int, rate_in: Fraction, rate_ou
             t = Fraction(f.pts) * f.time_base  # seconds from the video's first frame
             out[round(t * rate_out)] = f
 
-    for i, frame in enumerate(frames):
+    # minterpolate puts out a time only once it holds a frame after the next one: the shot's
+    # last frame goes in twice more, so its last interval is interpolated too
+    for i, frame in enumerate([*frames, frames[-1], frames[-1]]):
         graph.push(_copy(frame, int((first + i) * step), tb))
         drain()
     graph.push(None)
     drain()
-    return out
+    last = round(Fraction(first + len(frames) - 1) / rate_in * rate_out, 9)  # the last real frame's time, in output frames
+    return {j: f for j, f in out.items() if j <= last}
 
 
 def interpolate(frames: Iterable[av.VideoFrame], rate_in: Fraction, rate_out: Fraction) -> Iterator[av.VideoFrame]:

@@ -76,6 +76,8 @@ def test_no_frame_mixes_two_shots():
     assert len(out) == 24
     assert np.array_equal(luma(out[11]), luma(a[5]))  # half-way between the shots: the last frame before the cut
     assert np.array_equal(luma(out[12]), luma(b[0]))
+    for j, (p, q) in ((9, (a[4], a[5])), (21, (b[4], b[5]))):  # a shot's last interval is interpolated too, not held
+        assert max(psnr_plane(luma(out[j]), luma(p)), psnr_plane(luma(out[j]), luma(q))) < 50
     for j in range(12):  # every output of the first shot is closer to it than to the second
         assert psnr_plane(luma(out[j]), luma(a[j // 2])) > psnr_plane(luma(out[j]), luma(b[0])) + 3
 
