@@ -21,7 +21,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from pipeline.media.windows import is_cut
+from pipeline.media.windows import luma_small, lumas_cut
 
 #: minterpolate's planar 8-bit formats (it has no high-bit-depth path)
 FORMATS = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj444p", "gray")
@@ -117,7 +117,7 @@ def interpolate(frames: Iterable[av.VideoFrame], rate_in: Fraction, rate_out: Fr
     ``pts`` is j (time base 1/rate_out). Input frames must be in one of ``FORMATS``."""
     shot: list[av.VideoFrame] = []
     first = 0  # input index of the shot's first frame
-    last_rgb: np.ndarray | None = None
+    last_luma: np.ndarray | None = None  # the newest frame's small luma for the cut test (each frame's computed once)
     j = 0  # next output index
     n = 0
 
@@ -137,12 +137,12 @@ def interpolate(frames: Iterable[av.VideoFrame], rate_in: Fraction, rate_out: Fr
     for frame in frames:
         if frame.format.name not in FORMATS:
             raise ValueError(f"frame-rate conversion takes 8-bit planar YUV frames ({', '.join(FORMATS)}), got {frame.format.name}")
-        rgb = frame.to_ndarray(format="rgb24")
-        if shot and last_rgb is not None and is_cut(last_rgb, rgb):
+        luma = luma_small(frame.to_ndarray(format="rgb24"))
+        if shot and last_luma is not None and lumas_cut(last_luma, luma):
             yield from flush(output_count(n, rate_in, rate_out))
             shot, first = [], n
         shot.append(frame)
-        last_rgb = rgb
+        last_luma = luma
         n += 1
     if shot:
         yield from flush(output_count(n, rate_in, rate_out))

@@ -33,7 +33,7 @@ CUT_HIST = 0.25
 CUT_MAD = 20.0
 
 
-def _luma_small(rgb: np.ndarray) -> np.ndarray:
+def luma_small(rgb: np.ndarray) -> np.ndarray:
     """A 1/4-size luma (BT.601 weights, 0..255 floats) of an RGB frame (8 or 16 bits)."""
     x = rgb.astype(np.float32) * (255.0 / 65535.0 if rgb.dtype == np.uint16 else 1.0)
     h, w = x.shape[0] // 4 * 4, x.shape[1] // 4 * 4
@@ -46,11 +46,11 @@ def _luma_small(rgb: np.ndarray) -> np.ndarray:
 
 def is_cut(a: np.ndarray, b: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
     """Whether a scene cut lies between consecutive frames ``a`` and ``b`` (RGB)."""
-    return _lumas_cut(_luma_small(a), _luma_small(b), hist, mad)
+    return lumas_cut(luma_small(a), luma_small(b), hist, mad)
 
 
-def _lumas_cut(ya: np.ndarray, yb: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
-    """``is_cut`` on the frames' ``_luma_small`` (a stream computes each frame's once)."""
+def lumas_cut(ya: np.ndarray, yb: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
+    """``is_cut`` on the frames' ``luma_small`` (a stream computes each frame's once)."""
     if float(np.abs(ya - yb).mean()) <= mad:
         return False
     ha = np.histogram(ya, BINS, (0, 256))[0] / ya.size
@@ -108,7 +108,7 @@ def windows(frames: Iterable[tuple[int, np.ndarray, bool]], radius: int) -> Iter
     buf: deque[tuple[int, np.ndarray, bool]] = deque()  # positions base .. base + len(buf) - 1
     cuts: list[int] = []  # positions p with a cut between p and p + 1
     base = centre = 0  # centre: the next position to emit
-    last_luma = None  # the newest frame's _luma_small
+    last_luma = None  # the newest frame's luma_small
 
     def emit(last: int, ended: bool) -> Iterator[tuple[int, np.ndarray]]:
         nonlocal centre
@@ -120,8 +120,8 @@ def windows(frames: Iterable[tuple[int, np.ndarray, bool]], radius: int) -> Iter
             centre += 1
 
     for pos, item in enumerate(frames):
-        luma = _luma_small(item[1])
-        if last_luma is not None and _lumas_cut(last_luma, luma):
+        luma = luma_small(item[1])
+        if last_luma is not None and lumas_cut(last_luma, luma):
             cuts.append(pos - 1)
         buf.append(item)
         last_luma = luma
