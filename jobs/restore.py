@@ -51,7 +51,7 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     preset = args.preset or DEFAULT
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}),
-                           **({"media.fps": args.fps} if getattr(args, "fps", None) else {}))
+                           **({"media.fps": args.fps} if args.fps else {}))
     except (ValueError, OSError, yaml.YAMLError) as e:
         p.error(str(e).replace("\n", " "))
     from pipeline.run.lock import RunLocked

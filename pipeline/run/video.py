@@ -54,6 +54,11 @@ def check_input(info, cfg: RestoreConfig) -> None:
                              "set media.bit_depth=8")
 
 
+def output_rate(info, cfg: RestoreConfig) -> Fraction:
+    """The restored video's frame rate: media.fps's (checked by ``check_input``), or the source's."""
+    return parse_fps(cfg.media.fps, info.rate) if cfg.media.fps else info.rate
+
+
 def check_damage(info, cfg: RestoreConfig) -> None:
     """Refuse, before any training or inference, a video whose damaged frames (found by
     the scan) media.damaged does not allow to conceal."""
@@ -246,9 +251,9 @@ class VideoStages:
         from pipeline.actors import assemble_task
 
         media = self.cfg.media
+        rate = output_rate(info, self.cfg)
         retimed = None
         if media.fps:
-            rate = parse_fps(media.fps, info.rate)
             retimed = {"rate_in": info.rate, "rate_out": rate, "colorspace": info.colorspace, "crf": media.crf, "preset": media.preset,
                        "codec": codec if codec in ("libx264", "libx265", "ffv1") else "libx264",  # (this runs on a CPU)
                        "threads": media.encoder_threads, "sar": info.sar, "start": Fraction(info.start_pts) * info.time_base}
@@ -256,7 +261,7 @@ class VideoStages:
         out = ray.get(self.pool.stage("assemble", assemble_task, self.store, self._chunk_uris(job, chunks, ckpt, codec), job.source,
                                       job.version, job.output, info.frames, info.rotation, retimed))
         row.frames_out, row.output = out["frames"], job.output
-        row.fps_out = float(retimed["rate_out"] if retimed else info.rate)
+        row.fps_out = float(rate)
         say(job.rel, f"assemble: {job.output} ({out['width']}x{out['height']}, {out['frames']} frames)")
         for what in out.get("dropped", []):
             say(job.rel, f"assemble: WARNING: not kept: {what} (choose media.container=mkv to keep it)")
@@ -280,7 +285,7 @@ class VideoStages:
                 finetuned=ckpt if row.checkpoint else None, niqe=cfg.metrics.niqe,  # nothing trained: no fine-tuned column
                 precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,
                 crops=cfg.metrics.crops, temporal_pairs=cfg.metrics.temporal_pairs,
-                output_ratio=parse_fps(cfg.media.fps, info.rate) / info.rate if cfg.media.fps else Fraction(1)))
+                output_ratio=output_rate(info, cfg) / info.rate))
             row.measured(measured["summary"])
             for pic in measured["crops"]:
                 pic["uri"] = self.layout.crop(job, pic["frame_index"])
