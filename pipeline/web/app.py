@@ -160,6 +160,10 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
             raise HTTPException(status_code=400, detail=f"scale must be one of {', '.join(map(str, SCALES))}")
         if preset not in settings.presets:
             raise HTTPException(status_code=400, detail=f"preset must be one of {', '.join(settings.presets)}")
+        try:  # before the upload is read: a bad form needs no file
+            cfg = build_config(preset, overrides=[f"scale={scale}"] + ([f"media.fps={fps}"] if fps else []))
+        except ValueError as e:
+            raise HTTPException(status_code=400, detail=str(e)) from None
         limit = int(settings.max_upload_mb * 1e6)
         tmp_dir = os.path.join(settings.data, "tmp")
         os.makedirs(tmp_dir, exist_ok=True)
@@ -174,10 +178,6 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
                     fh.write(chunk)
             if size == 0:
                 raise HTTPException(status_code=400, detail="the upload is empty")
-            try:
-                cfg = build_config(preset, overrides=[f"scale={scale}"] + ([f"media.fps={fps}"] if fps else []))
-            except ValueError as e:
-                raise HTTPException(status_code=400, detail=str(e)) from None
             try:
                 info = probe(tmp, max_pixels=cfg.limits.max_pixels)
                 check_input(info, cfg)
