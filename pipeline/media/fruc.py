@@ -14,6 +14,7 @@ ceil(N * rate_out / rate_in) frames at ``rate_out``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -164,18 +165,14 @@ def retime(chunk_paths: list[str], out_path: str, rate_in: Fraction, rate_out: F
     from pipeline.media.encode import ChunkWriter
 
     frames = chunk_frames(chunk_paths)
-    first = next(frames)
+    first = next(frames)  # (its size opens the writer)
     n = 0
     start = Fraction(start)
     tb = Fraction(1, math.lcm(rate_out.numerator, start.denominator))  # both the start and 1/rate_out are whole ticks
     step, offset = (1 / rate_out) / tb, start / tb
     with ChunkWriter(out_path, width=first.width, height=first.height, time_base=tb, rate=rate_out,
                      colorspace=colorspace, crf=crf, preset=preset, codec=codec, threads=threads, sar=sar) as writer:
-        def all_frames() -> Iterator[av.VideoFrame]:
-            yield first
-            yield from frames
-
-        for f in interpolate(all_frames(), rate_in, rate_out):
+        for f in interpolate(itertools.chain([first], frames), rate_in, rate_out):
             writer.write_i420(int(offset + f.pts * step), f.to_ndarray())
             n += 1
     return n
