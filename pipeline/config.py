@@ -151,6 +151,7 @@ class TrainConfig:
     degrade: str = _f("", 'How a self-pair\'s input is made from its target: empty (the default: the clean bicubic downscale), "auto" (experimental: the video\'s own degradation as estimated from the video -- blur and subsampling, noise, and a re-encode with its codec at its quantiser; "auto:blur,codec" takes only those parts of the estimate; at x4 on two held-out clean clips it lost 0.2 and 1.5 dB: docs/RESULTS.md), or named degradations after the bicubic downscale, each with probability 0.5, comma-separated "name:value" (listed at the end of --help). The estimate is recorded in the report whichever is used.')
     multiscale: bool = _f(False, "Also take self-pairs from the frames downscaled x2 (the same content at two scales).")
     min_pair_side: int = _f(32, "Fine-tune only when a self-pair's input -- a frame downscaled by the scale -- has a short side of at least this many pixels; below it the starting model restores the video (model_used=pretrained, with the reason): on 80x60 frames at x4 (self-pairs of 20x15 px) the fine-tune gained nothing on average and lost up to 0.6 dB, where larger frames gained (docs/RESULTS.md). 0: always fine-tune.")
+    min_detail: float = _f(0.15, "Fine-tune only when the video's frames keep some fine detail: their finest frequency octave holds at least this fraction of the next octave's energy (the report's est_detail). A self-pair's target is the frame itself; softer frames (a strong blur before a small downscale) teach the fine-tune to restore soft output, and the starting model restores the video instead (model_used=pretrained, with the reason): at x2 the fine-tune lost 0.5 and 3.1 dB on two blurred clips whose frames read 0.089 and 0.057, while frames reading 0.26 to 0.48 lost at most 0.1 dB and gained up to 0.5 (docs/RESULTS.md). 0: always fine-tune.")
     holdout: int = _f(2, "Frames held out: their self-pairs score the starting model (step 0) and every validation; the fine-tuned weights are kept only when they beat the starting model there by keep_margin (do no harm), and training stops early when they stop improving. 0: no holdout (the fine-tuned weights are always used).")
     keep_margin: float = _f(0.005, "With holdout: the fine-tuned weights are used only when their held-out L1 is at least this fraction below the starting model's.")
     eval_every: int = _f(25, "With holdout: validate every this many steps.")
@@ -167,6 +168,8 @@ class TrainConfig:
         for name in ("max_frames", "steps", "batch_size", "workers", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.min_detail) and self.min_detail >= 0):
+            raise ValueError(f"train.min_detail must be a number >= 0, got {self.min_detail}")
         for name in ("train_last", "holdout", "min_pair_side"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
@@ -281,9 +284,9 @@ class LimitsConfig:
 #: hold their default (which restores as before), so that a scheduled run over an archive
 #: does not restore every video again after an upgrade. (train.min_pair_side at its default
 #: changes only videos whose frames are under 32 px x the scale: restored before, they are
-#: kept as they were.)
+#: kept as they were; train.min_detail likewise for videos whose frames hold little fine detail.)
 HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth", "fps"),
-                                                  "train": ("cpus_per_worker", "precision", "min_pair_side"),
+                                                  "train": ("cpus_per_worker", "precision", "min_pair_side", "min_detail"),
                                                   "model": ("n_layers", "growth", "frames")}
 
 

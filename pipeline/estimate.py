@@ -11,6 +11,11 @@ self-pairs can be made the same way (``VideoDegradation``).
   quietest blocks of the frames (a low quantile of Immerkaer's Laplacian-difference
   operator per block), less its reading on noise-free frames (``NOISE_FLOOR``). (Colour noise of
   sigma s per channel is 0.67 s in the luma.)
+* **detail**: how much of the frames' energy is in their finest octave, as a fraction of
+  the next octave's (``band_ratio`` of the frames themselves). A self-pair's target is
+  the frame: frames with little fine detail (a strong blur before a small downscale)
+  make soft targets, and a fine-tune on them learns to restore soft output
+  (``train.min_detail`` skips it).
 * **compression**: the codec, the bits per pixel of the stream, and the mean quantiser
   of H.264 frames (FFmpeg's per-frame encoding parameters, where the decoder exports
   them).
@@ -59,6 +64,7 @@ class Degradation:
     codec: str  # the stream's codec name (h264, mpeg4, ...)
     bits_per_pixel: float  # of the video stream
     qp: float | None  # mean quantiser of the frames, when the decoder exports it
+    detail: float = float("nan")  # the frames' top-octave / next-octave energy (band_ratio)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,4 +171,5 @@ def estimate(path: str, frames: list[np.ndarray], scale: int, most: int = 16) ->
     about ``most`` evenly spaced ones are read."""
     frames = frames[:: max(1, len(frames) // most)]
     codec, bpp, qp = estimate_compression(path)
-    return Degradation(estimate_blur(frames, scale), round(estimate_noise(frames), 2), codec, bpp, qp)
+    return Degradation(estimate_blur(frames, scale), round(estimate_noise(frames), 2), codec, bpp, qp,
+                       round(band_ratio(_grey(frames)), 3))

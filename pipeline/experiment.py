@@ -38,7 +38,7 @@ from pipeline.metrics.resize import bicubic_resize_uint8
 from pipeline.models import checkpoint
 from pipeline.run.driver import load_pretrained
 from pipeline.storage import Store
-from pipeline.train.finetune import build_start_model, finetune, self_pairs, too_small_for_self_pairs
+from pipeline.train.finetune import build_start_model, finetune, self_pairs, too_small_for_self_pairs, too_soft_for_self_pairs
 
 
 @dataclass(frozen=True)
@@ -139,9 +139,9 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
         est = estimate(lr, _training_frames(extracted, lr, info, base.train), base.scale).to_dict()
         common = {"clip": clip, "clip_seconds": seconds, "clip_frames": info.frames, "lr_width": info.width, "lr_height": info.height,
                   "degradation": degradation, "est_blur_sigma": est["blur_sigma"], "est_noise_sigma": est["noise_sigma"],
-                  "est_qp": est["qp"]}
+                  "est_qp": est["qp"], "est_detail": est["detail"]}
         print(f"[{clip}] estimated: blur sigma {est['blur_sigma']}, noise sigma {est['noise_sigma']}, {est['codec']} "
-              f"QP {est['qp']}, {est['bits_per_pixel']} bits/px", flush=True)
+              f"QP {est['qp']}, {est['bits_per_pixel']} bits/px, detail {est['detail']}", flush=True)
         # the sampled frames are decoded, and the baselines scored, once per clip; variants only add their own outputs
         samples = load_samples(lr, hr, base.scale, info.frames, base.metrics.sample_frames)
         outputs = {"bicubic": bicubic_outputs(samples, base.scale)}
@@ -158,7 +158,8 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             cfg = grid.config(base, name)
             t0 = time.perf_counter()
             frames = _training_frames(extracted, lr, info, cfg.train)
-            small = too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side) if pretrained is not None else None
+            small = (too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side)
+                     or too_soft_for_self_pairs(est["detail"], cfg.train.min_detail)) if pretrained is not None else None
             try:
                 if small:  # as a restore does: nothing is trained, the starting model restores the clip
                     row = _row(common, name, grid.variants[name], measured, "pretrained")

@@ -65,6 +65,7 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("media.damaged=skip", "media.damaged must be conceal or fail"),
         ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
         ("train.min_pair_side=-1", "train.min_pair_side must be >= 0, got -1"),
+        ("train.min_detail=-0.1", "train.min_detail must be a number >= 0, got -0.1"),
         ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr)"),
     ],
 )

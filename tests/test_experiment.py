@@ -18,7 +18,7 @@ CLIP = os.path.join(ROOT, "tests", "data", "carphone_gop10.mp4")
 @pytest.mark.slow
 def test_grid_runs_and_reports(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("lengths: [0.5]\ndegradations: [bicubic, x264crf30]\nvariants:\n  l1: {}\n  auto: {train.degrade: auto}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n  small: {train.min_pair_side: 40}\n")
+    grid.write_text("lengths: [0.5]\ndegradations: [bicubic, x264crf30]\nvariants:\n  l1: {}\n  auto: {train.degrade: auto}\n  last1: {train.train_last: 1, train.augment: false}\n  broken: {train.loss: vgg, train.vgg_weights: /nonexistent/vgg19.pth}\n  small: {train.min_pair_side: 40}\n  soft: {train.min_detail: 100}\n")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "jobs.experiment", "--grid", str(grid), "--input", CLIP, "--output", str(out),
                            "--preset", "tiny", "--set", "train.steps=4", "--set", "metrics.sample_frames=3"],
@@ -30,7 +30,7 @@ def test_grid_runs_and_reports(tmp_path):
     rows = pq.read_table(files[0]).to_pylist()
     assert {r["clip"] for r in rows} == {"carphone_gop10.mp4", "carphone_gop10.mp4@0.5s", "carphone_gop10.mp4[x264crf30]",
                                          "carphone_gop10.mp4@0.5s[x264crf30]"}
-    assert len(rows) == 4 * 7  # degradations x clips x (bicubic, pretrained, 5 variants)
+    assert len(rows) == 4 * 8  # degradations x clips x (bicubic, pretrained, 6 variants)
     by = {(r["clip"], r["method"]): r for r in rows}
     full = "carphone_gop10.mp4"
     assert by[(full, "pretrained")]["psnr"] > by[(full, "bicubic")]["psnr"] + 1  # the shipped base model beats bicubic
@@ -48,6 +48,10 @@ def test_grid_runs_and_reports(tmp_path):
     small = by[(full, "small")]
     assert small["model_used"] == "pretrained" and small["train_steps"] == 0 and "44x36 px, below train.min_pair_side=40" in small["model_reason"]
     assert small["psnr"] == by[(full, "pretrained")]["psnr"] and small["psnr_gain"] == 0
+    # frames with less fine detail than the variant's min_detail: nothing trained either
+    soft = by[(full, "soft")]
+    assert soft["model_used"] == "pretrained" and soft["train_steps"] == 0 and "below train.min_detail=100" in soft["model_reason"]
+    assert 0 < soft["est_detail"] < 100 and soft["psnr_gain"] == 0
     # the compressed clip: the estimate reads the stream's quantiser (x264 CRF 30 -> QP ~ 34), the clean one's is lossless
     assert by[("carphone_gop10.mp4[x264crf30]", "l1")]["est_qp"] > 25 and by[(full, "l1")]["est_qp"] < 1
     assert by[("carphone_gop10.mp4[x264crf30]", "bicubic")]["psnr"] < by[(full, "bicubic")]["psnr"] - 0.5

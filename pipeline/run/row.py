@@ -55,6 +55,7 @@ class VideoRow:
     est_codec: str | None = None
     est_bits_per_pixel: float | None = None
     est_qp: float | None = None
+    est_detail: float | None = None
     checkpoint: str | None = None
     checkpoint_reused: bool | None = None
     chunks_reused: int | None = None
@@ -119,7 +120,7 @@ class VideoRow:
     def degraded(self, d: dict[str, Any]) -> None:
         """The video's estimated degradation (``pipeline.estimate.Degradation``)."""
         self.est_blur_sigma, self.est_noise_sigma, self.est_codec = d["blur_sigma"], d["noise_sigma"], d["codec"]
-        self.est_bits_per_pixel, self.est_qp = d["bits_per_pixel"], d["qp"]
+        self.est_bits_per_pixel, self.est_qp, self.est_detail = d["bits_per_pixel"], d["qp"], d.get("detail")
 
     def measured(self, summary: dict[str, Any]) -> None:
         """The metrics task's summary: ``metric_frames`` and ``<metric>_<method>`` means."""

@@ -150,7 +150,7 @@ class VideoStages:
         """The video's fine-tuned checkpoint: an earlier run's when there is one, else
         trained now (its worker commits it to the store)."""
         from pipeline.actors import extract_training_frames
-        from pipeline.train.finetune import finetune_loop, too_small_for_self_pairs
+        from pipeline.train.finetune import finetune_loop, too_small_for_self_pairs, too_soft_for_self_pairs
         from pipeline.train.launch import launch
 
         cfg, label = self.cfg, job.rel
@@ -186,8 +186,13 @@ class VideoStages:
         if degradation:
             row.degraded(degradation)
             say(label, "train: the video's degradation as estimated: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
-                "{bits_per_pixel} bits/px, QP {qp}".format(**degradation)
+                "{bits_per_pixel} bits/px, QP {qp}, detail {detail}".format(**{"detail": None, **degradation})
                 + ("" if cfg.train.degrade.startswith("auto") else " (recorded; the self-pairs follow train.degrade)"))
+            soft = too_soft_for_self_pairs(degradation.get("detail"), cfg.train.min_detail) if self.pretrained is not None else None
+            if soft:
+                say(label, f"train: skipped: {soft}; restoring with the starting model")
+                row.model_used, row.model_reason = "pretrained", soft
+                return self.pretrained
         what = f"{n_frames} windows of {self.pool.arch['frames']} frames" if self.pool.arch.get("frames", 1) > 1 else f"{n_frames} frames"
         say(label, f"train: {what} ({cfg.train.frames}), {cfg.train.steps} steps, {describe(self.pool.arch, scale=False)}, {cfg.train.workers} "
             + ("GPU worker(s)" if self.gpu else f"CPU worker(s) of {train_cpus(cfg)} CPU(s)"))

@@ -47,6 +47,16 @@ def too_small_for_self_pairs(width: int, height: int, scale: int, min_side: int)
     return None
 
 
+def too_soft_for_self_pairs(detail: float | None, min_detail: float) -> str | None:
+    """Why frames whose finest octave holds ``detail`` of the next octave's energy (the
+    estimate's ``detail``) should not be fine-tuned on (below ``min_detail``: their
+    self-pairs' targets are soft), or None."""
+    if min_detail and detail is not None and detail == detail and detail < min_detail:
+        return (f"frames too soft to fine-tune on: their finest octave holds {detail:.3f} of the next octave's energy, "
+                f"below train.min_detail={min_detail:g}; self-pairs with them as targets teach soft output")
+    return None
+
+
 def model_reason(stats: dict[str, Any], keep_margin: float) -> str:
     """Why the fine-tune's ``stats["model_used"]`` restores the video, for the report."""
     if "val_first" not in stats:

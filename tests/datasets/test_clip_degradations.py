@@ -54,6 +54,8 @@ def test_the_estimates_follow_the_degradation(clips):
     assert est["x264crf30"].qp > 25 and est["bicubic"].qp < 1  # lossless
     assert est["noise5"].noise_sigma > est["bicubic"].noise_sigma + 2
     assert est["blur1.6"].blur_sigma > est["bicubic"].blur_sigma
+    # the blurred frames keep less fine detail: below train.min_detail's default, the clean ones above it
+    assert est["blur1.6"].detail < 0.15 < est["bicubic"].detail
 
 
 @pytest.mark.parametrize("name", ["bilinear", "blur", "blur-1", "x264crf60", "mpeg4q1", "noise0"])

@@ -186,6 +186,14 @@ def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
     assert "train: skipped: frames too small" in proc.stdout and "train: step" not in proc.stdout
     assert row["niqe_finetuned"] is None and row["niqe_output"] > 0
 
+    # frames with less fine detail than train.min_detail (the estimate, read after the training frames are extracted)
+    # are not fine-tuned on either
+    proc = run_job("jobs.restore", "--input", hr, "--output", str(tmp_path / "soft"), *FAST, "--set", "train.min_detail=100")
+    row = reports.read_table(str(tmp_path / "soft"), "videos").to_pylist()[0]
+    assert row["status"] == "restored" and row["model_used"] == "pretrained" and row["checkpoint"] is None, proc.stdout
+    assert 0 < row["est_detail"] < 100 and f"holds {row['est_detail']:.3f} of the next octave's energy, below train.min_detail=100" in row["model_reason"]
+    assert "train: skipped: frames too soft" in proc.stdout and "train: step" not in proc.stdout
+
 
 def test_bad_input_fails_alone_and_scratch_start_warns(tmp_path):
     """A broken file fails alone; a reference that does not fit fails the measurements,
