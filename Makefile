@@ -34,7 +34,7 @@ serve: setup
 	$(BIN)/python -m jobs.serve --data $(SERVE_DATA)
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -q
 
 # The fast tier: no Ray cluster, no job in a subprocess (tests marked slow are left out).
 test-fast: setup
