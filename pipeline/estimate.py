@@ -98,11 +98,15 @@ def estimate_blur(frames: list[np.ndarray], scale: int, sigmas=BLUR_SIGMAS, cali
     next-octave energy ratio (see the module docstring), mapped through
     ``BLUR_CALIBRATION`` (``calibrated``)."""
     x = _grey(frames)
-    target = math.log(band_ratio(x))
+    return _blur_of(x, band_ratio(x), scale, sigmas, calibrated)
+
+
+def _blur_of(x: torch.Tensor, ratio: float, scale: int, sigmas=BLUR_SIGMAS, calibrated: bool = True) -> float:
+    """``estimate_blur`` of the luma ``x`` (N, 1, H, W), whose ``band_ratio`` is ``ratio``."""
+    target = math.log(ratio)
     best, best_err = 0.0, float("inf")
     for s in sigmas:
-        y = blur(x.expand(-1, 3, -1, -1), gaussian_kernel(s)) if s > 0 else x.expand(-1, 3, -1, -1)
-        y = subsample(y[:, :1], scale)
+        y = subsample(blur(x, gaussian_kernel(s)) if s > 0 else x, scale)
         err = abs(math.log(band_ratio(y)) - target)
         if err < best_err:
             best, best_err = float(s), err
@@ -171,5 +175,6 @@ def estimate(path: str, frames: list[np.ndarray], scale: int, most: int = 16) ->
     about ``most`` evenly spaced ones are read."""
     frames = frames[:: max(1, len(frames) // most)]
     codec, bpp, qp = estimate_compression(path)
-    return Degradation(estimate_blur(frames, scale), round(estimate_noise(frames), 2), codec, bpp, qp,
-                       round(band_ratio(_grey(frames)), 3))
+    x = _grey(frames)
+    ratio = band_ratio(x)  # the blur search's target, and the frames' detail
+    return Degradation(_blur_of(x, ratio, scale), round(estimate_noise(frames), 2), codec, bpp, qp, round(ratio, 3))
