@@ -64,7 +64,7 @@ class Degradation:
     codec: str  # the stream's codec name (h264, mpeg4, ...)
     bits_per_pixel: float  # of the video stream
     qp: float | None  # mean quantiser of the frames, when the decoder exports it
-    detail: float = float("nan")  # the frames' top-octave / next-octave energy (band_ratio)
+    detail: float  # the frames' top-octave / next-octave energy (band_ratio)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -158,15 +158,15 @@ def run_experiment(grid: Grid, base: RestoreConfig, hr_input: str, output: str) 
             cfg = grid.config(base, name)
             t0 = time.perf_counter()
             frames = _training_frames(extracted, lr, info, cfg.train)
-            small = (too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side)
-                     or too_soft_for_self_pairs(est["detail"], cfg.train.min_detail)) if pretrained is not None else None
+            skip = (too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side)
+                    or too_soft_for_self_pairs(est["detail"], cfg.train.min_detail)) if pretrained is not None else None
             try:
-                if small:  # as a restore does: nothing is trained, the starting model restores the clip
+                if skip:  # as a restore does: nothing is trained, the starting model restores the clip
                     row = _row(common, name, grid.variants[name], measured, "pretrained")
                     row.update(train_frames=len(frames), train_steps=0, train_seconds=0.0, total_seconds=time.perf_counter() - t0,
-                               model_used="pretrained", model_reason=small)
+                               model_used="pretrained", model_reason=skip)
                     blob = None
-                    print(f"[{clip}] {name}: not fine-tuned: {small}", flush=True)
+                    print(f"[{clip}] {name}: not fine-tuned: {skip}", flush=True)
                 else:
                     row, blob = _variant(clip, common, name, grid, cfg, pretrained, frames, samples, est, device, t0)
             except Exception as e:  # noqa: BLE001 - a variant that fails is a result too

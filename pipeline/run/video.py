@@ -186,7 +186,7 @@ class VideoStages:
         if degradation:
             row.degraded(degradation)
             say(label, "train: the video's degradation as estimated: blur sigma {blur_sigma}, noise sigma {noise_sigma}, {codec} at "
-                "{bits_per_pixel} bits/px, QP {qp}, detail {detail}".format(**{"detail": None, **degradation})
+                "{bits_per_pixel} bits/px, QP {qp}, detail {detail}".format(**degradation)
                 + ("" if cfg.train.degrade.startswith("auto") else " (recorded; the self-pairs follow train.degrade)"))
             soft = too_soft_for_self_pairs(degradation.get("detail"), cfg.train.min_detail) if self.pretrained is not None else None
             if soft:

@@ -51,7 +51,7 @@ def too_soft_for_self_pairs(detail: float | None, min_detail: float) -> str | No
     """Why frames whose finest octave holds ``detail`` of the next octave's energy (the
     estimate's ``detail``) should not be fine-tuned on (below ``min_detail``: their
     self-pairs' targets are soft), or None."""
-    if min_detail and detail is not None and detail == detail and detail < min_detail:
+    if min_detail and detail is not None and detail < min_detail:
         return (f"frames too soft to fine-tune on: their finest octave holds {detail:.3f} of the next octave's energy, "
                 f"below train.min_detail={min_detail:g}; self-pairs with them as targets teach soft output")
     return None
