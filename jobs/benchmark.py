@@ -1,6 +1,6 @@
 """Benchmark single-image super-resolution on Set5 / Set14-style HR folders.
 
-    python -m jobs.benchmark --model CKPT|builtin:NAME|bicubic --data DIR --scale S
+    python -m jobs.benchmark --model CKPT|builtin:NAME|bicubic --data DIR --scale S (2, 3, 4, or e.g. 2.5)
         [--degrade bicubic|blur1.6|noise5|x264crf30] [--device cpu|cuda] [--json FILE]
 
 Each HR image of DIR (or of DIR/HR when that exists) is cropped to a multiple of S,
@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="'bicubic', 'builtin:NAME' (shipped weights, e.g. builtin:edsr_2x16) or a checkpoint file")
     p.add_argument("--data", required=True, help="folder of HR images, or a folder with an HR/ subfolder")
-    p.add_argument("--scale", required=True, type=int, help="upscaling factor (the checkpoint's)")
+    p.add_argument("--scale", required=True, type=float, help="upscaling factor: 2, 3, 4 (a checkpoint's), or a fraction such as 2.5 "
+                   "(bicubic inputs; a continuous-scale checkpoint restores to it, an integer one of a larger scale restores, then resizes down)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where a checkpoint runs (default cpu)")
     p.add_argument("--degrade", default="bicubic", help="how the input is made: bicubic (the papers' protocol, default), "
                    "blur1.6 (Gaussian sigma 1.6, then every S-th pixel, centre-aligned), noise5 (bicubic + Gaussian noise sigma 5), "
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.benchmark import benchmark, format_table
 
     try:
-        result = benchmark(args.model, args.data, args.scale, device=args.device, degrade=args.degrade)
+        scale = int(args.scale) if args.scale.is_integer() else args.scale
+        result = benchmark(args.model, args.data, scale, device=args.device, degrade=args.degrade)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,13 @@ is exactly the grey level when R = G = B), and PSNR / SSIM use the same conventi
 Y of the repeated channels instead would make PSNR 20 log10(255/219) = 1.32 dB higher
 on such an image (+0.09 dB on the Set14 mean). Such rows have ``"channel": "grey"``.
 
+At a non-integer scale s = p / q (e.g. 2.5 = 5 / 2) the image is cropped to a multiple
+of p, so the input is exactly q / p of it (as the continuous-scale papers do), and
+ceil(s) px are cropped for the scores. A continuous-scale model restores straight to the
+image's size; a model of one integer scale k >= s restores x k and is then bicubic-
+resized (MATLAB's, antialiased) down to the size: the "integer model, then resize" way
+to reach such a scale.
+
 With ``bicubic`` this reproduces the published bicubic baselines within 0.05 dB
 (measured: Set5 x2 / x3 / x4 33.67 / 30.40 / 28.43 dB against 33.66 / 30.39 / 28.42;
 Set14 30.23 / 27.54 / 25.99 dB against 30.24 / 27.55 / 26.00).
@@ -27,7 +34,9 @@ Set14 30.23 / 27.54 / 25.99 dB against 30.24 / 27.55 / 26.00).
 
 from __future__ import annotations
 
+import math
 import os
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -81,10 +90,34 @@ def _grey_plane_scores(sr: np.ndarray, hr_grey: np.ndarray, crop: int) -> tuple[
     return psnr_plane(a, b), ssim_plane(a, b)
 
 
-def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
-    """Crop the bottom / right so that both sides are multiples of ``scale``."""
-    h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
+def modcrop(img: np.ndarray, scale: float) -> np.ndarray:
+    """Crop the bottom / right so that both sides are multiples of ``scale`` (of its
+    numerator p for a non-integer scale p / q: then the input is exactly q / p of it)."""
+    m = as_fraction(scale).numerator
+    h, w = img.shape[0] - img.shape[0] % m, img.shape[1] - img.shape[1] % m
     return img[:h, :w]
+
+
+def as_fraction(scale: float) -> Fraction:
+    """``scale`` as p / q with q <= 8 (2.5 -> 5/2, 3.5 -> 7/2): ValueError for a scale
+    that is not such a fraction, or < 1."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or not math.isfinite(scale) or scale < 1:
+        raise ValueError(f"scale must be a number >= 1, got {scale!r}")
+    f = Fraction(float(scale)).limit_denominator(8)
+    if abs(float(f) - float(scale)) > 1e-9:
+        raise ValueError(f"scale must be a fraction with a denominator of at most 8 (e.g. 2.5, 3.25), got {scale!r}")
+    return f
+
+
+def low_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """The input size of an ``h`` x ``w`` (modcropped) image at ``scale``."""
+    f = as_fraction(scale)
+    return h * f.denominator // f.numerator, w * f.denominator // f.numerator
+
+
+def border(scale: float) -> int:
+    """Pixels cropped at each border for the scores: the scale, rounded up."""
+    return math.ceil(float(scale))
 
 
 def _device(device: str) -> torch.device:
@@ -97,25 +130,44 @@ def _device(device: str) -> torch.device:
     return dev
 
 
-def _restorer(model: str, scale: int, dev: torch.device):
-    """A function uint8 LR (h, w, 3) -> uint8 SR (scale*h, scale*w, 3), and a description."""
+def _restorer(model: str, scale: float, dev: torch.device):
+    """A function (uint8 LR (h, w, 3), output (H, W)) -> uint8 SR (H, W, 3), and a description."""
     if model == "bicubic":
-        return (lambda lr: bicubic_resize_uint8(lr, (lr.shape[0] * scale, lr.shape[1] * scale))), {"model": "bicubic"}
+        return (lambda lr, size: bicubic_resize_uint8(lr, size)), {"model": "bicubic"}
+    integer = float(scale).is_integer()
     if model.startswith(BUILTIN_PREFIX):
-        path = builtin(model).path(scale)
+        entry = builtin(model)
+        path = entry.path(int(scale) if integer else min((k for k in entry.files if k >= scale), default=max(entry.files)))
     elif os.path.isfile(model):
         path = model
     else:
         raise FileNotFoundError(f"model must be 'bicubic', 'builtin:NAME' or a checkpoint file; not found: {model}")
     net, meta = checkpoint.load(path, map_location=dev)
+    if meta["arch"].get("name") == "liif":
+        from pipeline.models.liif import check_scale
+
+        check_scale(float(scale))
+
+        @torch.inference_mode()
+        def restore_any(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+            x = torch.from_numpy(lr).to(dev).permute(2, 0, 1)[None].float().div(255)
+            y = net(x, size=size).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0)
+            return y.cpu().numpy()
+
+        return restore_any, {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
     ckpt_scale = int(meta["arch"]["scale"])
+    if ckpt_scale != scale and (integer or ckpt_scale < scale):
+        raise ValueError(f"checkpoint {model} upscales x{ckpt_scale}, but the benchmark scale is x{scale:g}"
+                         + ("" if integer else " (a non-integer scale needs a model of a larger integer scale, then resizes down)"))
+
+    def restore(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        sr = inference.upscale_frames(net, lr[None], ckpt_scale, device=dev)[0]
+        return sr if sr.shape[:2] == tuple(size) else bicubic_resize_uint8(sr, size)
+
+    info = {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
     if ckpt_scale != scale:
-        raise ValueError(f"checkpoint {model} upscales x{ckpt_scale}, but the benchmark scale is x{scale}")
-
-    def restore(lr: np.ndarray) -> np.ndarray:
-        return inference.upscale_frames(net, lr[None], scale, device=dev)[0]
-
-    return restore, {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
+        info["via"] = f"x{ckpt_scale}, then bicubic to the size"
+    return restore, info
 
 
 def degraded_lr(hr: np.ndarray, scale: int, degrade: str, seed: int) -> np.ndarray:
@@ -143,7 +195,9 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu", degrade: s
         model: ``"bicubic"``, ``"builtin:NAME"`` (shipped weights, see
             :data:`pipeline.models.weights.WEIGHTS`) or a checkpoint path.
         data: a folder of HR images, or a folder with an ``HR/`` subfolder (then that is used).
-        scale: upscaling factor (>= 2); a checkpoint must be trained for it.
+        scale: upscaling factor: an integer >= 2 (a checkpoint must be trained for it), or
+            a fraction > 1 with a denominator up to 8 (e.g. 2.5; bicubic inputs only) for
+            bicubic, a continuous-scale checkpoint, or an integer one of a larger scale.
         device: "cpu" or "cuda" (for a checkpoint; bicubic runs on the CPU).
 
     Returns:
@@ -154,12 +208,15 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu", degrade: s
 
     Raises:
         FileNotFoundError: the folder or checkpoint does not exist.
-        ValueError: no images, bad scale or device, checkpoint scale differs from ``scale``,
+        ValueError: no images, bad scale or device, checkpoint cannot reach ``scale``,
             or an image too small for the scale.
     """
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
-        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
-    scale = int(scale)
+    if as_fraction(scale) <= 1:
+        raise ValueError(f"scale must be > 1, got {scale!r}")
+    scale = int(scale) if float(scale).is_integer() else float(scale)
+    if not isinstance(scale, int) and degrade != "bicubic":
+        raise ValueError(f"a non-integer scale is measured on bicubic inputs only, got degrade={degrade!r}")
+    crop = border(scale)
     folder, files = image_folder(data)
     dev = _device(device)
     restore, info = _restorer(model, scale, dev)
@@ -169,16 +226,16 @@ def benchmark(model: str, data: str, scale: int, device: str = "cpu", degrade: s
         rgb, grey = load_rgb(path)
         hr = modcrop(rgb, scale)
         h, w = hr.shape[:2]
-        if h // scale < 1 or w // scale < 1 or h - 2 * scale < 11 or w - 2 * scale < 11:
+        if min(low_size(h, w, scale)) < 1 or h - 2 * crop < 11 or w - 2 * crop < 11:
             raise ValueError(f"{path}: image {w}x{h} is too small for x{scale} (SSIM needs 11x11 px after the crop)")
-        lr = degraded_lr(hr, scale, degrade, seed + i)
-        sr = restore(lr)
+        lr = degraded_lr(hr, scale, degrade, seed + i) if isinstance(scale, int) else bicubic_resize_uint8(hr, low_size(h, w, scale))
+        sr = restore(lr, (h, w))
         if sr.shape != hr.shape:
             raise ValueError(f"{path}: restored image is {sr.shape}, HR is {hr.shape}")
         if grey:
-            psnr, ssim = _grey_plane_scores(sr, hr[:, :, 0], scale)
+            psnr, ssim = _grey_plane_scores(sr, hr[:, :, 0], crop)
         else:
-            psnr, ssim = psnr_y(sr, hr, crop=scale), ssim_y(sr, hr, crop=scale)
+            psnr, ssim = psnr_y(sr, hr, crop=crop), ssim_y(sr, hr, crop=crop)
         rows.append({"image": name, "height": h, "width": w, "channel": "grey" if grey else "Y",
                      "psnr_y": psnr, "ssim_y": ssim})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr_y", "ssim_y")}
@@ -190,8 +247,8 @@ def format_table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     width = max([len("image"), len("mean")] + [len(r["image"]) for r in rows])
     lines = [
-        f"{result['model']} x{result['scale']} on {result['data']} ({result['n_images']} images, input {result.get('degrade', 'bicubic')}, "
-        f"Y channel, {result['scale']} px crop)",
+        f"{result['model']}{' (' + result['via'] + ')' if result.get('via') else ''} x{result['scale']:g} on {result['data']} "
+        f"({result['n_images']} images, input {result.get('degrade', 'bicubic')}, Y channel, {border(result['scale'])} px crop)",
         f"{'image':<{width}}  {'size':>9}  {'PSNR-Y dB':>9}  {'SSIM-Y':>6}",
     ]
     for r in rows:

@@ -100,7 +100,7 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
     x2 = builtin("edsr_2x16").path(2)
     cases = [
         (["--model", "bicubic", "--data", str(empty), "--scale", "2"], "no images"),
-        (["--model", "bicubic", "--data", str(SET5), "--scale", "1"], "scale must be an integer >= 2"),
+        (["--model", "bicubic", "--data", str(SET5), "--scale", "1"], "scale must be > 1"),
         (["--model", x2, "--data", str(SET5), "--scale", "4"], "upscales x2, but the benchmark scale is x4"),
         (["--model", "builtin:edsr_2x16", "--data", str(SET5), "--scale", "5"], "no shipped file for x5"),
         (["--model", str(tmp_path / "missing.pt"), "--data", str(SET5), "--scale", "2"], "not found"),
@@ -109,7 +109,7 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err, (argv, err)
-    with pytest.raises(SystemExit) as e:  # argparse: not an integer
+    with pytest.raises(SystemExit) as e:  # argparse: not a number
         main(["--model", "bicubic", "--data", str(SET5), "--scale", "two"])
     assert e.value.code == 2
 
@@ -128,3 +128,27 @@ def test_degraded_inputs_are_fixed_and_harder():
     for name in ("blur1.6", "noise5", "x264crf30"):
         got = benchmark("bicubic", str(SET5), 4, degrade=name)
         assert got["degrade"] == name and got["mean"]["psnr_y"] < clean - 0.3, (name, got["mean"], clean)
+
+
+def test_a_fractional_scale_crops_to_its_numerator_and_reaches_it_by_resizing_an_integer_model():
+    """x2.5: images cropped to multiples of 5, inputs exactly 2/5 of them, 3 px crop;
+    bicubic and an x3 model (then resized down) both measured; an x2 model cannot."""
+    bic = benchmark("bicubic", str(SET5), 2.5)
+    assert bic["scale"] == 2.5 and all(r["height"] % 5 == 0 and r["width"] % 5 == 0 for r in bic["rows"])
+    x4 = benchmark("bicubic", str(SET5), 4)
+    assert x4["mean"]["psnr_y"] + 1.0 < bic["mean"]["psnr_y"] < bicubic_reference_x2()
+    via = benchmark("builtin:edsr_2x16", str(SET5), 2.5)
+    assert via["via"] == "x3, then bicubic to the size" and via["arch"]["scale"] == 3
+    assert via["mean"]["psnr_y"] > bic["mean"]["psnr_y"] + 0.5
+    assert "(x3, then bicubic to the size) x2.5" in format_table(via)
+    with pytest.raises(ValueError, match="needs a model of a larger integer scale"):
+        benchmark(builtin("edsr_2x16").path(2), str(SET5), 2.5)
+    with pytest.raises(ValueError, match="denominator of at most 8"):
+        benchmark("bicubic", str(SET5), 2.71828)
+    with pytest.raises(ValueError, match="bicubic inputs only"):
+        benchmark("bicubic", str(SET5), 2.5, degrade="blur1.6")
+    assert main(["--model", "bicubic", "--data", str(SET5), "--scale", "0.5"]) == 2
+
+
+def bicubic_reference_x2() -> float:
+    return benchmark("bicubic", str(SET5), 2)["mean"]["psnr_y"]

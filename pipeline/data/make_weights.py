@@ -4,8 +4,11 @@ stage at a time, each continuing from the state committed in ``training/<name>/<
     python -m pipeline.data.make_weights --name NAME --data TRAIN_IMAGES \\
         --val Set5=SET5_HR --val Set14=SET14_HR [--stages x2-bicubic,...] [--hours H] [--threads N]
 
-NAME: an EDSR shape (``SHAPES``, plan ``PLAN``) or a DUF one (``DUF_SHAPES``, plan
-``DUF_PLAN``: windows of frames, scored on synthesised validation windows).
+NAME: an EDSR shape (``SHAPES``, plan ``PLAN``), a DUF one (``DUF_SHAPES``, plan
+``DUF_PLAN``: windows of frames, scored on synthesised validation windows) or a
+continuous-scale one (``LIIF_SHAPES``, plan ``LIIF_PLAN``: random scales in [1, 4], its
+encoder from the shipped EDSR x2 file, scored at ``LIIF_SCALES``; it ships as
+``<NAME>_<flavour>.pt``).
 TRAIN_IMAGES: the T91 + BSD200 images (the 291-image set of VDSR; see
 ``pipeline/data/weights/MODEL_CARD.md``). A stage whose ``init`` is not trained yet waits
 (it is skipped this time); a finished stage copies its checkpoint to
@@ -69,9 +72,19 @@ DUF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
 #: DUF stage -> its learning-rate schedule (constant, the "step" schedule's first step, otherwise)
 DUF_SCHEDULE = {"x4-bicubic-decay": "cosine"}
 
+#: continuous-scale models: name -> (n_resblocks, n_feats, MLP width, MLP layers after the first)
+LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}
+#: the continuous plan: one stage at random scales in [1, 4] (its "scale" is the one it is
+#: validated at), its encoder starting from the shipped EDSR 16x32 x2 bicubic model
+LIIF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
+    "any-bicubic": (4, "bicubic", 8_000, 2e-4, None),
+}
+LIIF_SCALES = (2, 2.5, 3, 3.5, 4)  # the scales its file's scores are measured at
+LIIF_INIT = {"any-bicubic": os.path.join(WEIGHTS_DIR, "edsr_16x32_bicubic_x2.pt")}
+
 
 def plan_of(name: str) -> dict[str, tuple[int, str, int, float, str | None]]:
-    return DUF_PLAN if name in DUF_SHAPES else PLAN
+    return DUF_PLAN if name in DUF_SHAPES else LIIF_PLAN if name in LIIF_SHAPES else PLAN
 
 
 #: stage -> other PretrainConfig fields. The -long stages continue an archive model with
@@ -89,6 +102,11 @@ def config(name: str, stage: str, threads: int) -> PretrainConfig:
         return PretrainConfig(scale=scale, model="duf", n_layers=layers, n_feats=feats, growth=growth, frames=frames, flavour=flavour,
                               steps=steps, batch_size=8, patch_size=96, lr=lr, lr_schedule=DUF_SCHEDULE.get(stage, "step"), lr_step=200_000, val_every=250,
                               checkpoint_every=250, threads=threads, precision="auto", seed=0)
+    if name in LIIF_SHAPES:
+        blocks, feats, hidden, layers = LIIF_SHAPES[name]
+        return PretrainConfig(scale=scale, model="liif", n_resblocks=blocks, n_feats=feats, hidden=hidden, mlp_layers=layers,
+                              flavour=flavour, steps=steps, batch_size=16, patch_size=192, lr=lr, lr_schedule="cosine",
+                              val_every=1000, checkpoint_every=250, threads=threads, precision="auto", seed=0)
     blocks, feats = SHAPES[name]
     return PretrainConfig(scale=scale, n_resblocks=blocks, n_feats=feats, flavour=flavour, steps=steps, batch_size=16,
                           patch_size=48 * scale, lr=lr, lr_schedule="cosine", val_every=2500, checkpoint_every=250,
@@ -100,7 +118,9 @@ def shipped(name: str, stage: str) -> str | None:
     in the plan ships; an earlier one (continued by a later stage) does not."""
     scale, flavour, *_ = plan_of(name)[stage]
     last = [s for s, plan in plan_of(name).items() if plan[:2] == (scale, flavour)][-1]
-    return os.path.join(WEIGHTS_DIR, f"{name}_{flavour}_x{scale}.pt") if stage == last else None
+    if stage != last:
+        return None
+    return os.path.join(WEIGHTS_DIR, f"{name}_{flavour}.pt" if name in LIIF_SHAPES else f"{name}_{flavour}_x{scale}.pt")
 
 
 def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hours: float, threads: int,
@@ -113,7 +133,7 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
             publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
         init_stage = plan_of(name)[stage][4]
-        init = (start or {}).get(stage)  # a warm start given for a first stage (e.g. the shape study's run)
+        init = (start or {}).get(stage) or (LIIF_INIT.get(stage) if name in LIIF_SHAPES else None)  # a warm start for a first stage
         if init_stage is not None:
             init = os.path.join(STATE_DIR, name, init_stage, final_name(config(name, init_stage, threads)))
             if not os.path.exists(init):
@@ -151,7 +171,8 @@ def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]
 def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
     """The benchmark protocol's Y-PSNR on each validation set, and on the degraded Set14
     (fixed seeds) when it is one of them; for a multi-frame model, its Y-PSNR on windows
-    synthesised from each set's images (``pretrain.validation_windows``, fixed seeds)."""
+    synthesised from each set's images (``pretrain.validation_windows``, fixed seeds); for a
+    continuous-scale model, its Y-PSNR at each of ``LIIF_SCALES``."""
     from pipeline.benchmark import benchmark
     from pipeline.models import checkpoint
     from pipeline.train.pretrain import list_images, load_images, validate_windows, validation_windows
@@ -163,6 +184,9 @@ def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
         return {f"{name}_windows_psnr_y": round(validate_windows(model, validation_windows(load_images(list_images(folder)), scale,
                                                                                                     meta["arch"]["frames"]), scale,
                                                                  torch.device("cpu")), 3) for name, folder in val.items()}
+    if meta["arch"].get("name") == "liif":  # one model, every scale it is compared at
+        return {f"{name}_x{s:g}_psnr_y": round(benchmark(path, folder, s)["mean"]["psnr_y"], 3)
+                for name, folder in val.items() for s in LIIF_SCALES}
     out = {}
     for name, folder in val.items():
         out[f"{name}_psnr_y"] = round(benchmark(path, folder, scale)["mean"]["psnr_y"], 3)
@@ -205,7 +229,7 @@ def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--name", required=True, choices=sorted(SHAPES) + sorted(DUF_SHAPES))
+    ap.add_argument("--name", required=True, choices=sorted(SHAPES) + sorted(DUF_SHAPES) + sorted(LIIF_SHAPES))
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--val", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--stages", default="", help="stages to run, in order (default: the name's whole plan)")

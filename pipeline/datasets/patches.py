@@ -116,3 +116,38 @@ def sample_pairs(
         hrs.append(np.ascontiguousarray(p))
     hr = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
     return make_lr(hr, scale, rng), hr
+
+
+def sample_any_scale(sampler: PatchSampler, batch: int, lr_side: int, rng: np.random.Generator,
+                     scales: tuple[float, float] = (1.0, 4.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pairs at one random scale s, uniform in ``scales``, for a continuous-scale
+    model: targets of side round(lr_side * s), cut from the sampler's patches (which must
+    be at least lr_side * scales[1] px) and flipped/rotated at random; inputs their
+    MATLAB-compatible bicubic downscales to lr_side px. Returns float (batch, 3, lr_side,
+    lr_side) and (batch, 3, S, S) in [0, 1]; the batch shares its scale (one tensor)."""
+    side = round(lr_side * float(rng.uniform(*scales)))
+    if sampler.patch < side:
+        raise ValueError(f"patches of {sampler.patch} px cannot hold a target of {side} px")
+    hrs = []
+    for _ in range(batch):
+        p = sampler.sample(rng)
+        y, x = (int(rng.integers(0, sampler.patch - side + 1)) for _ in range(2))
+        p = p[y:y + side, x:x + side]
+        if rng.random() < 0.5:
+            p = p[:, ::-1]
+        if rng.random() < 0.5:
+            p = p[::-1, :]
+        hrs.append(np.ascontiguousarray(np.rot90(p, int(rng.integers(4)))))
+    hr = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
+    return bicubic_resize(hr, (lr_side, lr_side)), hr
+
+
+def sample_queries(hr: torch.Tensor, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random pixels of each target (N, 3, H, W): their centre coordinates (N, n, 2;
+    (y, x) on [-1, 1], as ``pipeline.models.liif`` queries them) and their values (N, 3, n)."""
+    N, _, H, W = hr.shape
+    n = min(n, H * W)
+    idx = torch.from_numpy(np.stack([rng.choice(H * W, n, replace=False) for _ in range(N)]))
+    ys, xs = (idx // W).float(), (idx % W).float()
+    coords = torch.stack([(2 * ys + 1) / H - 1, (2 * xs + 1) / W - 1], -1)
+    return coords, hr.flatten(2).gather(2, idx.unsqueeze(1).expand(N, 3, n))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.models import duf, edsr  # noqa: F401 - registers "duf", "edsr"
+from pipeline.models import duf, edsr, liif  # noqa: F401 - registers "duf", "edsr", "liif"
 from pipeline.models.registry import ARCHS
 
 
@@ -22,6 +22,8 @@ def describe(arch: dict[str, Any], scale: bool = True) -> str:
     (``scale``: with the scale)."""
     if arch.get("name") == "duf":
         words = f"DUF {arch.get('n_layers')}x{arch.get('n_feats')} growth {arch.get('growth')}, {arch.get('frames')} frames"
+    elif arch.get("name") == "liif":
+        words = f"EDSR {arch.get('n_resblocks')}x{arch.get('n_feats')} + LIIF {arch.get('layers')}x{arch.get('hidden')}"
     else:
         res = arch.get("res_scale", 1.0)
         words = f"{str(arch.get('name', 'edsr')).upper()} {arch.get('n_resblocks')}x{arch.get('n_feats')}" + ("" if res in (None, 1.0) else f" res_scale {res}")

@@ -42,7 +42,7 @@ from pipeline.benchmark import IMAGE_EXTENSIONS, load_rgb, modcrop
 from pipeline.config import _f
 from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
-from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_pairs
+from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_any_scale, sample_pairs, sample_queries
 from pipeline.datasets.sequences import bicubic_window, margin, sample_windows, synth_window
 from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
@@ -55,19 +55,22 @@ from pipeline.train.launch import Worker, launch, unwrap
 FLAVOURS = {"bicubic": "clean bicubic inputs (the benchmark protocol)",
             "archive": "randomly degraded inputs: blur, resize, noise, JPEG / x264 / MPEG-4 (what archives carry)"}
 STATE_FORMAT = "reelsr.pretrain-state/2"
-MAX_SPEED, LOCAL = 2.0, 0.5  # DUF training windows: global motion up to 2 px/frame (HR), local up to 0.5
+MAX_SPEED, LOCAL = 2.0, 0.5
+LIIF_MAX_SCALE = 4  # a liif model's patch_size is its target side at this scale; the input side is patch_size / 4  # DUF training windows: global motion up to 2 px/frame (HR), local up to 0.5
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
-    model: str = _f("edsr", 'Architecture: "edsr" (single frame, trained on patches) or "duf" (a window of frames, trained on windows synthesised from the images with smooth motion: pipeline.datasets.sequences).')
+    model: str = _f("edsr", 'Architecture: "edsr" (single frame, trained on patches), "duf" (a window of frames, trained on windows synthesised from the images with smooth motion: pipeline.datasets.sequences) or "liif" (EDSR features and a local implicit function: any scale in [1, 4], each batch at a random one; scale is then the validation scale).')
     n_resblocks: int = _f(16, "EDSR residual blocks (16: EDSR-baseline).")
     n_feats: int = _f(64, "Feature channels: EDSR's (64: EDSR-baseline), DUF's first 3D layer's.")
     res_scale: float = _f(1.0, "Residual scaling (0.1 for the 32x256 model).")
     n_layers: int = _f(6, "DUF dense layers ((frames - 1) / 2 of them shrink the window to its centre).")
     growth: int = _f(16, "DUF growth: feature maps each dense layer adds.")
     frames: int = _f(7, "DUF window length (odd).")
+    hidden: int = _f(64, "LIIF: width of the implicit function's MLP.")
+    mlp_layers: int = _f(3, "LIIF: the MLP's layers after its first.")
     flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
     p_clean: float = _f(0.2, "With flavour archive: the share of patches whose input stays the clean bicubic downscale.")
     steps: int = _f(300_000, "Total optimisation steps (the EDSR paper: 300k).")
@@ -109,8 +112,10 @@ class PretrainConfig:
             raise ValueError(f"p_clean must be in 0..1, got {self.p_clean}")
         if self.max_seconds < 0 or self.max_cpu_seconds < 0 or self.threads < 0:
             raise ValueError("max_seconds, max_cpu_seconds and threads must be >= 0")
-        if self.model not in ("edsr", "duf"):
-            raise ValueError(f"model must be edsr or duf, got {self.model!r}")
+        if self.model not in ("edsr", "duf", "liif"):
+            raise ValueError(f"model must be edsr, duf or liif, got {self.model!r}")
+        if self.model == "liif" and self.flavour != "bicubic":
+            raise ValueError(f"a liif model trains on bicubic pairs only (so far), got flavour {self.flavour!r}")
         if self.model == "duf":
             from pipeline.models.duf import DUF
 
@@ -122,6 +127,9 @@ class PretrainConfig:
         if self.model == "duf":
             return {"name": "duf", "n_layers": self.n_layers, "n_feats": self.n_feats, "growth": self.growth, "frames": self.frames,
                     "scale": self.scale}
+        if self.model == "liif":
+            return {"name": "liif", "n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "hidden": self.hidden,
+                    "layers": self.mlp_layers, "scale": float(self.scale)}
         return {"name": "edsr", "n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "res_scale": self.res_scale, "scale": self.scale}
 
     @property
@@ -209,6 +217,10 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
     was done."""
     src, meta = checkpoint.load(blob)
     a, mine = {"name": "edsr", **meta["arch"]}, dict(model.arch)
+    if mine["name"] == "liif" and a["name"] == "edsr":
+        from pipeline.models.liif import load_encoder
+
+        return f"the encoder ({load_encoder(model, src.state_dict())} tensors) from an EDSR x{a['scale']} model"
     if describe(a, scale=False) != describe(mine, scale=False):
         raise ValueError(f"init checkpoint is {describe(a, scale=False)}, the model {describe(mine, scale=False)}")
     if a["scale"] == mine["scale"]:
@@ -227,6 +239,8 @@ def init_from(model: torch.nn.Module, blob: bytes) -> str:
 def final_name(cfg: PretrainConfig) -> str:
     if cfg.model == "duf":
         return f"duf_{cfg.n_layers}x{cfg.n_feats}_x{cfg.scale}.pt"
+    if cfg.model == "liif":
+        return f"liif_{cfg.n_resblocks}x{cfg.n_feats}.pt"
     return f"edsr_{cfg.n_resblocks}x{cfg.n_feats}_x{cfg.scale}.pt"
 
 
@@ -322,7 +336,9 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
 
     def batches():
         while True:
-            if duf:
+            if cfg.model == "liif":
+                yield sample_any_scale(sampler, cfg.batch_size, cfg.patch_size // LIIF_MAX_SCALE, rng)
+            elif duf:
                 yield sample_windows(sampler, cfg.batch_size, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr, True, MAX_SPEED, LOCAL)
             else:
                 yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
@@ -334,7 +350,12 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             lr_t, hr_t = next(pairs)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 lr_t = lr_t.to(device, non_blocking=True)
-                sr = model(lr_t if duf else lr_t.contiguous(memory_format=torch.channels_last))
+                if cfg.model == "liif":  # a random subset of the target's pixels, one per input pixel (as LIIF trains)
+                    size = tuple(hr_t.shape[-2:])
+                    coords, hr_t = sample_queries(hr_t, lr_t.shape[-2] * lr_t.shape[-1], rng)
+                    sr = model(lr_t.contiguous(memory_format=torch.channels_last), size=size, coords=coords.to(device))
+                else:
+                    sr = model(lr_t if duf else lr_t.contiguous(memory_format=torch.channels_last))
             loss = F.l1_loss(sr.float(), hr_t.to(device, non_blocking=True))
             bad = worker.agree(not bool(torch.isfinite(loss)))  # all ranks skip together (no half-done all-reduce); the step's one sync
             opt.zero_grad(set_to_none=True)

@@ -195,3 +195,21 @@ print(pretrain(cfg, [{HR!r}], {str(tmp_path / "out")!r}, val={{"Set5": {HR!r}}})
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("edsr_1x8_x2.pt")
+
+
+def test_a_continuous_model_trains_at_random_scales_from_an_edsr_encoder(tmp_path):
+    """liif through the same loop: batches at random scales in [1, 4], loss on sampled
+    target pixels, validated at its scale, the encoder started from an EDSR checkpoint."""
+    edsr = EDSR(2, 8, 1.0, 2)
+    start = tmp_path / "edsr.pt"
+    checkpoint.save(edsr, str(start), {})
+    cfg = PretrainConfig(scale=4, model="liif", n_resblocks=2, n_feats=8, hidden=16, mlp_layers=2, batch_size=2, patch_size=64,
+                         steps=4, threads=1, val_every=2, checkpoint_every=2, init=str(start))
+    out = pretrain(cfg, [HR], str(tmp_path / "liif"), val={"Set5": HR})
+    assert out["checkpoint"].endswith("liif_2x8.pt")
+    model, meta = checkpoint.load(out["checkpoint"])
+    assert meta["arch"] == {"name": "liif", "n_resblocks": 2, "n_feats": 8, "hidden": 16, "layers": 2, "scale": 4.0}
+    rows = history(str(tmp_path / "liif"))
+    assert [r["step"] for r in rows] == [2, 4] and all(20 < r["val_Set5"] < 40 for r in rows)
+    with pytest.raises(ValueError, match="bicubic pairs only"):
+        PretrainConfig(model="liif", flavour="archive", scale=4, patch_size=64)
