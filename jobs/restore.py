@@ -1,11 +1,15 @@
 """Restore a video, or every video of a folder, by self-transfer super-resolution.
 
-    python -m jobs.restore --input IN --output OUT [--scale 2|3|4] [--fps 2x|60|59.94]
+    python -m jobs.restore --input IN --output OUT [--scale 2|3|4|2.5] [--size 1920x1080 [--fit keep|pad|crop]]
+        [--fps 2x|60|59.94]
         [--preset NAME] [--config FILE.yaml] [--set key=value ...] [--reference REF] [--no-finetune]
 
 IN, OUT and REF are local paths or s3://bucket/prefix (endpoint: storage.endpoint_url or
 AWS_ENDPOINT_URL; credentials: the standard AWS chain). Rerunning skips the videos
 already restored with the same config and resumes interrupted ones.
+
+A non-integer --scale or a --size needs the continuous-scale model (the preset ``any``,
+taken when no --preset is given).
 
 Runs on a local Ray started by itself, or on the cluster named by RAY_ADDRESS
 (``ray job submit --working-dir . -- python -m jobs.restore ...``).
@@ -21,7 +25,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import build_config, describe_fields
-from pipeline.presets import DEFAULT, PRESETS
+from pipeline.presets import CONTINUOUS, DEFAULT, PRESETS
 
 
 def parser(description: str = __doc__) -> argparse.ArgumentParser:
@@ -33,7 +37,12 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, help="a video file, or a folder or s3://bucket/prefix searched recursively for mp4/mkv/mov/avi/webm/m4v")
     p.add_argument("--output", required=True, help="output folder or s3://bucket/prefix: restored videos at OUT/x<scale>-<config hash>/<path relative to IN>, reports at OUT/reports/")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2)")
+    p.add_argument("--scale", type=float, help="upscaling factor: 2, 3 or 4 (default 2), or any number in [1, 4] such as 2.5 "
+                                                "(the continuous-scale model: preset any)")
+    p.add_argument("--size", metavar="WxH", help="output frame size, e.g. 1920x1080 (media.size): each video at the scale that fits it, "
+                                                 "its aspect kept (the continuous-scale model: preset any)")
+    p.add_argument("--fit", choices=("keep", "pad", "crop"), help="with --size (media.fit): keep (default: the output is the picture, "
+                                                                   "as large as fits), pad (centred on black to exactly WxH), crop (covers WxH, the excess cut off)")
     p.add_argument("--preset", choices=PRESETS.names(), help="start from a preset: " + ", ".join(PRESETS.names()) + f" (default: {DEFAULT})")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with config fields (sections as mappings)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one field, e.g. --set train.steps=500 (repeatable)")
@@ -48,10 +57,17 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     video was restored, 1 when some failed, 2 for a usage or config error, 3 when another
     run is writing to the same output."""
     args = p.parse_args(argv)
-    preset = args.preset or DEFAULT
+    size = getattr(args, "size", None)
+    if size and args.scale is not None:
+        p.error("give --scale or --size, not both (--size decides each video's scale)")
+    if getattr(args, "fit", None) and not size:
+        p.error("--fit goes with --size")
+    continuous = bool(size) or (args.scale is not None and not float(args.scale).is_integer())
+    preset = args.preset or (CONTINUOUS if continuous else DEFAULT)
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}),
-                           **({"media.fps": args.fps} if args.fps else {}))
+                           **({"media.fps": args.fps} if args.fps else {}), **({"media.size": size} if size else {}),
+                           **({"media.fit": args.fit} if getattr(args, "fit", None) else {}))
     except (ValueError, OSError, yaml.YAMLError) as e:
         p.error(str(e).replace("\n", " "))
     from pipeline.run.lock import RunLocked

@@ -191,13 +191,14 @@ class ChunkRestorer:
 
     def restore(
         self, key: str, box: list, scale: int, info: VideoInfo, chunk: Chunk, store: Store, version: str, out_uri: str,
-        media: MediaConfig, threads: int = 0, codec: str | None = None,
+        media: MediaConfig, threads: int = 0, codec: str | None = None, geometry=None,
     ) -> dict[str, Any]:
         """Restore ``chunk`` of ``info.path`` (a store URI; read from this node's copy)
         with the checkpoint ``key`` (its sha256; ``box`` = [ObjectRef to its bytes]) into
         ``out_uri``, committed only when complete; returns {"frames", "seconds", "chunk"}.
         ``threads`` (CPU): the threads this call may use, when the pool's other actors
-        are left idle (at most the node's CPUs); 0: the actor's own."""
+        are left idle (at most the node's CPUs); 0: the actor's own. ``geometry``: the
+        output's size (``media.geometry``; default ``scale`` x the source)."""
         threads = min(threads, node_cpus()) if threads else self.cpus
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
@@ -206,7 +207,8 @@ class ChunkRestorer:
         source = info.path
         info = dataclasses.replace(info, path=store.local_copy(source, version))
         with store.committing(out_uri, "." + media.container) as tmp:
-            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp, threads=threads, codec=codec)
+            n = upscale_chunk(self.model, scale, info, chunk, tmp, media, self.infer, self.device, self.amp, threads=threads, codec=codec,
+                              geometry=geometry)
             if n != chunk.frames:
                 raise RuntimeError(f"{source} chunk {chunk.index}: restored {n} frames, expected {chunk.frames}")
         return {"frames": n, "seconds": time.perf_counter() - t0, "chunk": chunk.index}

@@ -53,6 +53,8 @@ class MediaConfig:
     damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
     max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
     fps: str = _f("", 'Frame rate of the restored video: empty (the source\'s), a multiple ("2x"), or a rate ("60", "59.94", "60000/1001") above the source\'s. New frames are made by motion-compensated interpolation (FFmpeg\'s minterpolate) of the restored frames, never across a scene cut; the duration and the audio stay as they were. The restored video is encoded once more for it (8-bit output only).')
+    size: str = _f("", 'Output frame size WIDTHxHEIGHT (e.g. 1920x1080; even sides), instead of scale: each video is restored to fit it, at its own scale (at most 4). Needs a continuous-scale model (model.arch=liif, the preset any).')
+    fit: str = _f("keep", 'With media.size: "keep" (the picture fits inside the size, its aspect kept: the output is the picture, as large as fits), "pad" (that picture centred on a black frame of exactly the size), or "crop" (the picture covers the size, its aspect kept, and the excess is cut off, centred).')
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks (media.codec=libx264): "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
     def output_depth(self, source_depth: int) -> int:
@@ -88,6 +90,12 @@ class MediaConfig:
                 parse_fps(self.fps, None)  # the form only: the source's rate is known at the probe
             except ValueError as e:
                 raise ValueError(f"media.fps: {e}") from None
+        if self.size:
+            from pipeline.media.geometry import parse_size
+
+            parse_size(self.size)
+        if self.fit not in ("keep", "pad", "crop"):
+            raise ValueError(f"media.fit must be keep, pad or crop, got {self.fit!r}")
         if self.codec not in ("libx264", "libx265", "ffv1"):
             raise ValueError(f"media.codec must be libx264, libx265 or ffv1, got {self.codec!r}")
         if self.codec == "ffv1" and self.container != "mkv":
@@ -98,13 +106,15 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = _f("edsr", "Model architecture, from the table pipeline.models.ARCHS (edsr, duf).")
+    arch: str = _f("edsr", "Model architecture, from the table pipeline.models.ARCHS (edsr, duf, liif: any scale in [1, 4]).")
     n_resblocks: int = _f(16, "EDSR residual blocks.")
     n_feats: int = _f(64, "EDSR feature channels; DUF's after its first convolution.")
     n_layers: int = _f(6, "DUF dense layers (the last (frames - 1) / 2 shrink the window to its centre).")
     growth: int = _f(16, "DUF feature maps each dense layer adds.")
     frames: int = _f(7, "DUF window: frames in per frame out (odd; the centre one is restored). Windows stop at scene cuts.")
     res_scale: float = _f(1.0, "Residual scaling inside each block (the EDSR paper uses 0.1 for the 32x256 model).")
+    hidden: int = _f(64, "LIIF: width of the local implicit function's MLP.")
+    mlp_layers: int = _f(3, "LIIF: the MLP's layers after its first.")
     pretrained: str | None = _f(None, "Starting checkpoint: a reelsr checkpoint or an official EDSR-PyTorch .pt file of the same architecture and scale, or builtin:NAME for weights shipped with the package (the table pipeline.models.weights.WEIGHTS), or scratch to fine-tune a freshly initialised model (poor results: only when asked for). Empty: refused when the run starts, with where to get weights.")
 
     def __post_init__(self) -> None:
@@ -121,8 +131,11 @@ class ModelConfig:
             raise ValueError(f"model.res_scale must be a finite number > 0, got {self.res_scale}")
 
 
-    def arch_dict(self, scale: int) -> dict[str, Any]:
+    def arch_dict(self, scale: float) -> dict[str, Any]:
         """The architecture these fields describe (``pipeline.models.build_model``'s dict)."""
+        if self.arch == "liif":
+            return {"name": "liif", "n_resblocks": self.n_resblocks, "n_feats": self.n_feats, "hidden": self.hidden,
+                    "layers": self.mlp_layers, "scale": float(scale)}
         if self.arch == "duf":
             return {"name": "duf", "n_layers": self.n_layers, "n_feats": self.n_feats, "growth": self.growth, "frames": self.frames,
                     "scale": scale}
@@ -285,14 +298,14 @@ class LimitsConfig:
 #: does not restore every video again after an upgrade. (train.min_pair_side at its default
 #: changes only videos whose frames are under 32 px x the scale: restored before, they are
 #: kept as they were; train.min_detail likewise for videos whose frames hold little fine detail.)
-HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth", "fps"),
+HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", "max_damaged", "deinterlace", "bit_depth", "fps", "size", "fit"),
                                                   "train": ("cpus_per_worker", "precision", "min_pair_side", "min_detail"),
-                                                  "model": ("n_layers", "growth", "frames")}
+                                                  "model": ("n_layers", "growth", "frames", "hidden", "mlp_layers")}
 
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    scale: int = _f(2, "Upscaling factor: 2, 3 or 4.")
+    scale: float = _f(2, "Upscaling factor: 2, 3 or 4; with a continuous-scale model (model.arch=liif) any number in [1, 4], e.g. 2.5 (or give media.size).")
     device: str = _f("auto", 'Where training and inference run: "auto" (GPUs when the cluster has them now, else CPU), "gpu" (request GPUs: on an autoscaling cluster whose GPU workers start at zero), or "cpu".')
     media: MediaConfig = field(default_factory=MediaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -309,16 +322,28 @@ class RestoreConfig:
             raise ValueError(f"videos_at_once must be >= 0, got {self.videos_at_once}")
         if not (math.isfinite(self.lock_wait) and self.lock_wait >= 0):
             raise ValueError(f"lock_wait must be a number of seconds >= 0, got {self.lock_wait}")
-        if self.scale not in (2, 3, 4):
-            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale}")
+        if isinstance(self.scale, float) and self.scale.is_integer():
+            object.__setattr__(self, "scale", int(self.scale))  # 2.0 is 2: the same outputs, the same config hash
+        if self.model.arch == "liif":
+            from pipeline.models.liif import check_scale
+
+            check_scale(self.scale)
+        elif self.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale} (a non-integer scale needs a continuous-scale model: model.arch=liif)")
+        if self.media.size and self.model.arch != "liif":
+            raise ValueError(f"media.size ({self.media.size}) needs a continuous-scale model (model.arch=liif, e.g. --preset any): "
+                             f"{self.model.arch} restores x2, x3 or x4 only")
         if self.device not in ("auto", "gpu", "cpu"):
             raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
-        if self.train.patch_size % self.scale:
+        if self.model.arch != "liif" and self.train.patch_size % self.scale:
             raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
         if self.model.arch == "duf" and self.train.finetune and self.train.not_for_windows():
             raise ValueError("model.arch=duf fine-tunes on clean bicubic self-pair windows with the L1 loss only so far: leave train.loss, "
+                             "train.patches, train.multiscale, train.degrade and train.train_last at their defaults, or add --no-finetune")
+        if self.model.arch == "liif" and self.train.finetune and self.train.not_for_windows():
+            raise ValueError("model.arch=liif fine-tunes on clean bicubic self-pairs with the L1 loss only so far: leave train.loss, "
                              "train.patches, train.multiscale, train.degrade and train.train_last at their defaults, or add --no-finetune")
         if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")

@@ -16,11 +16,13 @@ Every LR clip but the codec ones is stored lossless (x264 CRF 0).
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.config import RestoreConfig
+from pipeline.datasets.patches import lr_side
 from pipeline.media.chunks import decode_chunk, plan_chunks
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import probe
@@ -55,7 +57,7 @@ def _degrade_frame(hr: np.ndarray, scale: int, kind: str, value: float, index: i
         x = torch.from_numpy(hr.astype(np.float32) / 255).permute(2, 0, 1)[None]
         y = blur_decimate(x, scale, value)
         return (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    lr = bicubic_resize_uint8(hr, (hr.shape[0] // scale, hr.shape[1] // scale))
+    lr = bicubic_resize_uint8(hr, (lr_side(hr.shape[0], scale), lr_side(hr.shape[1], scale)))
     if kind == "noise":
         rng = np.random.default_rng(index)
         lr = np.clip(lr + rng.normal(0.0, value, lr.shape[:2])[..., None], 0, 255).round().astype(np.uint8)
@@ -66,15 +68,19 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int, max_frames: int | None 
     """Write the x``scale`` low-resolution version of ``hr_path`` made by the clip
     degradation ``degrade`` (see the module docstring) to ``lr_path`` (a keyframe every
     second so the restore has several chunks, audio copied, timestamps kept). The HR frame
-    is first cropped (top-left) to a multiple of 2*scale so the LR size is even.
+    is first cropped (top-left) to a multiple of 2*scale so the LR size is even (of 2*p
+    for a fractional scale p / q, the LR then q / p of it: bicubic inputs only).
     ``max_frames``: only the first frames (a shorter clip). Returns the LR (width, height)."""
     kind, value = parse_clip_degradation(degrade)
+    f = Fraction(scale).limit_denominator(8)
+    if f.denominator > 1 and kind not in ("bicubic", "noise", "x264crf", "mpeg4q"):
+        raise ValueError(f"clip degradation {degrade!r} is made at integer scales only, got x{scale:g}")
     info = probe(hr_path)
-    m = 2 * scale
+    m = 2 * f.numerator
     hr_w, hr_h = info.width - info.width % m, info.height - info.height % m
     if hr_w < m or hr_h < m:
-        raise ValueError(f"{hr_path}: {info.width}x{info.height} is too small for x{scale} evaluation")
-    w, h = hr_w // scale, hr_h // scale
+        raise ValueError(f"{hr_path}: {info.width}x{info.height} is too small for x{scale:g} evaluation")
+    w, h = lr_side(hr_w, scale), lr_side(hr_h, scale)
     os.makedirs(os.path.dirname(os.path.abspath(lr_path)), exist_ok=True)
     tmp = lr_path + ".video" + os.path.splitext(lr_path)[1]
     codec, crf, preset = ("mpeg4", 0, "medium") if kind == "mpeg4q" else ("libx264", int(value) if kind == "x264crf" else 0,
@@ -107,7 +113,9 @@ def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None 
             raise ValueError(f"jobs.evaluate works on local folders, got {p!r}")
     out_root = os.path.abspath(output)
     single = os.path.isfile(hr_input)
-    lr_root = os.path.join(out_root, ".reelsr", "eval_inputs", f"x{cfg.scale}", degrade)
+    if cfg.media.size:
+        raise ValueError("jobs.evaluate measures a --scale (the reference is the original at that scale), not a --size")
+    lr_root = os.path.join(out_root, ".reelsr", "eval_inputs", f"x{cfg.scale:g}", degrade)
     jobs = list_videos(hr_input, out_root, cfg)
     if not jobs:
         raise ValueError(f"no videos found under {hr_input}")
@@ -118,7 +126,7 @@ def evaluate(cfg: RestoreConfig, hr_input: str, output: str, preset: str | None 
             continue
         try:
             w, h = make_lr_clip(job.source, lr, cfg.scale, degrade=degrade)
-            print(f"[{job.rel}] evaluate: low-resolution input {w}x{h} ({degrade} x{cfg.scale}) -> {lr}", flush=True)
+            print(f"[{job.rel}] evaluate: low-resolution input {w}x{h} ({degrade} x{cfg.scale:g}) -> {lr}", flush=True)
         except Exception as e:  # noqa: BLE001 - a bad clip fails alone
             for leftover in (lr, lr + ".video" + os.path.splitext(lr)[1]):
                 if os.path.exists(leftover):

@@ -239,22 +239,50 @@ def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, in
     return spans
 
 
-def _forward(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+def _forward(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None, size: tuple[int, int] | None = None) -> torch.Tensor:
     ctx = torch.autocast(device_type=x.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     with ctx:
-        return model(x).float()
+        return (model(x) if size is None else model(x, size=size)).float()
+
+
+def continuous(model: nn.Module) -> bool:
+    """Whether ``model`` restores to any size (``forward(x, size)``): a continuous-scale model."""
+    return getattr(model, "arch", {}).get("name") == "liif"
+
+
+def place(y: torch.Tensor, geo) -> torch.Tensor:
+    """The picture ``y`` (N, 3, h, w) in the frame of ``geo`` (a ``media.geometry.Geometry``):
+    itself, or centred on black (``pad``), or its centre (``crop``)."""
+    if not geo.resized:
+        return y
+    (fh, fw), (oy, ox) = geo.frame, geo.offset
+    out = y.new_zeros((y.shape[0], 3, fh, fw)).contiguous(memory_format=torch.channels_last)
+    ys, xs = max(0, -oy), max(0, -ox)  # where the picture's visible part starts
+    ye, xe = min(y.shape[2], fh - oy), min(y.shape[3], fw - ox)
+    out[:, :, ys + oy:ye + oy, xs + ox:xe + ox] = y[:, :, ys:ye, xs:xe]
+    return out
 
 
 @torch.inference_mode()
-def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0, overlap: int = 16, amp: torch.dtype | None = None) -> torch.Tensor:
+def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0, overlap: int = 16, amp: torch.dtype | None = None,
+                   geometry=None) -> torch.Tensor:
     """float (N, 3, H, W) in [0, 1] on the model's device -> float (N, 3, sH, sW) in [0, 1];
     for a multi-frame model, windows (N, T, 3, H, W) -> their centre frames upscaled.
 
     When ``tile`` > 0 and H or W exceeds it, the frame is restored in overlapping tiles
-    so memory is bounded by the tile size, not the frame size.
+    so memory is bounded by the tile size, not the frame size. A continuous-scale model
+    restores to ``geometry``'s picture (``media.geometry``; default ``scale`` x the input,
+    rounded to even sides), placed in its frame; it is never tiled: the whole frame's
+    features are computed, and the output pixels asked for in blocks (``models.liif``).
     """
     h, w = x.shape[-2:]
     x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
+    if continuous(model):
+        if geometry is None:
+            from pipeline.media.geometry import geometry as geometry_of
+
+            geometry = geometry_of(w, h, scale, integer_model=False)
+        return place(_forward(model, x, amp, geometry.picture).clamp_(0, 1), geometry)
     if not tile or (h <= tile and w <= tile):
         return _forward(model, x, amp).clamp_(0, 1)
     out = torch.empty((x.shape[0], 3, h * scale, w * scale), device=x.device, memory_format=torch.channels_last)
@@ -321,6 +349,7 @@ def upscale_frames_deferred(
     i420: str | None = None,
     crop: tuple[int, int] | None = None,
     host: HostCopy | None = None,
+    geometry=None,
 ) -> Callable[[], np.ndarray]:
     """Upscale uint8 (N, H, W, 3) RGB frames; returns a function giving the result once
     its copy to the host is done (see ``HostCopy``): uint8 (N, scale*H, scale*W, 3) RGB
@@ -328,7 +357,8 @@ def upscale_frames_deferred(
     (N, h * 3 // 2, w) converted on the device. ``crop`` (h, w): keep the top-left
     h x w of each result (I420 needs even sides). uint16 frames (0..65535, from a source
     of more than 8 bits) give uint16 RGB, or 10-bit I420 planes (uint16). A multi-frame
-    model takes windows (N, T, H, W, 3) and gives their centre frames upscaled."""
+    model takes windows (N, T, H, W, 3) and gives their centre frames upscaled. A
+    continuous-scale model gives ``geometry``'s frames (``upscale_tensor``)."""
     want = 5 if frames_in(model) > 1 else 4
     if frames.ndim != want or frames.shape[-1] != 3 or frames.dtype not in (np.uint8, np.uint16):
         shape = "(N, T, H, W, 3) windows" if want == 5 else "(N, H, W, 3)"
@@ -342,7 +372,7 @@ def upscale_frames_deferred(
         if device.type == "cuda":
             x = x.pin_memory()  # (torch's caching host allocator reuses the block) so the upload does not block the stream
         x = x.to(device, non_blocking=True).movedim(-1, -3).float().div_(peak)
-        y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp)
+        y = upscale_tensor(model, x, scale, tile=tile, overlap=overlap, amp=amp, geometry=geometry)
         if crop is not None:
             y = y[:, :, :crop[0], :crop[1]]
         if i420 is not None:

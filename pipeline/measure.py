@@ -18,6 +18,7 @@ when a high-resolution reference video is given.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -102,11 +103,12 @@ def windows_at(path: str, indices: list[int], radius: int, total_frames: int, fi
     return out
 
 
-def load_samples(source: str, reference: str | None, scale: int, total_frames: int, sample_frames: int, fields: bool = False,
-                 temporal_pairs: int = 0) -> Samples:
+def load_samples(source: str, reference: str | None, scale: float, total_frames: int, sample_frames: int, fields: bool = False,
+                 temporal_pairs: int = 0, size: tuple[int, int] | None = None) -> Samples:
     """Decode the evenly spaced sampled frames of ``source`` (and ``reference``) once
     (``fields``: the source's fields, as restored with media.deinterlace=field), and for
-    ``temporal_pairs`` of them (evenly spaced) the frame after each."""
+    ``temporal_pairs`` of them (evenly spaced) the frame after each. ``size``: the
+    restored picture's (h, w) (default ``scale`` x the source's), the reference cut to it."""
     idx = sample_indices(total_frames, sample_frames)
     eligible = [p for p, i in enumerate(idx) if i + 1 < total_frames]  # (the last frame has none after it)
     pos = [eligible[k] for k in sample_indices(len(eligible), temporal_pairs)] if temporal_pairs else []
@@ -116,7 +118,7 @@ def load_samples(source: str, reference: str | None, scale: int, total_frames: i
     ref_decoded = None
     if reference is not None:
         h, w = decoded[idx[0]][1].shape[:2]
-        ref_decoded = {i: _fit_reference(rgb, (h * scale, w * scale), scale, reference)
+        ref_decoded = {i: _fit_reference(rgb, size or (h * scale, w * scale), scale, reference)
                        for i, (_, rgb) in zip(want, frames_at(reference, want), strict=True)}
     partners = None
     if nxt:
@@ -124,28 +126,36 @@ def load_samples(source: str, reference: str | None, scale: int, total_frames: i
     return Samples(idx, [decoded[i] for i in idx], None if ref_decoded is None else [ref_decoded[i] for i in idx], partners, tuple(pos))
 
 
-def bicubic_outputs(samples: Samples, scale: int) -> list[np.ndarray]:
-    return [bicubic_resize_uint8(rgb, (rgb.shape[0] * scale, rgb.shape[1] * scale)) for _, rgb in samples.src]
+def bicubic_outputs(samples: Samples, scale: int, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The sampled frames bicubic-upscaled ``scale`` x, or to ``size`` (h, w)."""
+    return [bicubic_resize_uint8(rgb, size or (rgb.shape[0] * scale, rgb.shape[1] * scale)) for _, rgb in samples.src]
 
 
 def model_outputs(samples: Samples, blob: bytes | tuple[torch.nn.Module, dict[str, Any]], scale: int, precision: str = "auto", tile: int = 0,
-                  tile_overlap: int = 16) -> list[np.ndarray]:
+                  tile_overlap: int = 16, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """The checkpoint's outputs on the sampled frames (on this process's device; a
     multi-frame model's on ``samples.windows``); ``tile`` as infer.tile (0: auto).
-    ``blob``: the checkpoint's bytes, or what ``checkpoint.load`` made of them."""
+    ``blob``: the checkpoint's bytes, or what ``checkpoint.load`` made of them.
+    ``size``: the picture's (h, w), for a continuous-scale model."""
     device = inference.pick_device()
     amp = inference.autocast_dtype(precision, device)
     model, meta = checkpoint.load(blob) if isinstance(blob, bytes) else blob
     model = inference.prepare(model, device)
     frame = samples.src[0][1].shape[:2] if samples.src else (0, 0)
-    tile = inference.tile_for(tile, tile_overlap, device, inference.feature_maps(meta["arch"]), scale, 1, amp, frame)
+    geo = None
+    if size is not None and inference.continuous(model):
+        from pipeline.media.geometry import Geometry
+
+        geo = Geometry(size[0] / max(1, frame[0]), size, size)
+    tile = inference.tile_for(tile, tile_overlap, device, inference.feature_maps(meta["arch"]), math.ceil(scale), 1, amp, frame)
     if inference.frames_in(model) > 1:
         if samples.windows is None:
             raise ValueError("a multi-frame model needs the samples' windows (load_samples(radius=...))")
         inputs = samples.windows
     else:
         inputs = [rgb for _, rgb in samples.src]
-    out = [inference.upscale_frames(model, x[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp)[0] for x in inputs]
+    out = [inference.upscale_frames(model, x[None], scale, device=device, tile=tile, overlap=tile_overlap, amp=amp, geometry=geo)[0]
+           for x in inputs]
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -153,14 +163,15 @@ def model_outputs(samples: Samples, blob: bytes | tuple[torch.nn.Module, dict[st
 
 
 def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], scale: int, niqe: bool,
-          partner_outputs: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+          partner_outputs: dict[str, list[np.ndarray]] | None = None, at: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """NIQE (and PSNR/SSIM against the reference) of each method's outputs on the samples;
     returns {"summary": {column: value}, "frames": rows}: PSNR and SSIM are means over the
     frames, NIQE is pooled over them (``NiqeScorer.pooled``) with its interval
     (``niqe_<method>_lo`` / ``_hi``); the frame rows hold each frame's own scores. With
     ``partner_outputs`` (each method's outputs on ``samples.partners``): the temporal
     measures of each pair (``pipeline.metrics.temporal``), flicker always, the temporal
-    error with a reference; means in the summary, each pair's on its first frame's row."""
+    error with a reference; means in the summary, each pair's on its first frame's row.
+    ``at``: where the outputs' top-left lies in ``scale`` x the source (a cropped output)."""
     scorer = None
     if niqe and min(next(iter(outputs.values()))[0].shape[:2]) < NIQE_BLOCK:
         niqe = False  # NIQE needs at least one 96x96 block: left null for tiny videos
@@ -171,7 +182,7 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     refs = samples.refs
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"metric_frames": len(samples.idx)}
-    pairs = _pair_context(samples, scale) if partner_outputs else []
+    pairs = _pair_context(samples, scale, at) if partner_outputs else []
     for method, frames in outputs.items():
         vals: dict[str, list[float]] = {"niqe": [], "psnr": [], "ssim": [], "flicker": [], "terr": []}
         feats = []
@@ -184,8 +195,8 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
                 value = scorer.from_features(feats[-1])
                 row["niqe"] = value if np.isfinite(value) else None
             if refs is not None:
-                row["psnr"] = float(psnr_y(frames[j], refs[j], crop=scale))
-                row["ssim"] = float(ssim_y(frames[j], refs[j], crop=scale))
+                row["psnr"] = float(psnr_y(frames[j], refs[j], crop=math.ceil(scale)))
+                row["ssim"] = float(ssim_y(frames[j], refs[j], crop=math.ceil(scale)))
             for k in vals:
                 if row[k] is not None:
                     vals[k].append(row[k])
@@ -202,7 +213,27 @@ def score(video: str, samples: Samples, outputs: dict[str, list[np.ndarray]], sc
     return {"summary": summary, "frames": rows}
 
 
-def _pair_context(samples: Samples, scale: int) -> list[tuple[int, int, np.ndarray, np.ndarray | None]]:
+def _on_the_output(geo, every: dict[str, list[np.ndarray]], samples: Samples, partners: Samples | None):
+    """Padded output: its frames cut back to the picture. Cropped: every other method's
+    frames, and the reference's, cut to the part of the picture the output shows."""
+    (ph, pw), (fh, fw), (oy, ox) = geo.picture, geo.frame, geo.offset
+    if oy >= 0 and ox >= 0:  # padded: the picture lies inside the frame
+        every = {**every, "output": [f[oy:oy + ph, ox:ox + pw] for f in every["output"]]}
+        return every, samples, partners
+    ys, xs = -oy, -ox
+
+    def cut(frames):
+        return None if frames is None else [f[ys:ys + fh, xs:xs + fw] for f in frames]
+
+    every = {m: (frames if m == "output" else cut(frames)) for m, frames in every.items()}
+    samples = dataclasses.replace(samples, refs=cut(samples.refs))
+    if partners is not None:
+        partners = dataclasses.replace(partners, refs=cut(partners.refs))
+        samples = dataclasses.replace(samples, partners=partners)
+    return every, samples, partners
+
+
+def _pair_context(samples: Samples, scale: int, at: tuple[int, int] = (0, 0)) -> list[tuple[int, int, np.ndarray, np.ndarray | None]]:
     """What every method's temporal measures share, computed once per pair: (position in
     samples, position in partners, the source's still regions at output size, the
     reference's Y change or None)."""
@@ -213,7 +244,7 @@ def _pair_context(samples: Samples, scale: int) -> list[tuple[int, int, np.ndarr
     out = []
     for k, j in enumerate(samples.pair_pos):
         src0, src1 = samples.src[j][1], samples.partners.src[k][1]
-        mask = static_mask(src0, src1, scale, (src0.shape[0] * scale, src0.shape[1] * scale))
+        mask = static_mask(src0, src1, scale, (math.ceil(src0.shape[0] * scale), math.ceil(src0.shape[1] * scale)))[at[0]:, at[1]:]
         ref = None
         if samples.refs is not None and samples.partners.refs is not None:
             ref = y_change(samples.refs[j], samples.partners.refs[k])
@@ -234,7 +265,7 @@ def _temporal(pairs: list[tuple[int, int, np.ndarray, np.ndarray | None]], frame
         h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         a, b = a[:h, :w], b[:h, :w]
         f = still_change(a, b, mask[:h, :w])
-        e = None if ref is None else change_error(a, b, ref[:h, :w], crop=scale)
+        e = None if ref is None else change_error(a, b, ref[:h, :w], crop=math.ceil(scale))
         out[j] = {"flicker": f if np.isfinite(f) else None, "terr": e}
     return out
 
@@ -258,14 +289,20 @@ def measure_video(
     crops: int = 0,
     temporal_pairs: int = 0,
     output_ratio: Fraction = Fraction(1),
+    geometry=None,
 ) -> dict[str, Any]:
     """Measure the methods on sampled frames (and ``temporal_pairs`` of them with the frame
     after each); returns {"summary": {column: mean}, "frames": rows, "crops": ``crops``
     before/after pictures (``pipeline.visual.crops``)}. ``output_ratio``: the output's
     frames per source frame (a new frame rate): source frame i is output frame
     round(i * output_ratio), the one at its time (the nearest where the rates' times do
-    not meet)."""
-    samples = load_samples(source, reference, scale, total_frames, sample_frames, fields, temporal_pairs)
+    not meet). ``geometry``: the output's (``media.geometry``) when it is not ``scale`` x the
+    source: every method is measured on the picture, and the output's frames are cut back
+    to it (padded) or the others to the output's part of it (cropped)."""
+    size = None
+    if geometry is not None:
+        scale, size = (int(geometry.scale) if geometry.scale.is_integer() else geometry.scale), geometry.picture
+    samples = load_samples(source, reference, scale, total_frames, sample_frames, fields, temporal_pairs, size)
     partners = samples.partners
     # the sampled frames and their partners go through each method together: one model load, one decode of the output
     joint = samples if partners is None else Samples(samples.idx + partners.idx, samples.src + partners.src, None)
@@ -273,14 +310,16 @@ def measure_video(
     radius = max((meta["arch"].get("frames", 1) // 2 for _, meta in models.values()), default=0)
     if radius:  # a multi-frame model: each sample's window, as the restore made it
         joint = dataclasses.replace(joint, windows=windows_at(source, joint.idx, radius, total_frames, fields))
-    every: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(joint, scale)}
+    every: dict[str, list[np.ndarray]] = {"bicubic": bicubic_outputs(joint, scale, size)}
     for method in list(models):
-        every[method] = model_outputs(joint, models.pop(method), scale, precision, tile, tile_overlap)
+        every[method] = model_outputs(joint, models.pop(method), scale, precision, tile, tile_overlap, size)
     if output is not None:
         at = {i: round(i * output_ratio) for i in set(joint.idx)}
         want = sorted(set(at.values()))
         decoded = dict(zip(want, (rgb for _, rgb in frames_at(output, want)), strict=True))
         every["output"] = [decoded[at[i]] for i in joint.idx]
+        if geometry is not None and geometry.resized:
+            every, samples, partners = _on_the_output(geometry, every, samples, partners)
     n = len(samples.idx)
     outputs = {m: frames[:n] for m, frames in every.items()}
     partner_outputs = {m: frames[n:] for m, frames in every.items()} if partners is not None else None
@@ -290,6 +329,7 @@ def measure_video(
         outputs = {m: [f[:h, :w] for f in frames] for m, frames in outputs.items()}
         if samples.refs is not None:
             samples = dataclasses.replace(samples, refs=[r[:h, :w] for r in samples.refs])
-    measured = score(video, samples, outputs, scale, niqe, partner_outputs)
+    shown = (max(0, -geometry.offset[0]), max(0, -geometry.offset[1])) if geometry is not None and geometry.resized else (0, 0)
+    measured = score(video, samples, outputs, scale, niqe, partner_outputs, shown)
     measured["crops"] = visual.crops(samples.idx, [t for t, _ in samples.src], outputs, samples.refs, crops) if crops else []
     return measured

@@ -26,6 +26,7 @@ class Preset:
 
 PRESETS: Registry[Preset] = Registry("preset")
 DEFAULT = "small"  # what jobs.restore, jobs.experiment and jobs.pretrain use without --preset
+CONTINUOUS = "any"  # what jobs.restore uses without --preset for a non-integer --scale or a --size
 PRESETS.add(
     "tiny",
     Preset(
@@ -55,4 +56,12 @@ PRESETS.add(
     "full",
     Preset(model={"arch": "edsr", "n_resblocks": 32, "n_feats": 256, "res_scale": 0.1}, restore={"train": {"steps": 2000}}),
     help="EDSR 32 blocks x 256 features, residual scaling 0.1",
+)
+PRESETS.add(
+    CONTINUOUS,
+    Preset(model={"arch": "liif", "n_resblocks": 16, "n_feats": 32, "hidden": 64, "mlp_layers": 3, "pretrained": "builtin:liif_16x32_bicubic"},
+           # the small preset's fine-tune settings (its weights also end their training at a low rate); not tuned for this model
+           restore={"train": {"lr": 5e-6}}),
+    help="any scale in [1, 4] and any output size (--scale 2.5, --size 1920x1080): EDSR 16x32 features read by a local implicit "
+         "function, from the shipped builtin:liif_16x32_bicubic weights (clean bicubic pairs at random scales)",
 )

@@ -4,6 +4,7 @@ file: the inference actor (``pipeline.actors``) and the speed bench call it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -13,6 +14,8 @@ from pipeline import inference
 from pipeline.config import InferConfig, MediaConfig
 from pipeline.media.chunks import Chunk, decode_chunk
 from pipeline.media.encode import ChunkWriter
+from pipeline.media.geometry import Geometry
+from pipeline.media.geometry import geometry as geometry_of
 from pipeline.media.probe import VideoInfo
 from pipeline.media.windows import chunk_windows
 from pipeline.overlap import Behind, ahead
@@ -48,7 +51,7 @@ def encoder_for(media: MediaConfig, device: torch.device, size: tuple[int, int] 
 def upscale_chunk(
     model: torch.nn.Module, scale: int, info: VideoInfo, chunk: Chunk, path: str, media: MediaConfig,
     infer: InferConfig, device: torch.device, amp: torch.dtype | None, depth: int = 2, threads: int = 1,
-    device_colour: bool | None = None, codec: str | None = None,
+    device_colour: bool | None = None, codec: str | None = None, geometry: Geometry | None = None,
 ) -> int:
     """Decode ``chunk`` of the local file ``info.path``, upscale it with ``model`` and
     encode it to ``path``; returns the frames written.
@@ -66,10 +69,14 @@ def upscale_chunk(
     decoded with the neighbouring GOPs that hold its context, so chunking does not change
     the output; windows stop at scene cuts). A source of more than 8 bits gives 10-bit output unless ``media.bit_depth`` is 8:
     its frames stay 16-bit integers from the decoder to the encoder, and the model runs
-    in fp32 where ``amp`` is bf16 (8 significant bits).
+    in fp32 where ``amp`` is bf16 (8 significant bits). ``geometry``: the output's size
+    and the picture's place in it (``media.geometry``; default: ``scale`` x the source).
     """
+    if geometry is None:
+        geometry = geometry_of(info.width, info.height, scale, integer_model=not inference.continuous(model))
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
-    width, height = info.width * scale // 2 * 2, info.height * scale // 2 * 2
+    height, width = geometry.frame
+    scale = math.ceil(geometry.scale)  # (the memory estimates below count whole scales)
     depth = media.output_depth(info.bit_depth)
     if depth > 8 and amp is torch.bfloat16:
         amp = None  # bf16 keeps 8 significant bits: a 10-bit output needs fp32 (or fp16) results
@@ -116,7 +123,7 @@ def upscale_chunk(
             for pts, frames in ahead(batches(), depth):
                 out, tile = inference.upscale_frames_fitting(
                     model, frames, scale, device=device, tile=tile, overlap=infer.tile_overlap, amp=amp, host=host,
-                    i420=info.colorspace if on_device else None, crop=(height, width) if on_device else None,
+                    i420=info.colorspace if on_device else None, crop=(height, width) if on_device else None, geometry=geometry,
                     on_retry=lambda t: print(f"infer: out of memory, tiles of {t} px now", flush=True))
                 encoder.put((pts, out))
                 n += len(pts)

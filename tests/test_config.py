@@ -28,8 +28,7 @@ def test_every_preset_builds_and_its_shipped_weights_exist_for_every_scale():
             if pretrained.startswith(BUILTIN_PREFIX):
                 w = builtin(pretrained)
                 assert w.read(scale)  # present, and its SHA-256 matches the table
-                assert {k: v for k, v in w.arch.items() if k != "name"} == {
-                    k: getattr(cfg.model, k) for k in ("n_resblocks", "n_feats", "res_scale")}
+                assert w.arch == {k: v for k, v in cfg.model.arch_dict(scale).items() if k != "scale"}
 
 
 def test_yaml_then_set_then_explicit(tmp_path):
@@ -66,7 +65,7 @@ def test_yaml_then_set_then_explicit(tmp_path):
         ("media.max_damaged=2", "media.max_damaged must be in 0..1"),
         ("train.min_pair_side=-1", "train.min_pair_side must be >= 0, got -1"),
         ("train.min_detail=-0.1", "train.min_detail must be a number >= 0, got -0.1"),
-        ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr)"),
+        ("model.arch=vdsr", "model.arch: unknown 'vdsr' (known: duf, edsr, liif)"),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -137,3 +136,26 @@ def test_frame_rate_specs_are_checked_when_the_config_is_built():
     for bad, says in (("fast", "expected a multiple like 2x"), ("1x", "a multiple must be above 1"), ("0", "a rate must be above 0")):
         with pytest.raises(ValueError, match=f"media.fps: fps '{bad}'.*{says}"):
             build_config("tiny", overrides=[f"media.fps={bad}"])
+
+
+def test_a_fractional_scale_or_a_size_needs_the_continuous_model():
+    liif = ["model.arch=liif", "model.pretrained=builtin:liif_16x32_bicubic"]
+    cfg = build_config("tiny", overrides=liif, scale=2.5)
+    assert cfg.scale == 2.5
+    assert build_config("tiny", scale=2.0).scale == 2 and isinstance(build_config("tiny", scale=2.0).scale, int)
+    assert build_config("tiny", scale=2.0).hash() == build_config("tiny", scale=2).hash()  # 2.0 is 2: the same outputs
+    with pytest.raises(ValueError, match="a non-integer scale needs a continuous-scale model"):
+        build_config("tiny", scale=2.5)
+    with pytest.raises(ValueError, match=r"scale must be a number in \[1, 4\]"):
+        build_config("tiny", overrides=liif, scale=4.5)
+    with pytest.raises(ValueError, match="media.size .* needs a continuous-scale model"):
+        build_config("tiny", overrides=["media.size=1920x1080"])
+    with pytest.raises(ValueError, match="even sides"):
+        build_config("tiny", overrides=[*liif, "media.size=1921x1080"])
+    with pytest.raises(ValueError, match="media.fit must be keep, pad or crop"):
+        build_config("tiny", overrides=[*liif, "media.size=1920x1080", "media.fit=stretch"])
+    with pytest.raises(ValueError, match="fine-tunes on clean bicubic self-pairs"):
+        build_config("tiny", overrides=[*liif, "train.degrade=noise:5"])
+    # the new fields at their defaults leave the hash of an integer run as it was
+    base = build_config("tiny")
+    assert base.hash() == build_config("tiny", overrides=["media.fit=keep", "model.hidden=64"]).hash()

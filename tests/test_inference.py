@@ -150,3 +150,25 @@ def test_sixteen_bit_frames_keep_their_low_bits():
     assert planes.dtype == np.uint16 and planes.shape == (1, 96, 96) and 64 <= planes[0, :64].min() and planes.max() <= 960
     with pytest.raises(ValueError, match="uint8 or uint16"):
         inference.upscale_frames(net, frames.astype(np.float32), 2, device=torch.device("cpu"))
+
+
+def test_a_continuous_model_restores_to_its_geometry_padded_or_cropped():
+    """The picture at any scale (not tiled), then centred on black or cut to the frame."""
+    from pipeline.media.geometry import geometry
+    from pipeline.models.liif import LIIF
+
+    torch.manual_seed(0)
+    model = LIIF(n_resblocks=1, n_feats=8, hidden=8, layers=1).eval()
+    x = torch.rand(1, 3, 36, 44)
+    keep = inference.upscale_tensor(model, x, 2, tile=16, geometry=geometry(44, 36, 2.5, integer_model=False))
+    assert keep.shape == (1, 3, 90, 110)
+    default = inference.upscale_tensor(model, x, 2.5)  # no geometry: scale x the input, even sides
+    assert torch.equal(default, keep)
+    pad = inference.upscale_tensor(model, x, 2, geometry=geometry(44, 36, 2, "160x90", "pad", integer_model=False))
+    assert pad.shape == (1, 3, 90, 160)
+    ox = (160 - 110) // 2 // 2 * 2
+    assert torch.equal(pad[..., ox:ox + 110], keep) and pad[..., :ox].abs().max() == 0 and pad[..., ox + 110:].abs().max() == 0
+    crop_geo = geometry(44, 36, 2, "110x60", "crop", integer_model=False)
+    crop = inference.upscale_tensor(model, x, 2, geometry=crop_geo)
+    assert crop.shape == (1, 3, 60, 110) and crop_geo.picture == (90, 110)
+    assert torch.equal(crop, keep[:, :, -crop_geo.offset[0]:-crop_geo.offset[0] + 60])

@@ -77,7 +77,7 @@ LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}
 #: the continuous plan: one stage at random scales in [1, 4] (its "scale" is the one it is
 #: validated at), its encoder starting from the shipped EDSR 16x32 x2 bicubic model
 LIIF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
-    "any-bicubic": (4, "bicubic", 8_000, 2e-4, None),
+    "any-bicubic": (4, "bicubic", 4_000, 2e-4, None),
 }
 LIIF_SCALES = (2, 2.5, 3, 3.5, 4)  # the scales its file's scores are measured at
 LIIF_INIT = {"any-bicubic": os.path.join(WEIGHTS_DIR, "edsr_16x32_bicubic_x2.pt")}

@@ -219,7 +219,9 @@ class SpecDegradation:
         self.spec = parse_degrade(spec) if isinstance(spec, str) else dict(spec)
 
     def __call__(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
-        lr = bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
+        from pipeline.datasets.patches import lr_side
+
+        lr = bicubic_resize(hr, (lr_side(hr.shape[-2], scale), lr_side(hr.shape[-1], scale)))
         for name, value in self.spec.items():
             pick = rng.random(len(lr)) < 0.5
             if pick.any():

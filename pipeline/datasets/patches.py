@@ -7,7 +7,9 @@ image store of pretraining): a patch is sliced, so only its pixels are read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -18,18 +20,28 @@ from pipeline.metrics.resize import bicubic_resize, bicubic_resize_uint8
 MakeLR = Callable[[torch.Tensor, int, np.random.Generator], torch.Tensor]
 
 
-def bicubic_lr(hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
-    """The benchmark protocol's input: MATLAB-compatible bicubic downscale."""
-    return bicubic_resize(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale))
+def bicubic_lr(hr: torch.Tensor, scale: float, rng: np.random.Generator) -> torch.Tensor:
+    """The benchmark protocol's input: MATLAB-compatible bicubic downscale (to 1/scale of
+    the patch, a whole number of pixels: see ``effective_patch``)."""
+    return bicubic_resize(hr, (lr_side(hr.shape[-2], scale), lr_side(hr.shape[-1], scale)))
 
 
-def effective_patch(frames: Sequence[np.ndarray], patch: int, scale: int) -> int:
-    """The HR patch side: ``patch``, or the largest multiple of ``scale`` that fits the
-    smallest frame when frames are smaller than that."""
+def lr_side(side: int, scale: float) -> int:
+    """The input side of a target ``side`` px at ``scale`` (an integer, or a fraction
+    p / q with q <= 8, for which ``side`` is a multiple of p)."""
+    f = Fraction(scale).limit_denominator(8)
+    return side * f.denominator // f.numerator
+
+
+def effective_patch(frames: Sequence[np.ndarray], patch: int, scale: float) -> int:
+    """The HR patch side: the largest multiple of ``scale`` (of its numerator p for a
+    fractional scale p / q, so the input side is whole) up to ``patch`` that fits the
+    smallest frame."""
+    m = Fraction(scale).limit_denominator(8).numerator
     fit = min(min(f.shape[0], f.shape[1]) for f in frames)
-    p = min(patch, fit - fit % scale)
-    if p < 2 * scale:
-        raise ValueError(f"frames of {fit} px are too small to train x{scale} (need at least {2 * scale} px)")
+    p = min(patch - patch % m, fit - fit % m)
+    if p < 2 * scale or p < m:
+        raise ValueError(f"frames of {fit} px are too small to train x{scale:g} (need at least {max(m, math.ceil(2 * scale))} px)")
     return p
 
 

@@ -46,14 +46,16 @@ def change_error(out0: np.ndarray, out1: np.ndarray, ref_change: np.ndarray, cro
     return float(np.sqrt(np.mean(d * d)))
 
 
-def static_mask(src0: np.ndarray, src1: np.ndarray, scale: int, shape: tuple[int, int]) -> np.ndarray:
+def static_mask(src0: np.ndarray, src1: np.ndarray, scale: float, shape: tuple[int, int]) -> np.ndarray:
     """Where the source did not change between its two frames, at output resolution
-    (``shape``: the output's (H, W), at most ``scale`` x the source's)."""
+    (``shape``: the output's (H, W), at most ``scale`` x the source's; each output pixel
+    takes the source pixel it falls in)."""
     from scipy.ndimage import maximum_filter  # here, not at the top, as in fullref
 
-    moved = maximum_filter(np.abs(y_change(src0, src1)), size=3)
-    mask = np.repeat(np.repeat(moved < STATIC_LEVELS, scale, 0), scale, 1)
-    return mask[: shape[0], : shape[1]]
+    still = maximum_filter(np.abs(y_change(src0, src1)), size=3) < STATIC_LEVELS
+    rows = np.minimum((np.arange(shape[0]) / scale).astype(int), still.shape[0] - 1)
+    cols = np.minimum((np.arange(shape[1]) / scale).astype(int), still.shape[1] - 1)
+    return still[rows][:, cols]
 
 
 def flicker(out0: np.ndarray, out1: np.ndarray, src0: np.ndarray, src1: np.ndarray, scale: int) -> float:

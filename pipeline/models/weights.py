@@ -25,10 +25,12 @@ class Weights:
 
     arch: dict[str, Any]  # the architecture without its scale, e.g. {"name": "edsr", "n_resblocks": 2, ...}
     flavour: str  # "bicubic" (clean bicubic pairs) or "archive" (randomly degraded inputs)
-    files: dict[int, tuple[str, str]] = field(default_factory=dict)  # scale -> (file name, sha256)
+    files: dict[int, tuple[str, str]] = field(default_factory=dict)  # scale -> (file name, sha256); scale 0: one file for every scale (continuous)
     made_by: str = ""  # the command that trained them
 
-    def path(self, scale: int) -> str:
+    def path(self, scale: float) -> str:
+        if 0 in self.files:
+            scale = 0
         if scale not in self.files:
             raise ValueError(f"no shipped file for x{scale} (scales: {', '.join(f'x{s}' for s in sorted(self.files))})")
         return os.path.join(WEIGHTS_DIR, self.files[scale][0])
@@ -40,8 +42,9 @@ class Weights:
         with open(path, "rb") as fh:
             blob = fh.read()
         digest = hashlib.sha256(blob).hexdigest()
-        if digest != self.files[scale][1]:
-            raise ValueError(f"{path}: SHA-256 {digest[:16]}... does not match the shipped {self.files[scale][1][:16]}...: reinstall the package")
+        want = self.files[0 if 0 in self.files else scale][1]
+        if digest != want:
+            raise ValueError(f"{path}: SHA-256 {digest[:16]}... does not match the shipped {want[:16]}...: reinstall the package")
         return blob
 
     def describe(self, scale: int) -> dict[str, Any]:

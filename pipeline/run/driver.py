@@ -55,13 +55,13 @@ def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
         if blob is None:
             return None  # "scratch", asked for by name
     arch = checkpoint.load(blob)[1]["arch"]
-    want = {k: v for k, v in cfg.model.arch_dict(cfg.scale).items() if k != "res_scale"}
+    want = {k: v for k, v in cfg.model.arch_dict(cfg.scale).items() if k != "res_scale" and not (k == "scale" and cfg.model.arch == "liif")}
     got = {k: arch.get(k) for k in want}
     if got != want:
         fields = ", ".join(f"model.{k}" for k in want if k not in ("name", "scale") and got[k] != want[k])
         raise ValueError(
             f"model.pretrained {cfg.model.pretrained} is {describe(arch)}, the config asks for {describe(want)}: "
-            f"set {fields or 'model.arch'}{' / scale' if got['scale'] != want['scale'] else ''} to match, or pick another checkpoint"
+            f"set {fields or 'model.arch'}{' / scale' if got.get('scale') != want.get('scale') else ''} to match, or pick another checkpoint"
         )
     return blob
 

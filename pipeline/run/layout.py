@@ -74,7 +74,8 @@ class Layout:
 
     @classmethod
     def of(cls, root: str, cfg: RestoreConfig, gpu: bool) -> Layout:
-        return cls(root, f"x{cfg.scale}-{cfg.hash(gpu=gpu)}", cfg.media.container)
+        size = f"{cfg.media.size}{'' if cfg.media.fit == 'keep' else '-' + cfg.media.fit}" if cfg.media.size else f"x{cfg.scale:g}"
+        return cls(root, f"{size}-{cfg.hash(gpu=gpu)}", cfg.media.container)
 
     def job(self, entry: Entry, reference: str | None) -> VideoJob:
         problem = unsafe_rel(entry.rel)

@@ -288,7 +288,7 @@ class RestorerPool:
 
     def run_chunks(
         self, label: str, info, work: list, ckpt: bytes, store: Store, version: str, media, heartbeat: Heartbeat,
-        done_frames: int = 0, start_timeout_s: float = 600.0, codec: str | None = None,
+        done_frames: int = 0, start_timeout_s: float = 600.0, codec: str | None = None, geometry=None,
     ) -> list[DamagedChunk]:
         """Restore ``work`` ([(chunk, uri)]) of one video with its checkpoint ``ckpt``
         (encoded with ``media``), printing progress; returns the chunks that could not be
@@ -326,7 +326,7 @@ class RestorerPool:
 
         def give(actor) -> None:
             c, uri = queue.pop(0)
-            ref = actor.restore.remote(key, box, scale, info_ref, c, store, version, uri, media, threads, codec)
+            ref = actor.restore.remote(key, box, scale, info_ref, c, store, version, uri, media, threads, codec, geometry)
             working[ref], lost[ref] = actor, (c, uri)
 
         try:

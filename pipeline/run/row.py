@@ -28,9 +28,11 @@ class VideoRow:
     restored_run_id: str | None = None
     config_hash: str = ""
     preset: str | None = None
-    scale: int = 2
+    scale: float = 2
     width: int | None = None
     height: int | None = None
+    width_out: int | None = None
+    height_out: int | None = None
     fps: float | None = None
     duration_s: float | None = None
     has_audio: bool | None = None
@@ -105,6 +107,11 @@ class VideoRow:
         self.width, self.height, self.fps, self.duration_s = info.width, info.height, float(info.rate), info.duration
         self.has_audio, self.pix_fmt, self.rotation, self.interlaced = info.has_audio, info.pix_fmt, info.rotation, info.interlaced
         self.chunks, self.frames_in = chunks, info.frames
+
+    def scaled(self, geo) -> None:
+        """The video's own scale and output size (``media.geometry.Geometry``)."""
+        self.scale = geo.scale
+        self.height_out, self.width_out = geo.frame
 
     def trained(self, uri: str, reused: bool, provenance: dict[str, Any], steps_default: int = 0) -> None:
         self.checkpoint, self.checkpoint_reused = uri, reused

@@ -10,6 +10,7 @@ committed chunks stay in the work folder for a rerun.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,6 +21,7 @@ import ray
 from pipeline.config import RestoreConfig
 from pipeline.media.chunks import plan_chunks
 from pipeline.media.fruc import parse_fps
+from pipeline.media.geometry import Geometry, geometry
 from pipeline.media.probe import by_fields
 from pipeline.models import checkpoint, describe
 from pipeline.run.layout import Layout, VideoJob
@@ -34,14 +36,37 @@ class DamagedVideo(ValueError):
     """Frames of a video could not be decoded: it is not restored (frames would be lost)."""
 
 
+def output_geometry(info, cfg: RestoreConfig) -> Geometry:
+    """The restored video's size and the picture's place in it (``media.geometry``): the
+    scale's, or media.size's for this video (ValueError when that asks a scale the model
+    cannot give)."""
+    from pipeline.models.liif import SCALE_MAX
+
+    continuous = cfg.model.arch == "liif"
+    geo = geometry(info.width, info.height, cfg.scale, cfg.media.size, cfg.media.fit, integer_model=not continuous)
+    if cfg.media.size and not 1.0 <= geo.scale <= SCALE_MAX:
+        raise ValueError(f"media.size {cfg.media.size} (fit {cfg.media.fit}) asks x{geo.scale:.2f} of this {info.width}x{info.height} video; "
+                         f"the continuous-scale model restores from x1 to x{SCALE_MAX:g}")
+    return geo
+
+
+def pair_scale(scale: float) -> float:
+    """The scale a video's self-pairs are made at: its own, or for a continuous model the
+    nearest fraction with a denominator up to 8 (2.5 = 5/2; 1080/576 = 15/8), so that a
+    pair's input is a whole number of pixels."""
+    return float(Fraction(scale).limit_denominator(8))
+
+
 def check_input(info, cfg: RestoreConfig) -> None:
     """Refuse, with the reason, a video the run should not restore: frames too small to
     train on, or longer than limits.max_seconds (from the packet index, before the video
-    is decoded; limits.max_pixels is checked by the probe, from the header)."""
+    is decoded; limits.max_pixels is checked by the probe, from the header), or a
+    media.size it cannot be restored to."""
     lim = cfg.limits
-    side = 2 * cfg.scale
+    geo = output_geometry(info, cfg)
+    side = math.ceil(2 * geo.scale)
     if min(info.width, info.height) < side:
-        raise ValueError(f"{info.width}x{info.height} is too small to restore x{cfg.scale} (each side needs at least {side} px)")
+        raise ValueError(f"{info.width}x{info.height} is too small to restore x{geo.scale:g} (each side needs at least {side} px)")
     if lim.max_seconds and info.duration > lim.max_seconds:
         raise ValueError(f"{info.duration:.1f} s long, over limits.max_seconds ({lim.max_seconds:g} s)")
     if cfg.media.fps:
@@ -123,6 +148,11 @@ class VideoStages:
             + ((f", interlaced: one frame per field, {float(info.rate):.3f} fps" if info.fields else ", interlaced") if info.interlaced else "")
             + (f", pixel aspect {info.sar.numerator}:{info.sar.denominator}" if info.sar != 1 else ""))
         check_input(info, cfg)
+        geo = output_geometry(info, cfg)
+        row.scaled(geo)
+        if geo.scale != cfg.scale or geo.resized:
+            say(label, f"size: x{geo.scale:.4g} to {geo.picture[1]}x{geo.picture[0]}"
+                + (f" in a {geo.frame[1]}x{geo.frame[0]} frame ({cfg.media.fit})" if geo.resized else ""))
         row.frames_damaged = len(stored.damaged)
         if stored.damaged:
             check_damage(stored, cfg)
@@ -130,25 +160,26 @@ class VideoStages:
                 "each is concealed by the nearest decoded frame")
 
         t0 = time.perf_counter()
-        ckpt = self.finetuned(job, info, row)
+        ckpt = self.finetuned(job, info, row, geo)
         row.train_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        codec = self.infer(job, info, chunks, ckpt, row)
+        codec = self.infer(job, info, chunks, ckpt, row, geo)
         self.assemble(job, info, chunks, ckpt, codec, row)
         row.infer_seconds = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        frames = self.measure(job, info, ckpt, ref_version, row)
+        frames = self.measure(job, info, ckpt, ref_version, row, geo)
         row.metrics_seconds = time.perf_counter() - t0
         row.total_seconds = time.perf_counter() - t_start
         return frames
 
     # ------------------------------------------------------------------ fine-tune
 
-    def finetuned(self, job: VideoJob, info, row: VideoRow) -> bytes:
+    def finetuned(self, job: VideoJob, info, row: VideoRow, geo: Geometry) -> bytes:
         """The video's fine-tuned checkpoint: an earlier run's when there is one, else
-        trained now (its worker commits it to the store)."""
+        trained now (its worker commits it to the store), on self-pairs at the video's
+        scale (``pair_scale``)."""
         from pipeline.actors import extract_training_frames
         from pipeline.train.finetune import finetune_loop, too_small_for_self_pairs, too_soft_for_self_pairs
         from pipeline.train.launch import launch
@@ -158,13 +189,14 @@ class VideoStages:
             say(label, "train: skipped (--no-finetune), restoring with the starting model")
             row.model_used, row.model_reason = "pretrained", "not fine-tuned: train.finetune=false (--no-finetune)"
             return self.pretrained
-        small = too_small_for_self_pairs(info.width, info.height, cfg.scale, cfg.train.min_pair_side) if self.pretrained is not None else None
+        scale = pair_scale(geo.scale)
+        small = too_small_for_self_pairs(info.width, info.height, scale, cfg.train.min_pair_side) if self.pretrained is not None else None
         if small:
             say(label, f"train: skipped: {small}; restoring with the starting model")
             row.model_used, row.model_reason = "pretrained", small
             return self.pretrained
         t0 = time.perf_counter()
-        uri = self.layout.checkpoint(job, cfg.hash("model", "train"))
+        uri = self.layout.checkpoint(job, cfg.hash("model", "train") + ("" if scale == cfg.scale else f"-x{scale:g}"))
         blob = self.store.read_bytes(uri, missing_ok=True)
         if blob is not None:
             row.trained(uri, True, checkpoint.load(blob)[1]["provenance"])
@@ -176,7 +208,8 @@ class VideoStages:
         if note:
             say(label, f"train: {note}")
         frames_ref, about_ref = self.pool.stage("extract", extract_training_frames, self.store, info, job.version, cfg.train.frames,
-                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup, cfg.scale,
+                                                cfg.train.max_frames, cfg.train.seed, cfg.train.dedup,
+                                                scale if float(scale).is_integer() else min(4, max(2, round(scale))),  # (the estimate's scales)
                                                 self.pool.arch.get("frames", 1) // 2, num_returns=2)
         about = ray.get(about_ref)
         n_frames = about["count"]
@@ -200,7 +233,7 @@ class VideoStages:
         cpus = train_cpus(cfg)
         with self.pool.outside(cpus=0 if self.gpu else cfg.train.workers * cpus, gpus=cfg.train.workers if self.gpu else 0):
             launch(finetune_loop, {
-                "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": cfg.scale,
+                "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": scale,
                 "label": label, "store": self.store, "checkpoint_uri": uri,
                 "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
                                "pretrained": cfg.model.pretrained, "run_id": self.run_id, "degradation": degradation},
@@ -226,13 +259,11 @@ class VideoStages:
     def _chunk_uris(self, job: VideoJob, chunks, ckpt: bytes, codec: str) -> list[str]:
         return [self.layout.chunk(job, self._work_key(ckpt, codec), c.index) for c in chunks]
 
-    def infer(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow) -> str:
+    def infer(self, job: VideoJob, info, chunks, ckpt: bytes, row: VideoRow, geo: Geometry) -> str:
         """Restore the chunks not committed yet (an interrupted run's are reused) on the
         pool; a video with frames that cannot be decoded fails with their count. Returns
         the encoder of its chunks."""
-        scale = self.cfg.scale
-        codec = self.pool.encoder(self.cfg.media, (info.height * scale // 2 * 2, info.width * scale // 2 * 2), self.heartbeat,
-                                  depth=self.cfg.media.output_depth(info.bit_depth))
+        codec = self.pool.encoder(self.cfg.media, geo.frame, self.heartbeat, depth=self.cfg.media.output_depth(info.bit_depth))
         uris = self._chunk_uris(job, chunks, ckpt, codec)
         have = self.store.names(self.layout.model_work(job, self._work_key(ckpt, codec)))
         todo = [(c, u) for c, u in zip(chunks, uris, strict=True) if name_of(u) not in have]
@@ -241,7 +272,7 @@ class VideoStages:
         if row.chunks_reused:
             say(job.rel, f"infer: reusing {row.chunks_reused}/{len(chunks)} chunks ({reused_frames} frames) committed by an earlier run")
         damaged = self.pool.run_chunks(job.rel, info, todo, ckpt, self.store, job.version, self.cfg.media, self.heartbeat,
-                                       done_frames=reused_frames, codec=codec)
+                                       done_frames=reused_frames, codec=codec, geometry=geo)
         if damaged:  # frames the scan decoded but this decode did not (or flagged corrupt)
             row.frames_damaged = len(info.damaged) + sum(d.frames for d in damaged)
             where = ", ".join(str(d.chunk) for d in sorted(damaged, key=lambda d: d.chunk))
@@ -273,7 +304,7 @@ class VideoStages:
 
     # ------------------------------------------------------------------ metrics
 
-    def measure(self, job: VideoJob, info, ckpt: bytes, ref_version: str, row: VideoRow) -> list[dict[str, Any]]:
+    def measure(self, job: VideoJob, info, ckpt: bytes, ref_version: str, row: VideoRow, geo: Geometry) -> list[dict[str, Any]]:
         """NIQE (and PSNR/SSIM with a reference) on sampled frames; a failure here is
         recorded in the row's error, and the restored video stands."""
         from pipeline.actors import measure_video_task
@@ -285,7 +316,7 @@ class VideoStages:
             task = measure_video_task.options(num_gpus=1 if self.gpu else 0)
             measured = ray.get(self.pool.stage(
                 "measure", task, self.store, {"source": job.version, "reference": ref_version}, gpus=1 if self.gpu else 0,
-                video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale,
+                video=job.rel, source=job.source, output=job.output, reference=job.reference, scale=cfg.scale, geometry=geo,
                 total_frames=info.frames, sample_frames=cfg.metrics.sample_frames, pretrained=self.pretrained,
                 finetuned=ckpt if row.checkpoint else None, niqe=cfg.metrics.niqe,  # nothing trained: no fine-tuned column
                 precision=cfg.infer.precision, tile=cfg.infer.tile, tile_overlap=cfg.infer.tile_overlap, fields=info.fields,

@@ -40,7 +40,7 @@ def build_start_model(arch: dict[str, Any], start: bytes | None, seed: int) -> t
 def too_small_for_self_pairs(width: int, height: int, scale: int, min_side: int) -> str | None:
     """Why frames of ``width`` x ``height`` should not be fine-tuned on at ``scale``
     (their self-pairs' inputs have a short side below ``min_side`` px), or None."""
-    w, h = width // scale, height // scale
+    w, h = int(width / scale), int(height / scale)
     if min_side and min(w, h) < min_side:
         return (f"frames too small to fine-tune on: their self-pairs' inputs are {w}x{h} px, "
                 f"below train.min_pair_side={min_side}")
@@ -124,6 +124,8 @@ def finetune(
     rng = np.random.default_rng(seed)
     frames, held = _split_holdout(frames, cfg.holdout)
     inner = unwrap(model)
+    if getattr(inner, "arch", {}).get("name") == "liif":
+        inner.scale = float(scale)  # a continuous model trains at the video's scale (a pair's input is 1/scale of its target)
     multi = frames_in(inner) > 1  # a multi-frame model: ``frames`` are windows (T, H, W, 3) of consecutive frames
     if multi and cfg.not_for_windows():
         raise ValueError("a multi-frame model fine-tunes with the defaults only so far: train.loss=l1, uniform patches, no multiscale, "

@@ -30,6 +30,7 @@ from pipeline.web.runner import Runner
 
 TEMPLATES = Jinja2Templates(directory=os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates"))
 SCALES = (2, 3, 4)
+SIZES = ("1280x720", "1920x1080", "3840x2160")  # output sizes offered (the continuous-scale preset: media.size, aspect kept)
 # container formats PyAV names -> the extension the upload is stored with
 _EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
 _CHUNK = 1 << 20
@@ -149,9 +150,10 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     # ------------------------------------------------------------------ uploads
 
-    async def accept_upload(user: User, video: UploadFile, scale: int, preset: str, fps: str = "") -> Job:
+    async def accept_upload(user: User, video: UploadFile, scale: int, preset: str, fps: str = "", size: str = "") -> Job:
         """Store the upload under the user's prefix and queue it, after checking its size
-        and that it is a video the restore will take; raises HTTPException with the reason."""
+        and that it is a video the restore will take; raises HTTPException with the reason.
+        ``size``: an output size of ``SIZES`` instead of the scale (a continuous preset)."""
         from pipeline.config import build_config
         from pipeline.media.probe import probe
         from pipeline.run.video import check_input
@@ -160,8 +162,10 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
             raise HTTPException(status_code=400, detail=f"scale must be one of {', '.join(map(str, SCALES))}")
         if preset not in settings.presets:
             raise HTTPException(status_code=400, detail=f"preset must be one of {', '.join(settings.presets)}")
+        if size and size not in SIZES:
+            raise HTTPException(status_code=400, detail=f"size must be one of {', '.join(SIZES)} (or empty: the scale)")
         try:  # before the upload is read: a bad form needs no file
-            cfg = build_config(preset, overrides=[f"scale={scale}"] + ([f"media.fps={fps}"] if fps else []))
+            cfg = build_config(preset, overrides=[f"scale={scale}"] + ([f"media.fps={fps}"] if fps else []) + ([f"media.size={size}"] if size else []))
         except ValueError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
         limit = int(settings.max_upload_mb * 1e6)
@@ -169,14 +173,14 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
         os.makedirs(tmp_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".upload")
         try:
-            size = 0
+            nbytes = 0
             with os.fdopen(fd, "wb") as fh:
                 while chunk := await video.read(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
+                    nbytes += len(chunk)
+                    if nbytes > limit:
                         raise HTTPException(status_code=413, detail=f"the upload is over the limit of {settings.max_upload_mb:g} MB")
                     fh.write(chunk)
-            if size == 0:
+            if nbytes == 0:
                 raise HTTPException(status_code=400, detail="the upload is empty")
             try:
                 info = probe(tmp, max_pixels=cfg.limits.max_pixels)
@@ -192,7 +196,7 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
             base = join(settings.store_root, "users", str(user.id), "jobs", job_id)
             src = join(base, "upload", "input" + ext)
             store.put_file(tmp, src)
-            job = db.add_job(user.id, _shown_name(video.filename), src, join(base, "out"), scale, preset, job_id, settings.jobs_per_user, fps)
+            job = db.add_job(user.id, _shown_name(video.filename), src, join(base, "out"), scale, preset, job_id, settings.jobs_per_user, fps, size)
             if job is None:
                 store.delete_tree(base)
                 raise HTTPException(status_code=429, detail=f"you have {settings.jobs_per_user} jobs queued or running: wait for one to end")
@@ -219,7 +223,7 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
         path = store.local_copy(uri) if is_s3(uri) else uri
         stem = os.path.splitext(job.filename)[0] or "video"
         return FileResponse(path, media_type="video/mp4" if path.endswith(".mp4") else "application/octet-stream",
-                            filename=f"{stem}_x{job.scale}{os.path.splitext(path)[1]}")
+                            filename=f"{stem}_{job.size or f'x{job.scale}'}{os.path.splitext(path)[1]}")
 
     # ------------------------------------------------------------------ pages
 
@@ -246,19 +250,19 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request, user: Annotated[User, Depends(page_user)]):
-        return render(request, "index.html", jobs=db.jobs(user.id), presets=settings.presets, scales=SCALES,
+        return render(request, "index.html", jobs=db.jobs(user.id), presets=settings.presets, scales=SCALES, sizes=SIZES,
                       max_mb=settings.max_upload_mb)
 
     @app.post("/jobs")
     async def upload_form(request: Request, user: Annotated[User, Depends(page_user)], video: Annotated[UploadFile, File()],
                           scale: Annotated[int, Form()] = 2, preset: Annotated[str, Form()] = "", fps: Annotated[str, Form()] = "",
-                          csrf_token: Annotated[str, Form()] = ""):
+                          size: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = ""):
         check_csrf(request, csrf_token)
         try:
-            job = await accept_upload(user, video, scale, preset or settings.presets[0], fps)
+            job = await accept_upload(user, video, scale, preset or settings.presets[0], fps, size)
         except HTTPException as e:
             return render(request, "index.html", status_code=e.status_code, error=e.detail, jobs=db.jobs(user.id),
-                          presets=settings.presets, scales=SCALES, max_mb=settings.max_upload_mb)
+                          presets=settings.presets, scales=SCALES, sizes=SIZES, max_mb=settings.max_upload_mb)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -314,8 +318,8 @@ def create_app(settings: Settings, start_runner: bool = True) -> FastAPI:
 
     @app.post("/api/jobs", status_code=202)
     async def api_create(user: Annotated[User, Depends(api_user)], video: Annotated[UploadFile, File()], scale: Annotated[int, Form()] = 2,
-                         preset: Annotated[str, Form()] = "", fps: Annotated[str, Form()] = ""):
-        job = await accept_upload(user, video, scale, preset or settings.presets[0], fps)
+                         preset: Annotated[str, Form()] = "", fps: Annotated[str, Form()] = "", size: Annotated[str, Form()] = ""):
+        job = await accept_upload(user, video, scale, preset or settings.presets[0], fps, size)
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
     @app.get("/api/jobs")

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',  -- JSON: stage, frames_done, frames_total, fps, eta_s
     error TEXT,
     result TEXT NOT NULL DEFAULT '{}',    -- JSON: the restored file, metrics, crops
-    fps TEXT NOT NULL DEFAULT ''          -- the restored video's frame rate (media.fps); '' the source's
+    fps TEXT NOT NULL DEFAULT '',         -- the restored video's frame rate (media.fps); '' the source's
+    size TEXT NOT NULL DEFAULT ''         -- the restored video's frame size WxH (media.size); '' the scale's
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
@@ -72,10 +73,11 @@ class Job:
     error: str | None
     result: dict[str, Any]
     fps: str = ""
+    size: str = ""
 
     def public(self) -> dict[str, Any]:
         """What the API shows of the job (no store locations)."""
-        return {"id": self.id, "status": self.status, "filename": self.filename, "scale": self.scale, "preset": self.preset, "fps": self.fps,
+        return {"id": self.id, "status": self.status, "filename": self.filename, "scale": self.scale, "size": self.size, "preset": self.preset, "fps": self.fps,
                 "created": self.created, "started": self.started, "finished": self.finished, "progress": self.progress,
                 "error": self.error, "metrics": self.result.get("metrics", {}), "model_used": self.result.get("model_used"),
                 "model_reason": self.result.get("model_reason")}
@@ -98,8 +100,10 @@ class Database:
         with self._lock:  # (outside a transaction: executescript commits by itself)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(SCHEMA)
-            if "fps" not in {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}:  # a database made before the column
-                self._conn.execute("ALTER TABLE jobs ADD COLUMN fps TEXT NOT NULL DEFAULT ''")
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+            for name in ("fps", "size"):  # a database made before the column
+                if name not in columns:
+                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -145,14 +149,15 @@ class Database:
     # ------------------------------------------------------------------ jobs
 
     def add_job(self, user_id: int, filename: str, input_uri: str, output: str, scale: int, preset: str, job_id: str,
-                limit: int, fps: str = "") -> Job | None:
+                limit: int, fps: str = "", size: str = "") -> Job | None:
         """A new queued job, or None when the user has ``limit`` jobs queued or running."""
         with self._tx() as c:
             active = c.execute(f"SELECT count(*) FROM jobs WHERE user_id = ? AND status IN {ACTIVE}", (user_id,)).fetchone()[0]
             if active >= limit:
                 return None
-            c.execute("INSERT INTO jobs(id, user_id, status, filename, input, output, scale, preset, created, fps) "
-                      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)", (job_id, user_id, filename, input_uri, output, scale, preset, time.time(), fps))
+            c.execute("INSERT INTO jobs(id, user_id, status, filename, input, output, scale, preset, created, fps, size) "
+                      "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (job_id, user_id, filename, input_uri, output, scale, preset, time.time(), fps, size))
             return _job(c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
     def job(self, user_id: int, job_id: str) -> Job | None:

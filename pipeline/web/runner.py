@@ -117,7 +117,8 @@ class Runner:
 
     def command(self, job: Job) -> list[str]:
         return [sys.executable, "-m", "jobs.restore", "--input", job.input, "--output", job.output,
-                "--scale", str(job.scale), "--preset", job.preset, *(["--fps", job.fps] if job.fps else []), *self.extra_args]
+                *(["--size", job.size] if job.size else ["--scale", str(job.scale)]), "--preset", job.preset, *(["--fps", job.fps] if job.fps else []),
+                *self.extra_args]
 
     def _run(self, job: Job) -> None:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}

@@ -208,3 +208,22 @@ def test_a_multi_frame_model_fine_tunes_on_windows_of_real_frames():
     assert stats["model_used"] in ("finetuned", "pretrained") and stats["model_reason"]
     with pytest.raises(ValueError, match="a multi-frame model fine-tunes with the defaults only so far"):
         finetune(model, wins, TrainConfig(steps=2, patch_size=48, multiscale=True), 2, CPU, seed=0)
+
+
+def test_a_continuous_model_fine_tunes_at_a_fractional_scale():
+    """Self-pairs at x2.5: targets a multiple of 5 px, inputs 2/5 of them; the model
+    learns at that scale (its held-out loss falls), as EDSR does at an integer one."""
+    from pipeline.datasets.patches import effective_patch, lr_side
+    from pipeline.models.liif import LIIF
+
+    frames = [np.asarray(Image.open(os.path.join(DATA, "bird.png")).convert("RGB"))] * 4
+    assert effective_patch(frames, 96, 2.5) == 95 and lr_side(95, 2.5) == 38
+    assert effective_patch(frames, 96, 1.875) == 90 and lr_side(90, 1.875) == 48  # 15/8
+    torch.manual_seed(0)
+    model = LIIF(n_resblocks=1, n_feats=8, hidden=16, layers=2, scale=4.0)
+    with torch.no_grad():  # away from its bicubic start, which a few steps of a random encoder do not beat
+        model.mlp[-1].weight.normal_(0, 0.05)
+    cfg = TrainConfig(steps=40, patch_size=96, batch_size=4, lr=1e-3, holdout=1, eval_every=10, patience=4)
+    stats = finetune(model, frames, cfg, 2.5, CPU, seed=0)
+    assert stats["patch"] == 95 and model.scale == 2.5
+    assert stats["val_best"] < stats["val_first"], stats

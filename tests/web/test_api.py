@@ -269,3 +269,21 @@ def test_a_frame_rate_is_asked_for_checked_against_the_upload_and_passed_to_the_
     con.commit()
     con.close()
     assert open_db(str(old)).job(1, "j").fps == ""
+
+
+def test_an_output_size_needs_the_continuous_preset_fits_the_upload_and_reaches_the_restore(tmp_path):
+    settings = Settings(data=str(tmp_path / "data"), presets=["tiny", "any"], max_upload_mb=2.0, jobs_per_user=4)
+    token = auth.add_user(open_db(settings.data), "alice", "alice-password")
+    with TestClient(create_app(settings, start_runner=False)) as client:
+        bbb = os.path.join(DATA, "bbb_320x180.mp4")
+        r = upload(client, token, bbb, "bbb.mp4", size="1280x720", preset="any")
+        assert r.status_code == 202, r.text
+        got = client.get(f"/api/jobs/{r.json()['id']}", headers=bearer(token)).json()
+        assert got["size"] == "1280x720" and got["preset"] == "any"
+        cmd = Runner(open_db(settings.data), None, str(tmp_path)).command(open_db(settings.data).job(1, got["id"]))
+        assert cmd[cmd.index("--size") + 1] == "1280x720" and "--scale" not in cmd
+        r = upload(client, token, bbb, "bbb.mp4", size="1280x720", preset="tiny")
+        assert r.status_code == 400 and "needs a continuous-scale model" in r.json()["detail"]
+        assert upload(client, token, bbb, "bbb.mp4", size="1000x1000", preset="any").status_code == 400
+        r = upload(client, token, size="1920x1080", preset="any")  # 176x144 to 1080 lines: x7.5
+        assert r.status_code == 400 and "asks x7.50 of this 176x144 video" in r.json()["detail"]
