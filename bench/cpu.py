@@ -296,6 +296,25 @@ def cpu_stages(work: str, args: argparse.Namespace) -> dict[str, Any]:
     stages.append(timed("DUF 6x32 g16 model only (7-frame windows, batch 1)", "frames", duf_only,
                         note="random weights (speed does not depend on them); compare with the NCHW batch-1 EDSR row"))
 
+    # the continuous-scale model at the same output size, and at x2.5 of it (its whole frame, queried in blocks)
+    torch.manual_seed(0)
+    liif = build_model({"name": "liif", "n_resblocks": 16, "n_feats": 32, "hidden": 64, "layers": 3, "scale": float(scale)}).eval()
+    liif = liif.to(memory_format=torch.channels_last)
+
+    def liif_only(at: float) -> Callable[[], int]:
+        def run() -> int:
+            clip = frames[:8 if args.quick else 24]
+            with torch.inference_mode():
+                for f in clip:
+                    x = torch.from_numpy(f).permute(2, 0, 1)[None].float().div(255).contiguous(memory_format=torch.channels_last)
+                    liif(x, size=(round(f.shape[0] * at), round(f.shape[1] * at)))
+            return len(clip)
+        return run
+
+    for at in (scale, 2.5):
+        stages.append(timed(f"EDSR 16x32 + LIIF 3x64 model only (x{at:g}, batch 1)", "frames", liif_only(at),
+                            note="random weights; the continuous-scale model (preset any)"))
+
     def encode() -> int:
         with ChunkWriter(os.path.join(work, "enc.mp4"), width=info.width * scale, height=info.height * scale, time_base=info.time_base,
                          rate=info.rate, colorspace=info.colorspace, crf=media.crf, preset=media.preset) as wr:

@@ -19,7 +19,8 @@ def test_quick_bench_writes_every_stage(tmp_path):
     (js,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     result = json.loads((tmp_path / js).read_text())
     stages = {r["stage"].split(" (")[0].split(",")[0] for r in result["cpu"]["stages"]}
-    assert {"decode", "training frames", "fine-tune", "SR model only", "encode", "chunk restore", "assemble", "metrics"} <= stages
+    assert {"decode", "training frames", "fine-tune", "SR model only", "encode", "chunk restore", "assemble", "metrics",
+            "EDSR 16x32 + LIIF 3x64 model only"} <= stages
     for r in result["cpu"]["stages"]:
         assert r["count"] > 0 and r["seconds"] > 0 and r["rate"] > 0 and r["peak_rss_mib"] > 100, r
     by = {r["stage"]: r for r in result["cpu"]["stages"]}
