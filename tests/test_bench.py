@@ -90,3 +90,29 @@ def test_evalset_pans_across_the_image_in_whole_pixels(tmp_path):
         errors = [np.mean((frames[i] - image[y:y + 192, x:x + 256]) ** 2) for x in range(0, 257, step)]
         assert int(np.argmin(errors)) == i and errors[i] < 10
     assert not pan_clip(image[:200, :200], str(tmp_path / "small.mp4"), (256, 192), frames=9, fps=25)
+
+
+def test_the_scales_table_compares_a_continuous_model_with_integer_ones_and_bicubic(tmp_path):
+    """Every method at every scale and set, a fractional scale reached by an integer model
+    through the next integer scale; the table has a cell per scale."""
+    import torch
+
+    from bench import scales
+    from pipeline.models import checkpoint
+    from pipeline.models.liif import LIIF
+
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "liif.pt")
+    checkpoint.save(LIIF(n_resblocks=1, n_feats=8, hidden=8, layers=1), ckpt, {})
+    out = tmp_path / "scales.json"
+    set5 = os.path.join(os.path.dirname(__file__), "data", "set5")
+    assert scales.main(["--model", ckpt, "--integer", "builtin:edsr_2x16", "--data", f"Set5={set5}", "--scales", "2,2.5", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["scale"], r["method"]) for r in rows] == [(2.0, "bicubic"), (2.0, "integer model"), (2.0, "continuous"),
+                                                         (2.5, "bicubic"), (2.5, "integer model, then resized"), (2.5, "continuous")]
+    by = {(r["scale"], r["method"]): r for r in rows}
+    assert by[(2.5, "integer model, then resized")]["via"] == "x3, then bicubic to the size"
+    assert by[(2.5, "integer model, then resized")]["psnr_y"] > by[(2.5, "bicubic")]["psnr_y"] + 1  # EDSR 2x16 beats bicubic
+    assert abs(by[(2.5, "continuous")]["psnr_y"] - by[(2.5, "bicubic")]["psnr_y"]) < 0.5  # an untrained head is its bicubic start
+    md = (tmp_path / "scales.md").read_text()
+    assert "| Set5 | integer model | " in md and md.count("\n") == 5
