@@ -106,10 +106,10 @@ WEIGHTS.add(
     Weights(
         arch={"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7},
         flavour="bicubic",
-        files={4: ("duf_6x32_bicubic_x4.pt", "5bf8032ed1212173f121574d8b0e07239787acf9260242a7db5ae1e80ce198b7")},
-        made_by="python -m pipeline.data.make_weights --name duf_6x32 (stage x4-bicubic)",
+        files={4: ("duf_6x32_bicubic_x4.pt", "cca5e76d0e53a8d86ec7d533dcfbd8daa8d80203b6ca16158831380278ba8631")},
+        made_by="python -m pipeline.data.make_weights --name duf_6x32 (stages x4-bicubic, x4-bicubic-decay)",
     ),
-    help="DUF 6 layers x 32 features, 7-frame windows, x4 on clean bicubic windows: early weights (6,000 steps), "
+    help="DUF 6 layers x 32 features, 7-frame windows, x4 on clean bicubic windows (8,000 steps), "
          "behind EDSR 16x32 on the held-out clips (docs/RESULTS.md)",
 )
 
