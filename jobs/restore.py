@@ -8,8 +8,9 @@ IN, OUT and REF are local paths or s3://bucket/prefix (endpoint: storage.endpoin
 AWS_ENDPOINT_URL; credentials: the standard AWS chain). Rerunning skips the videos
 already restored with the same config and resumes interrupted ones.
 
-A non-integer --scale or a --size needs the continuous-scale model (the preset ``any``,
-taken when no --preset is given).
+A non-integer --scale needs the continuous-scale model (the preset ``any``, taken when no
+--preset is given). --size WxH fits each video into W x H: an integer model restores at
+--scale (default 2) and is resized down to it; the preset ``any`` restores straight to it.
 
 Runs on a local Ray started by itself, or on the cluster named by RAY_ADDRESS
 (``ray job submit --working-dir . -- python -m jobs.restore ...``).
@@ -40,7 +41,8 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, help="upscaling factor: 2, 3 or 4 (default 2), or any number in [1, 4] such as 2.5 "
                                                 "(the continuous-scale model: preset any)")
     p.add_argument("--size", metavar="WxH", help="output frame size, e.g. 1920x1080 (media.size): each video at the scale that fits it, "
-                                                 "its aspect kept (the continuous-scale model: preset any)")
+                                                 "its aspect kept; an integer model restores at --scale, then is resized down to it, "
+                                                 "the continuous-scale model (--preset any) restores straight to it")
     p.add_argument("--fit", choices=("keep", "pad", "crop"), help="with --size (media.fit): keep (default: the output is the picture, "
                                                                    "as large as fits), pad (centred on black to exactly WxH), crop (covers WxH, the excess cut off)")
     p.add_argument("--preset", choices=PRESETS.names(), help="start from a preset: " + ", ".join(PRESETS.names()) + f" (default: {DEFAULT})")
@@ -58,12 +60,12 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     run is writing to the same output."""
     args = p.parse_args(argv)
     size = getattr(args, "size", None)
-    if size and args.scale is not None:
-        p.error("give --scale or --size, not both (--size decides each video's scale)")
     if getattr(args, "fit", None) and not size:
         p.error("--fit goes with --size")
-    continuous = bool(size) or (args.scale is not None and not float(args.scale).is_integer())
+    continuous = args.scale is not None and not float(args.scale).is_integer()
     preset = args.preset or (CONTINUOUS if continuous else DEFAULT)
+    if size and args.scale is not None and PRESETS.get(preset).model.get("arch") == "liif":
+        p.error("with the continuous-scale model, --size decides each video's scale: leave out --scale")
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}),
                            **({"media.fps": args.fps} if args.fps else {}), **({"media.size": size} if size else {}),

@@ -53,7 +53,7 @@ class MediaConfig:
     damaged: str = _f("conceal", 'Frames that do not decode (damaged packets), found by a decode-only scan before any training or inference: "conceal" puts out the nearest decoded frame in place of each (timestamps kept, no frame dropped; counted in the report\'s frames_damaged), "fail" refuses such a video.')
     max_damaged: float = _f(0.2, "With media.damaged=conceal, the largest share of a video's frames that may be concealed; a video with more fails before any training.")
     fps: str = _f("", 'Frame rate of the restored video: empty (the source\'s), a multiple ("2x"), or a rate ("60", "59.94", "60000/1001") above the source\'s. New frames are made by motion-compensated interpolation (FFmpeg\'s minterpolate) of the restored frames, never across a scene cut; the duration and the audio stay as they were. The restored video is encoded once more for it (8-bit output only).')
-    size: str = _f("", 'Output frame size WIDTHxHEIGHT (e.g. 1920x1080; even sides), instead of scale: each video is restored to fit it, at its own scale (at most 4). Needs a continuous-scale model (model.arch=liif, the preset any).')
+    size: str = _f("", 'Output frame size WIDTHxHEIGHT (e.g. 1920x1080; even sides): each video is restored to fit it, at its own scale. The continuous-scale model (model.arch=liif, the preset any) restores straight to it (up to x4); an integer model restores at scale and is resized down to it (a video needing more than scale fails with the reason).')
     fit: str = _f("keep", 'With media.size: "keep" (the picture fits inside the size, its aspect kept: the output is the picture, as large as fits), "pad" (that picture centred on a black frame of exactly the size), or "crop" (the picture covers the size, its aspect kept, and the excess is cut off, centred).')
     encoder: str = _f("auto", 'H.264 encoder of the restored chunks (media.codec=libx264): "auto" (NVENC on a GPU actor whose GPU has it, else libx264), "x264", or "nvenc" (fails where NVENC cannot open). NVENC encodes at constant quality cq = media.crf.')
 
@@ -330,9 +330,6 @@ class RestoreConfig:
             check_scale(self.scale)
         elif self.scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {self.scale} (a non-integer scale needs a continuous-scale model: model.arch=liif)")
-        if self.media.size and self.model.arch != "liif":
-            raise ValueError(f"media.size ({self.media.size}) needs a continuous-scale model (model.arch=liif, e.g. --preset any): "
-                             f"{self.model.arch} restores x2, x3 or x4 only")
         if self.device not in ("auto", "gpu", "cpu"):
             raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
         if self.model.arch != "liif" and self.train.patch_size % self.scale:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -274,6 +275,8 @@ def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0,
     restores to ``geometry``'s picture (``media.geometry``; default ``scale`` x the input,
     rounded to even sides), placed in its frame; it is never tiled: the whole frame's
     features are computed, and the output pixels asked for in blocks (``models.liif``).
+    Another model restores at its scale, then is resized (bicubic, antialiased) to a
+    ``geometry`` picture of another size, and placed likewise.
     """
     h, w = x.shape[-2:]
     x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
@@ -284,7 +287,7 @@ def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0,
             geometry = geometry_of(w, h, scale, integer_model=False)
         return place(_forward(model, x, amp, geometry.picture).clamp_(0, 1), geometry)
     if not tile or (h <= tile and w <= tile):
-        return _forward(model, x, amp).clamp_(0, 1)
+        return _resized(_forward(model, x, amp).clamp_(0, 1), geometry)
     out = torch.empty((x.shape[0], 3, h * scale, w * scale), device=x.device, memory_format=torch.channels_last)
     for ys, ye, oys, oye in _tile_spans(h, tile, overlap):
         for xs, xe, oxs, oxe in _tile_spans(w, tile, overlap):
@@ -292,7 +295,17 @@ def upscale_tensor(model: nn.Module, x: torch.Tensor, scale: int, tile: int = 0,
             out[:, :, oys * scale:oye * scale, oxs * scale:oxe * scale] = y[
                 :, :, (oys - ys) * scale:(oye - ys) * scale, (oxs - xs) * scale:(oxe - xs) * scale
             ]
-    return out.clamp_(0, 1)
+    return _resized(out.clamp_(0, 1), geometry)
+
+
+def _resized(y: torch.Tensor, geo) -> torch.Tensor:
+    """An integer model's output ``y`` at ``geo``'s picture size (bicubic, antialiased,
+    when it differs) in ``geo``'s frame; ``y`` itself without a geometry."""
+    if geo is None:
+        return y
+    if tuple(y.shape[-2:]) != tuple(geo.picture):
+        y = F.interpolate(y, size=geo.picture, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+    return place(y, geo)
 
 
 class HostCopy:

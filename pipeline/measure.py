@@ -136,17 +136,19 @@ def model_outputs(samples: Samples, blob: bytes | tuple[torch.nn.Module, dict[st
     """The checkpoint's outputs on the sampled frames (on this process's device; a
     multi-frame model's on ``samples.windows``); ``tile`` as infer.tile (0: auto).
     ``blob``: the checkpoint's bytes, or what ``checkpoint.load`` made of them.
-    ``size``: the picture's (h, w), for a continuous-scale model."""
+    ``size``: the picture's (h, w) when it is not ``scale`` x the frame's (a continuous
+    model restores to it; another at its scale, then resized)."""
     device = inference.pick_device()
     amp = inference.autocast_dtype(precision, device)
     model, meta = checkpoint.load(blob) if isinstance(blob, bytes) else blob
     model = inference.prepare(model, device)
     frame = samples.src[0][1].shape[:2] if samples.src else (0, 0)
     geo = None
-    if size is not None and inference.continuous(model):
+    if size is not None:
         from pipeline.media.geometry import Geometry
 
         geo = Geometry(size[0] / max(1, frame[0]), size, size)
+    scale = int(meta["arch"].get("scale", scale)) if not inference.continuous(model) else scale  # (an integer model runs at its own)
     tile = inference.tile_for(tile, tile_overlap, device, inference.feature_maps(meta["arch"]), math.ceil(scale), 1, amp, frame)
     if inference.frames_in(model) > 1:
         if samples.windows is None:

@@ -148,8 +148,7 @@ def test_a_fractional_scale_or_a_size_needs_the_continuous_model():
         build_config("tiny", scale=2.5)
     with pytest.raises(ValueError, match=r"scale must be a number in \[1, 4\]"):
         build_config("tiny", overrides=liif, scale=4.5)
-    with pytest.raises(ValueError, match="media.size .* needs a continuous-scale model"):
-        build_config("tiny", overrides=["media.size=1920x1080"])
+    assert build_config("tiny", overrides=["media.size=1920x1080"], scale=4).media.size == "1920x1080"  # (x4, then resized)
     with pytest.raises(ValueError, match="even sides"):
         build_config("tiny", overrides=[*liif, "media.size=1921x1080"])
     with pytest.raises(ValueError, match="media.fit must be keep, pad or crop"):

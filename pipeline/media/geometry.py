@@ -3,10 +3,11 @@ output size to the model's output size, the encoded frame size and the picture's
 in it.
 
 An integer model restores ``scale`` x the source (the encoded frame is that, cut to even
-sides for 4:2:0). A continuous-scale model restores to any size: ``media.size`` WxH fits
+sides for 4:2:0). A continuous-scale model restores to any size. ``media.size`` WxH fits
 the picture inside W x H with its aspect kept (``media.fit`` "keep": the encoded frame is
 the picture), centred on a black W x H frame ("pad"), or covering W x H with the excess
-cut off, centred ("crop").
+cut off, centred ("crop"); an integer model reaches that picture by restoring at its
+scale and resizing down (``inference.upscale_tensor``).
 """
 
 from __future__ import annotations

@@ -39,14 +39,18 @@ class DamagedVideo(ValueError):
 def output_geometry(info, cfg: RestoreConfig) -> Geometry:
     """The restored video's size and the picture's place in it (``media.geometry``): the
     scale's, or media.size's for this video (ValueError when that asks a scale the model
-    cannot give)."""
+    cannot give: more than x4 for the continuous model, more than its scale for an integer
+    one, which restores at its scale and resizes down; or less than x1)."""
     from pipeline.models.liif import SCALE_MAX
 
     continuous = cfg.model.arch == "liif"
     geo = geometry(info.width, info.height, cfg.scale, cfg.media.size, cfg.media.fit, integer_model=not continuous)
-    if cfg.media.size and not 1.0 <= geo.scale <= SCALE_MAX:
-        raise ValueError(f"media.size {cfg.media.size} (fit {cfg.media.fit}) asks x{geo.scale:.2f} of this {info.width}x{info.height} video; "
-                         f"the continuous-scale model restores from x1 to x{SCALE_MAX:g}")
+    most = SCALE_MAX if continuous else cfg.scale
+    if cfg.media.size and not 1.0 <= geo.scale <= most:
+        where = (f"the continuous-scale model restores from x1 to x{SCALE_MAX:g}" if continuous else
+                 f"the x{cfg.scale} model restores at most x{cfg.scale} (then resizes down to the size)"
+                 + (": give a larger --scale, or the continuous-scale model (--preset any)" if geo.scale > most else ""))
+        raise ValueError(f"media.size {cfg.media.size} (fit {cfg.media.fit}) asks x{geo.scale:.2f} of this {info.width}x{info.height} video; {where}")
     return geo
 
 
@@ -189,7 +193,7 @@ class VideoStages:
             say(label, "train: skipped (--no-finetune), restoring with the starting model")
             row.model_used, row.model_reason = "pretrained", "not fine-tuned: train.finetune=false (--no-finetune)"
             return self.pretrained
-        scale = pair_scale(geo.scale)
+        scale = pair_scale(geo.scale) if cfg.model.arch == "liif" else cfg.scale  # (an integer model trains at its scale)
         small = too_small_for_self_pairs(info.width, info.height, scale, cfg.train.min_pair_side) if self.pretrained is not None else None
         if small:
             say(label, f"train: skipped: {small}; restoring with the starting model")

@@ -49,8 +49,8 @@ def test_a_target_size_padded_keeps_every_frame_and_the_aspect(liif_checkpoint, 
     assert (row["width_out"], row["height_out"]) == (480, 270)
     # measured on the picture: the output (encoded) is close to the model's own frames
     assert abs(row["niqe_output"] - row[f"niqe_{row['model_used']}"]) < 1.5
-    bad = run_job("jobs.restore", "--input", CLIP, "--output", str(out), "--size", "480x270", "--scale", "2", *args(liif_checkpoint), check=False)
-    assert bad.returncode == 2 and "give --scale or --size, not both" in bad.stderr
+    bad = run_job("jobs.restore", "--input", CLIP, "--output", str(out), "--size", "480x270", "--scale", "2", "--preset", "any", check=False)
+    assert bad.returncode == 2 and "--size decides each video's scale: leave out --scale" in bad.stderr
     far = run_job("jobs.restore", "--input", CLIP, "--output", str(tmp_path / "far"), "--size", "1920x1080", *args(liif_checkpoint), check=False)
     assert far.returncode == 1 and "asks x7.50 of this 176x144 video" in far.stdout
 
@@ -64,3 +64,19 @@ def test_a_fractional_scale_is_measured_against_the_original(liif_checkpoint, tm
     # the restored file lines up with the original: its PSNR is the in-memory model's, less the encoding
     assert row["psnr_bicubic"] > 25 and abs(row["psnr_output"] - row[f"psnr_{row['model_used']}"]) < 0.5
     assert np.isfinite(row["ssim_output"])
+
+
+def test_an_integer_model_restores_at_its_scale_and_is_resized_to_the_size(tmp_path):
+    out = tmp_path / "int"
+    proc = run_job("jobs.restore", "--input", CLIP, "--output", str(out), "--size", "300x200", "--scale", "2", "--preset", "tiny",
+                   "--set", "train.steps=4", "--set", "metrics.sample_frames=2", "--set", "metrics.crops=0")
+    assert "size: x1.389 to 244x200" in proc.stdout
+    path = next(p for p in out.iterdir() if p.name.startswith("300x200-")) / "carphone_gop10.mp4"
+    info = probe(str(path))
+    assert (info.width, info.height, info.frames) == (244, 200, 40)
+    row = reports.read_table(str(out), "videos").to_pylist()[0]
+    assert row["status"] == "restored" and (row["width_out"], row["height_out"]) == (244, 200)
+    assert abs(row["niqe_output"] - row[f"niqe_{row['model_used']}"]) < 1.5
+    # the x2 model cannot reach 1080 lines from 144: the video fails with the way out
+    far = run_job("jobs.restore", "--input", CLIP, "--output", str(tmp_path / "far"), "--size", "1920x1080", "--preset", "tiny", check=False)
+    assert far.returncode == 1 and "the x2 model restores at most x2 (then resizes down to the size): give a larger --scale" in far.stdout

@@ -281,9 +281,9 @@ def test_an_output_size_needs_the_continuous_preset_fits_the_upload_and_reaches_
         got = client.get(f"/api/jobs/{r.json()['id']}", headers=bearer(token)).json()
         assert got["size"] == "1280x720" and got["preset"] == "any"
         cmd = Runner(open_db(settings.data), None, str(tmp_path)).command(open_db(settings.data).job(1, got["id"]))
-        assert cmd[cmd.index("--size") + 1] == "1280x720" and "--scale" not in cmd
-        r = upload(client, token, bbb, "bbb.mp4", size="1280x720", preset="tiny")
-        assert r.status_code == 400 and "needs a continuous-scale model" in r.json()["detail"]
+        assert cmd[cmd.index("--size") + 1] == "1280x720" and "--scale" not in cmd  # the continuous model: the size decides
+        r = upload(client, token, bbb, "bbb.mp4", size="1280x720", preset="tiny")  # the x2 model cannot make 720 lines of 180
+        assert r.status_code == 400 and "asks x4.00 of this 320x180 video; the x2 model restores at most x2" in r.json()["detail"]
         assert upload(client, token, bbb, "bbb.mp4", size="1000x1000", preset="any").status_code == 400
         r = upload(client, token, size="1920x1080", preset="any")  # 176x144 to 1080 lines: x7.5
         assert r.status_code == 400 and "asks x7.50 of this 176x144 video" in r.json()["detail"]
