@@ -92,11 +92,13 @@ def test_a_duf_plan_trains_windows_and_publishes_window_scores(tmp_path, monkeyp
     assert set(scores) == {"Set5_windows_psnr_y"} and 20 < scores["Set5_windows_psnr_y"] < 40
 
 
-def test_the_duf_decay_stage_continues_the_constant_rate_one_and_ships():
-    """The decay stage starts from the finished constant-rate stage, falls on a cosine,
-    and is the one whose file ships (the first no longer does)."""
+def test_the_duf_decay_and_motion_stages_continue_the_constant_rate_one_and_the_last_ships():
+    """The decay stage starts from the finished constant-rate stage and falls on a cosine;
+    the motion stage (faster windows) continues it and is the one whose file ships."""
     assert make_weights.DUF_PLAN["x4-bicubic-decay"][4] == "x4-bicubic"
     assert make_weights.config("duf_6x32", "x4-bicubic-decay", 1).lr_schedule == "cosine"
     assert make_weights.config("duf_6x32", "x4-bicubic", 1).lr_schedule == "step"
     assert make_weights.shipped("duf_6x32", "x4-bicubic") is None
-    assert make_weights.shipped("duf_6x32", "x4-bicubic-decay").endswith("duf_6x32_bicubic_x4.pt")
+    assert make_weights.shipped("duf_6x32", "x4-bicubic-motion").endswith("duf_6x32_bicubic_x4.pt")
+    motion = make_weights.config("duf_6x32", "x4-bicubic-motion", 1)
+    assert motion.max_speed == 10.0 and motion.region == 96 + 2 * 36 and make_weights.config("duf_6x32", "x4-bicubic", 1).max_speed == 2.0

@@ -68,9 +68,15 @@ PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
 DUF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x4-bicubic": (4, "bicubic", 6_000, 1e-4, None),
     "x4-bicubic-decay": (4, "bicubic", 2_000, 1e-4, "x4-bicubic"),
+    "x4-bicubic-motion": (4, "bicubic", 2_000, 1e-4, "x4-bicubic-decay"),
 }
 #: DUF stage -> its learning-rate schedule (constant, the "step" schedule's first step, otherwise)
-DUF_SCHEDULE = {"x4-bicubic-decay": "cosine"}
+DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine"}
+#: DUF stage -> other PretrainConfig fields. x4-bicubic-motion: windows moving up to 10 HR px
+#: a frame (2.5 input px at x4), where the earlier stages' moved up to 2; real pans move
+#: 0.75-2.25 input px a frame, and the longer DUF trained on the slow windows the worse it
+#: restored them (docs/RESULTS.md)
+DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}}
 
 #: continuous-scale models: name -> (n_resblocks, n_feats, MLP width, MLP layers after the first)
 LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}
@@ -101,7 +107,7 @@ def config(name: str, stage: str, threads: int) -> PretrainConfig:
         layers, feats, growth, frames = DUF_SHAPES[name]
         return PretrainConfig(scale=scale, model="duf", n_layers=layers, n_feats=feats, growth=growth, frames=frames, flavour=flavour,
                               steps=steps, batch_size=8, patch_size=96, lr=lr, lr_schedule=DUF_SCHEDULE.get(stage, "step"), lr_step=200_000, val_every=250,
-                              checkpoint_every=250, threads=threads, precision="auto", seed=0)
+                              checkpoint_every=250, threads=threads, precision="auto", seed=0, **DUF_EXTRA.get(stage, {}))
     if name in LIIF_SHAPES:
         blocks, feats, hidden, layers = LIIF_SHAPES[name]
         return PretrainConfig(scale=scale, model="liif", n_resblocks=blocks, n_feats=feats, hidden=hidden, mlp_layers=layers,

@@ -69,6 +69,7 @@ class PretrainConfig:
     n_layers: int = _f(6, "DUF dense layers ((frames - 1) / 2 of them shrink the window to its centre).")
     growth: int = _f(16, "DUF growth: feature maps each dense layer adds.")
     frames: int = _f(7, "DUF window length (odd).")
+    max_speed: float = _f(MAX_SPEED, "DUF training windows: their global motion, up to this many HR px per frame (validation windows keep 2).")
     hidden: int = _f(64, "LIIF: width of the implicit function's MLP.")
     mlp_layers: int = _f(3, "LIIF: the MLP's layers after its first.")
     flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
@@ -136,7 +137,7 @@ class PretrainConfig:
     def region(self) -> int:
         """Side of the image regions a training sample is taken from: the patch, and for
         DUF the context its window's motion needs."""
-        return self.patch_size + 2 * margin(self.frames, MAX_SPEED, LOCAL) if self.model == "duf" else self.patch_size
+        return self.patch_size + 2 * margin(self.frames, self.max_speed, LOCAL) if self.model == "duf" else self.patch_size
 
     #: fields that may change between the slices of one run (the rest must match the saved state)
     RESUMABLE = ("steps", "max_seconds", "max_cpu_seconds", "val_every", "checkpoint_every", "workers", "device", "threads", "init", "precision")
@@ -339,7 +340,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             if cfg.model == "liif":
                 yield sample_any_scale(sampler, cfg.batch_size, cfg.patch_size // LIIF_MAX_SCALE, rng)
             elif duf:
-                yield sample_windows(sampler, cfg.batch_size, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr, True, MAX_SPEED, LOCAL)
+                yield sample_windows(sampler, cfg.batch_size, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr, True, cfg.max_speed, LOCAL)
             else:
                 yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
 
