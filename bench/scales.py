@@ -5,8 +5,8 @@ folders at integer and fractional scales (the benchmark protocol of ``pipeline.b
         --data Set5=DIR --data Set14=DIR [--scales 2,2.5,3,3.5,4] --out FILE.json
 
 An integer model reaches a fractional scale s by restoring at the next integer scale
-above it and resizing down (MATLAB bicubic, antialiased): the way to get such a scale
-without a continuous model. Writes FILE.json (every mean) and FILE.md (the table).
+above it and resizing down (torch's antialiased bicubic, as a restore to a media.size
+does): the way to get such a scale without a continuous model. Writes FILE.json (every mean) and FILE.md (the table).
 """
 
 from __future__ import annotations

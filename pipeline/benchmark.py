@@ -23,9 +23,9 @@ on such an image (+0.09 dB on the Set14 mean). Such rows have ``"channel": "grey
 At a non-integer scale s = p / q (e.g. 2.5 = 5 / 2) the image is cropped to a multiple
 of p, so the input is exactly q / p of it (as the continuous-scale papers do), and
 ceil(s) px are cropped for the scores. A continuous-scale model restores straight to the
-image's size; a model of one integer scale k >= s restores x k and is then bicubic-
-resized (MATLAB's, antialiased) down to the size: the "integer model, then resize" way
-to reach such a scale.
+image's size; a model of one integer scale k >= s restores x k and is then resized
+down to the size as a restore resizes it (``inference.upscale_tensor``: torch's
+antialiased bicubic): the "integer model, then resize" way to reach such a scale.
 
 With ``bicubic`` this reproduces the published bicubic baselines within 0.05 dB
 (measured: Set5 x2 / x3 / x4 33.67 / 30.40 / 28.43 dB against 33.66 / 30.39 / 28.42;
@@ -161,8 +161,10 @@ def _restorer(model: str, scale: float, dev: torch.device):
                          + ("" if integer else " (a non-integer scale needs a model of a larger integer scale, then resizes down)"))
 
     def restore(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        sr = inference.upscale_frames(net, lr[None], ckpt_scale, device=dev)[0]
-        return sr if sr.shape[:2] == tuple(size) else bicubic_resize_uint8(sr, size)
+        from pipeline.media.geometry import Geometry
+
+        geo = None if size == (lr.shape[0] * ckpt_scale, lr.shape[1] * ckpt_scale) else Geometry(size[0] / lr.shape[0], size, size)
+        return inference.upscale_frames(net, lr[None], ckpt_scale, device=dev, geometry=geo)[0]  # resized as a restore resizes
 
     info = {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
     if ckpt_scale != scale:
