@@ -8,9 +8,10 @@ IN, OUT and REF are local paths or s3://bucket/prefix (endpoint: storage.endpoin
 AWS_ENDPOINT_URL; credentials: the standard AWS chain). Rerunning skips the videos
 already restored with the same config and resumes interrupted ones.
 
-A non-integer --scale needs the continuous-scale model (the preset ``any``, taken when no
---preset is given). --size WxH fits each video into W x H: an integer model restores at
---scale (default 2) and is resized down to it; the preset ``any`` restores straight to it.
+Any scale in [1, 4] (--scale 2.5) and any output size (--size WxH: each video fitted into
+W x H): an integer model (the default preset) restores at the integer scale at or above
+it (--scale with --size) and is resized down; the continuous-scale model (--preset any)
+restores straight to it.
 
 Runs on a local Ray started by itself, or on the cluster named by RAY_ADDRESS
 (``ray job submit --working-dir . -- python -m jobs.restore ...``).
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import build_config, describe_fields
-from pipeline.presets import CONTINUOUS, DEFAULT, PRESETS
+from pipeline.presets import DEFAULT, PRESETS
 
 
 def parser(description: str = __doc__) -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="a video file, or a folder or s3://bucket/prefix searched recursively for mp4/mkv/mov/avi/webm/m4v")
     p.add_argument("--output", required=True, help="output folder or s3://bucket/prefix: restored videos at OUT/x<scale>-<config hash>/<path relative to IN>, reports at OUT/reports/")
     p.add_argument("--scale", type=float, help="upscaling factor: 2, 3 or 4 (default 2), or any number in [1, 4] such as 2.5 "
-                                                "(the continuous-scale model: preset any)")
+                                                "(an integer model restores at the next integer scale and is resized down; "
+                                                "--preset any restores straight to it)")
     p.add_argument("--size", metavar="WxH", help="output frame size, e.g. 1920x1080 (media.size): each video at the scale that fits it, "
                                                  "its aspect kept; an integer model restores at --scale, then is resized down to it, "
                                                  "the continuous-scale model (--preset any) restores straight to it")
@@ -62,8 +64,7 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     size = getattr(args, "size", None)
     if getattr(args, "fit", None) and not size:
         p.error("--fit goes with --size")
-    continuous = args.scale is not None and not float(args.scale).is_integer()
-    preset = args.preset or (CONTINUOUS if continuous else DEFAULT)
+    preset = args.preset or DEFAULT
     if size and args.scale is not None and PRESETS.get(preset).model.get("arch") == "liif":
         p.error("with the continuous-scale model, --size decides each video's scale: leave out --scale")
     try:

@@ -305,7 +305,7 @@ HASH_SKIPS_DEFAULT: dict[str, tuple[str, ...]] = {"media": ("codec", "damaged", 
 
 @dataclass(frozen=True)
 class RestoreConfig:
-    scale: float = _f(2, "Upscaling factor: 2, 3 or 4; with a continuous-scale model (model.arch=liif) any number in [1, 4], e.g. 2.5 (or give media.size).")
+    scale: float = _f(2, "Upscaling factor: 2, 3 or 4, or any number in [1, 4] such as 2.5: an integer model then restores at the next integer scale (at least 2) and is resized down, the continuous-scale model (model.arch=liif, the preset any) restores straight to it. With media.size: the integer model's scale (each video gets the scale that fits the size).")
     device: str = _f("auto", 'Where training and inference run: "auto" (GPUs when the cluster has them now, else CPU), "gpu" (request GPUs: on an autoscaling cluster whose GPU workers start at zero), or "cpu".')
     media: MediaConfig = field(default_factory=MediaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -324,16 +324,15 @@ class RestoreConfig:
             raise ValueError(f"lock_wait must be a number of seconds >= 0, got {self.lock_wait}")
         if isinstance(self.scale, float) and self.scale.is_integer():
             object.__setattr__(self, "scale", int(self.scale))  # 2.0 is 2: the same outputs, the same config hash
-        if self.model.arch == "liif":
-            from pipeline.models.liif import check_scale
+        from pipeline.models.liif import check_scale
 
-            check_scale(self.scale)
-        elif self.scale not in (2, 3, 4):
-            raise ValueError(f"scale must be 2, 3 or 4, got {self.scale} (a non-integer scale needs a continuous-scale model: model.arch=liif)")
+        check_scale(self.scale)  # any number in [1, 4]; an integer model's own scale is model_scale
+        if self.model.arch != "liif" and self.scale == 1:
+            raise ValueError("scale must be more than 1 for an integer model (x2, x3, x4, or e.g. 1.5: x2 then resized)")
         if self.device not in ("auto", "gpu", "cpu"):
             raise ValueError(f"device must be auto, gpu or cpu, got {self.device!r}")
-        if self.model.arch != "liif" and self.train.patch_size % self.scale:
-            raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.scale})")
+        if self.model.arch != "liif" and self.train.patch_size % self.model_scale:
+            raise ValueError(f"train.patch_size ({self.train.patch_size}) must be a multiple of scale ({self.model_scale})")
         if self.train.train_last > self.model.n_resblocks:
             raise ValueError(f"train.train_last ({self.train.train_last}) is more than the model's {self.model.n_resblocks} residual blocks")
         if self.model.arch == "duf" and self.train.finetune and self.train.not_for_windows():
@@ -344,6 +343,12 @@ class RestoreConfig:
                              "train.patches, train.multiscale, train.degrade and train.train_last at their defaults, or add --no-finetune")
         if not self.train.finetune and self.model.pretrained in (None, "", SCRATCH):
             raise ValueError("--no-finetune (train.finetune=false) needs a starting model: set model.pretrained")
+
+    @property
+    def model_scale(self) -> float:
+        """The scale the model itself restores at: ``scale`` for the continuous model; for
+        an integer one the integer scale at or above it, at least 2 (then resized down)."""
+        return self.scale if self.model.arch == "liif" else max(2, math.ceil(self.scale))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -76,7 +76,8 @@ def upscale_chunk(
         geometry = geometry_of(info.width, info.height, scale, integer_model=not inference.continuous(model))
     # yuv420p needs even sides: an odd output side (x3 of an odd input) loses its last pixel row/column
     height, width = geometry.frame
-    scale = math.ceil(geometry.scale)  # (the memory estimates below count whole scales)
+    # the model's own scale: an integer model restores at it (then resized to the picture); the memory estimates count whole scales
+    scale = math.ceil(geometry.scale) if inference.continuous(model) else int(getattr(model, "arch", {}).get("scale", scale))
     depth = media.output_depth(info.bit_depth)
     if depth > 8 and amp is torch.bfloat16:
         amp = None  # bf16 keeps 8 significant bits: a 10-bit output needs fp32 (or fp16) results

@@ -43,7 +43,7 @@ def test_yaml_then_set_then_explicit(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("scale=5", "scale must be 2, 3 or 4, got 5"),
+        ("scale=5", "scale must be a number in [1, 4] (2, 3, 4, or e.g. 2.5), got 5"),
         ("train.frames=every", "train.frames must be"),
         ("train.frames=fps:0", "train.frames must be"),
         ("train.steps=0", "train.steps must be >= 1"),
@@ -70,7 +70,7 @@ def test_yaml_then_set_then_explicit(tmp_path):
 )
 def test_bad_values_are_named(override, message):
     kw = {"scale": 4} if "patch_size" in override else {}
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
         build_config("baseline", None, [override], **kw)
 
 
@@ -138,14 +138,18 @@ def test_frame_rate_specs_are_checked_when_the_config_is_built():
             build_config("tiny", overrides=[f"media.fps={bad}"])
 
 
-def test_a_fractional_scale_or_a_size_needs_the_continuous_model():
+def test_any_scale_and_size_for_the_continuous_model_and_the_integer_ones():
     liif = ["model.arch=liif", "model.pretrained=builtin:liif_16x32_bicubic"]
     cfg = build_config("tiny", overrides=liif, scale=2.5)
-    assert cfg.scale == 2.5
+    assert cfg.scale == cfg.model_scale == 2.5  # the continuous model restores at the scale itself
     assert build_config("tiny", scale=2.0).scale == 2 and isinstance(build_config("tiny", scale=2.0).scale, int)
     assert build_config("tiny", scale=2.0).hash() == build_config("tiny", scale=2).hash()  # 2.0 is 2: the same outputs
-    with pytest.raises(ValueError, match="a non-integer scale needs a continuous-scale model"):
-        build_config("tiny", scale=2.5)
+    # an integer model restores at the next integer scale (at least 2), then is resized down
+    assert [build_config("tiny", scale=s).model_scale for s in (1.5, 2, 2.5, 3.2, 4)] == [2, 2, 3, 4, 4]
+    assert build_config("tiny", scale=2.5).hash() != build_config("tiny", scale=3).hash()
+    for bad in (4.5, 1):
+        with pytest.raises(ValueError, match="scale must be"):
+            build_config("tiny", scale=bad)
     with pytest.raises(ValueError, match=r"scale must be a number in \[1, 4\]"):
         build_config("tiny", overrides=liif, scale=4.5)
     assert build_config("tiny", overrides=["media.size=1920x1080"], scale=4).media.size == "1920x1080"  # (x4, then resized)

@@ -172,3 +172,19 @@ def test_a_continuous_model_restores_to_its_geometry_padded_or_cropped():
     crop = inference.upscale_tensor(model, x, 2, geometry=crop_geo)
     assert crop.shape == (1, 3, 60, 110) and crop_geo.picture == (90, 110)
     assert torch.equal(crop, keep[:, :, -crop_geo.offset[0]:-crop_geo.offset[0] + 60])
+
+
+def test_an_integer_model_in_tiles_is_resized_to_a_smaller_picture():
+    """x4 restored in tiles, then resized down to a 2.5x picture: the same as untiled."""
+    from pipeline.media.geometry import geometry
+
+    torch.manual_seed(0)
+    model = EDSR(1, 8, 1.0, 4).eval()
+    x = torch.rand(1, 3, 40, 48)
+    geo = geometry(48, 40, 2.5)
+    assert geo.picture == (100, 120) and not geo.resized
+    whole = inference.upscale_tensor(model, x, 4, geometry=geo)
+    tiled = inference.upscale_tensor(model, x, 4, tile=24, overlap=8, geometry=geo)
+    assert whole.shape == tiled.shape == (1, 3, 100, 120)
+    assert (whole - tiled).abs().max() < 2 / 255  # (as the uint8 tiling test: convolutions of other sizes sum in another order)
+    assert (whole - tiled).abs().mean() < 1e-4

@@ -52,7 +52,7 @@ def geometry(width: int, height: int, scale: float, size: str = "", fit: str = "
     """The geometry of a ``width`` x ``height`` source restored at ``scale`` (or to
     ``size`` "WxH" with ``fit``, which then decides the scale)."""
     if not size:
-        if integer_model:
+        if integer_model and float(scale).is_integer():
             s = int(scale)
             return Geometry(float(s), (height * s, width * s), (height * s // 2 * 2, width * s // 2 * 2))
         pic = (_even(height * scale), _even(width * scale))

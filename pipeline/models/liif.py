@@ -126,8 +126,8 @@ def centres_of(t: torch.Tensor) -> torch.Tensor:
 
 
 def check_scale(scale: float) -> None:
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and 1.0 <= scale <= SCALE_MAX):
-        raise ValueError(f"a continuous model's scale must be a number in [1, {SCALE_MAX:g}], got {scale!r}")
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and 1.0 <= scale <= SCALE_MAX):
+        raise ValueError(f"scale must be a number in [1, {SCALE_MAX:g}] (2, 3, 4, or e.g. 2.5), got {scale!r}")
 
 
 def load_encoder(model: LIIF, edsr_state: dict[str, torch.Tensor]) -> int:

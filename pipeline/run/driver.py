@@ -47,15 +47,15 @@ def load_pretrained(cfg: RestoreConfig, store: Store) -> bytes | None:
     """The starting checkpoint's bytes (None: from scratch), checked against the config:
     a mismatch is a config error for the whole run, not a per-video failure."""
     if not cfg.model.pretrained:
-        raise no_weights_error(cfg.model.arch_dict(cfg.scale), cfg.scale)
+        raise no_weights_error(cfg.model.arch_dict(cfg.model_scale), cfg.model_scale)
     if is_s3(cfg.model.pretrained):
         blob = store.read_bytes(cfg.model.pretrained)
     else:
-        blob = read_pretrained(cfg.model.pretrained, cfg.scale)
+        blob = read_pretrained(cfg.model.pretrained, cfg.model_scale)
         if blob is None:
             return None  # "scratch", asked for by name
     arch = checkpoint.load(blob)[1]["arch"]
-    want = {k: v for k, v in cfg.model.arch_dict(cfg.scale).items() if k != "res_scale" and not (k == "scale" and cfg.model.arch == "liif")}
+    want = {k: v for k, v in cfg.model.arch_dict(cfg.model_scale).items() if k != "res_scale" and not (k == "scale" and cfg.model.arch == "liif")}
     got = {k: arch.get(k) for k in want}
     if got != want:
         fields = ", ".join(f"model.{k}" for k in want if k not in ("name", "scale") and got[k] != want[k])

@@ -94,7 +94,7 @@ class RestorerPool:
     def __init__(self, cfg: RestoreConfig, gpu: bool, start: bytes | None) -> None:
         self.cfg, self.gpu = cfg, gpu
         self.size = inference_pool_size(cfg, gpu)
-        self.arch = cfg.model.arch_dict(cfg.scale)
+        self.arch = cfg.model.arch_dict(cfg.model_scale)
         self._start_box = [ray.put(start)] if start is not None else None
         self._lock = threading.Condition()
         self._idle: list[Any] = []
@@ -300,7 +300,7 @@ class RestorerPool:
         """
         if not work:
             return []
-        scale = self.cfg.scale
+        scale = self.cfg.model_scale
         # CPU actors are single-threaded; a video with fewer chunks than actors gives each of its calls
         # the threads of the actors it leaves idle (capped by the node's CPUs in the actor)
         threads = 0 if self.size.use_gpu else self.size.cpus_per_actor * max(1, self.size.actors // min(len(work), self.size.actors))

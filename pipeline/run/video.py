@@ -45,10 +45,10 @@ def output_geometry(info, cfg: RestoreConfig) -> Geometry:
 
     continuous = cfg.model.arch == "liif"
     geo = geometry(info.width, info.height, cfg.scale, cfg.media.size, cfg.media.fit, integer_model=not continuous)
-    most = SCALE_MAX if continuous else cfg.scale
+    most = SCALE_MAX if continuous else cfg.model_scale
     if cfg.media.size and not 1.0 <= geo.scale <= most:
         where = (f"the continuous-scale model restores from x1 to x{SCALE_MAX:g}" if continuous else
-                 f"the x{cfg.scale} model restores at most x{cfg.scale} (then resizes down to the size)"
+                 f"the x{cfg.model_scale} model restores at most x{cfg.model_scale} (then resizes down to the size)"
                  + (": give a larger --scale, or the continuous-scale model (--preset any)" if geo.scale > most else ""))
         raise ValueError(f"media.size {cfg.media.size} (fit {cfg.media.fit}) asks x{geo.scale:.2f} of this {info.width}x{info.height} video; {where}")
     return geo
@@ -193,14 +193,14 @@ class VideoStages:
             say(label, "train: skipped (--no-finetune), restoring with the starting model")
             row.model_used, row.model_reason = "pretrained", "not fine-tuned: train.finetune=false (--no-finetune)"
             return self.pretrained
-        scale = pair_scale(geo.scale) if cfg.model.arch == "liif" else cfg.scale  # (an integer model trains at its scale)
+        scale = pair_scale(geo.scale) if cfg.model.arch == "liif" else cfg.model_scale  # (an integer model trains at its scale)
         small = too_small_for_self_pairs(info.width, info.height, scale, cfg.train.min_pair_side) if self.pretrained is not None else None
         if small:
             say(label, f"train: skipped: {small}; restoring with the starting model")
             row.model_used, row.model_reason = "pretrained", small
             return self.pretrained
         t0 = time.perf_counter()
-        uri = self.layout.checkpoint(job, cfg.hash("model", "train") + ("" if scale == cfg.scale else f"-x{scale:g}"))
+        uri = self.layout.checkpoint(job, cfg.hash("model", "train") + ("" if scale == cfg.model_scale else f"-x{scale:g}"))
         blob = self.store.read_bytes(uri, missing_ok=True)
         if blob is not None:
             row.trained(uri, True, checkpoint.load(blob)[1]["provenance"])
