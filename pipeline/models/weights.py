@@ -102,6 +102,19 @@ WEIGHTS.add(
 
 
 WEIGHTS.add(
+    "liif_16x32_bicubic",
+    Weights(
+        arch={"name": "liif", "n_resblocks": 16, "n_feats": 32, "hidden": 64, "layers": 3},
+        flavour="bicubic",
+        files={0: ("liif_16x32_bicubic.pt", "d29f1d76dc432a5e8d65d3292e33f0ac84c1614c2192d11664ac61d168c7cc4f")},
+        made_by="python -m pipeline.data.make_weights --name liif_16x32 (stage any-bicubic)",
+    ),
+    help="the continuous-scale model (preset any): EDSR 16x32 features read by a local implicit function, any scale in [1, 4] "
+         "from one file; behind the integer models with resizing on Set5/Set14 (docs/RESULTS.md)",
+)
+
+
+WEIGHTS.add(
     "duf_6x32_bicubic",
     Weights(
         arch={"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7},
