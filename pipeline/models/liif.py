@@ -101,13 +101,14 @@ class LIIF(nn.Module):
         n, q = coords.shape[:2]
         cell = coords.new_tensor([2 * h / H, 2 * w / W]).view(1, 2, 1, 1).expand(n, 2, 1, q)  # an output pixel, in input half-pixels
         step = coords.new_tensor([1 / h, 1 / w])  # half an input pixel, on [-1, 1]
+        centres = centres_of(lifted)  # (the same grid for the four neighbours)
         preds, areas = [], []
         for vy in (-1, 1):
             for vx in (-1, 1):
                 shifted = (coords + coords.new_tensor([vy, vx]) * step + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
                 grid = shifted.flip(-1).unsqueeze(1)  # grid_sample wants (x, y), (N, 1, Q, 2)
                 z = F.grid_sample(lifted, grid, mode="nearest", align_corners=False)  # (N, hidden, 1, Q)
-                centre = F.grid_sample(centres_of(lifted), grid, mode="nearest", align_corners=False)  # (N, 2, 1, Q)
+                centre = F.grid_sample(centres, grid, mode="nearest", align_corners=False)  # (N, 2, 1, Q)
                 offset = (coords.permute(0, 2, 1).unsqueeze(2) - centre) * coords.new_tensor([h, w]).view(1, 2, 1, 1)
                 preds.append(self.mlp(z + self.where(torch.cat([offset, cell], 1))))
                 areas.append((offset[:, 0] * offset[:, 1]).abs().unsqueeze(1) + 1e-9)
