@@ -65,7 +65,7 @@ def run(p: argparse.ArgumentParser, argv: list[str] | None, work: Callable[..., 
     if getattr(args, "fit", None) and not size:
         p.error("--fit goes with --size")
     preset = args.preset or DEFAULT
-    if size and args.scale is not None and PRESETS.get(preset).model.get("arch") == "liif":
+    if size and args.scale is not None and PRESETS.get(preset).continuous:
         p.error("with the continuous-scale model, --size decides each video's scale: leave out --scale")
     try:
         cfg = build_config(preset, args.config, args.overrides, scale=args.scale, **({"train.finetune": False} if args.no_finetune else {}),

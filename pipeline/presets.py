@@ -16,6 +16,11 @@ class Preset:
     restore: dict[str, Any] = field(default_factory=dict)  # other sections of the restore config
     pretrain: dict[str, Any] = field(default_factory=dict)  # PretrainConfig fields
 
+    @property
+    def continuous(self) -> bool:
+        """Whether its model restores at any scale (then a media.size decides the scale)."""
+        return self.model.get("arch") == "liif"
+
     def restore_tree(self) -> dict[str, Any]:
         return {"model": dict(self.model), **self.restore}
 

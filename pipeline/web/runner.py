@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from pipeline.presets import PRESETS
 from pipeline.storage import Store
 from pipeline.storage.uri import join
 from pipeline.web.db import Database, Job
@@ -117,7 +118,7 @@ class Runner:
 
     def command(self, job: Job) -> list[str]:
         return [sys.executable, "-m", "jobs.restore", "--input", job.input, "--output", job.output,
-                *(["--size", job.size] if job.size else []), *([] if job.size and _continuous(job.preset) else ["--scale", str(job.scale)]),
+                *(["--size", job.size] if job.size else []), *([] if job.size and PRESETS.get(job.preset).continuous else ["--scale", str(job.scale)]),
                 "--preset", job.preset, *(["--fps", job.fps] if job.fps else []), *self.extra_args]
 
     def _run(self, job: Job) -> None:
@@ -194,10 +195,3 @@ def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _continuous(preset: str) -> bool:
-    """Whether ``preset`` restores with the continuous-scale model (a size then decides the scale)."""
-    from pipeline.presets import PRESETS
-
-    return PRESETS.get(preset).model.get("arch") == "liif"
