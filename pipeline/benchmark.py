@@ -103,7 +103,9 @@ def as_fraction(scale: float) -> Fraction:
     that is not such a fraction, or < 1."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) or not math.isfinite(scale) or scale < 1:
         raise ValueError(f"scale must be a number >= 1, got {scale!r}")
-    f = Fraction(float(scale)).limit_denominator(8)
+    from pipeline.datasets.patches import scale_fraction
+
+    f = scale_fraction(scale)
     if abs(float(f) - float(scale)) > 1e-9:
         raise ValueError(f"scale must be a fraction with a denominator of at most 8 (e.g. 2.5, 3.25), got {scale!r}")
     return f
@@ -143,32 +145,27 @@ def _restorer(model: str, scale: float, dev: torch.device):
     else:
         raise FileNotFoundError(f"model must be 'bicubic', 'builtin:NAME' or a checkpoint file; not found: {model}")
     net, meta = checkpoint.load(path, map_location=dev)
-    if meta["arch"].get("name") == "liif":
+    info = {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
+    if inference.continuous(net):
         from pipeline.models.liif import check_scale
 
         check_scale(float(scale))
-
-        @torch.inference_mode()
-        def restore_any(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-            x = torch.from_numpy(lr).to(dev).permute(2, 0, 1)[None].float().div(255)
-            y = net(x, size=size).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0)
-            return y.cpu().numpy()
-
-        return restore_any, {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
-    ckpt_scale = int(meta["arch"]["scale"])
-    if ckpt_scale != scale and (integer or ckpt_scale < scale):
-        raise ValueError(f"checkpoint {model} upscales x{ckpt_scale}, but the benchmark scale is x{scale:g}"
-                         + ("" if integer else " (a non-integer scale needs a model of a larger integer scale, then resizes down)"))
+        ckpt_scale = math.ceil(scale)  # (only the memory estimates count it: the model restores to the size)
+    else:
+        ckpt_scale = int(meta["arch"]["scale"])
+        if ckpt_scale != scale and (integer or ckpt_scale < scale):
+            raise ValueError(f"checkpoint {model} upscales x{ckpt_scale}, but the benchmark scale is x{scale:g}"
+                             + ("" if integer else " (a non-integer scale needs a model of a larger integer scale, then resizes down)"))
+        if ckpt_scale != scale:
+            info["via"] = f"x{ckpt_scale}, then bicubic to the size"
 
     def restore(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The restore's own inference path: a continuous model to ``size``, an integer one
+        at its scale and resized to it when that differs (as a restore to a media.size)."""
         from pipeline.media.geometry import Geometry
 
-        geo = None if size == (lr.shape[0] * ckpt_scale, lr.shape[1] * ckpt_scale) else Geometry(size[0] / lr.shape[0], size, size)
-        return inference.upscale_frames(net, lr[None], ckpt_scale, device=dev, geometry=geo)[0]  # resized as a restore resizes
+        return inference.upscale_frames(net, lr[None], ckpt_scale, device=dev, geometry=Geometry(size[0] / lr.shape[0], size, size))[0]
 
-    info = {"model": model, "checkpoint": path, "arch": dict(meta["arch"])}
-    if ckpt_scale != scale:
-        info["via"] = f"x{ckpt_scale}, then bicubic to the size"
     return restore, info
 
 

@@ -16,13 +16,12 @@ Every LR clip but the codec ones is stored lossless (x264 CRF 0).
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.config import RestoreConfig
-from pipeline.datasets.patches import lr_side
+from pipeline.datasets.patches import lr_side, scale_fraction
 from pipeline.media.chunks import decode_chunk, plan_chunks
 from pipeline.media.encode import ChunkWriter, assemble
 from pipeline.media.probe import probe
@@ -72,7 +71,7 @@ def make_lr_clip(hr_path: str, lr_path: str, scale: int, max_frames: int | None 
     for a fractional scale p / q, the LR then q / p of it: bicubic inputs only).
     ``max_frames``: only the first frames (a shorter clip). Returns the LR (width, height)."""
     kind, value = parse_clip_degradation(degrade)
-    f = Fraction(scale).limit_denominator(8)
+    f = scale_fraction(scale)
     if f.denominator > 1 and kind not in ("bicubic", "noise", "x264crf", "mpeg4q"):
         raise ValueError(f"clip degradation {degrade!r} is made at integer scales only, got x{scale:g}")
     info = probe(hr_path)

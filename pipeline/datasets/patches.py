@@ -26,10 +26,17 @@ def bicubic_lr(hr: torch.Tensor, scale: float, rng: np.random.Generator) -> torc
     return bicubic_resize(hr, (lr_side(hr.shape[-2], scale), lr_side(hr.shape[-1], scale)))
 
 
+def scale_fraction(scale: float) -> Fraction:
+    """``scale`` as the nearest fraction p / q with q <= 8 (2.5 = 5/2, 1080/576 = 15/8): the
+    scale self-pairs and evaluation inputs are made at, so an input is a whole number of
+    pixels when its target is a multiple of p."""
+    return Fraction(float(scale)).limit_denominator(8)
+
+
 def lr_side(side: int, scale: float) -> int:
     """The input side of a target ``side`` px at ``scale`` (an integer, or a fraction
     p / q with q <= 8, for which ``side`` is a multiple of p)."""
-    f = Fraction(scale).limit_denominator(8)
+    f = scale_fraction(scale)
     return side * f.denominator // f.numerator
 
 
@@ -37,7 +44,7 @@ def effective_patch(frames: Sequence[np.ndarray], patch: int, scale: float) -> i
     """The HR patch side: the largest multiple of ``scale`` (of its numerator p for a
     fractional scale p / q, so the input side is whole) up to ``patch`` that fits the
     smallest frame."""
-    m = Fraction(scale).limit_denominator(8).numerator
+    m = scale_fraction(scale).numerator
     fit = min(min(f.shape[0], f.shape[1]) for f in frames)
     p = min(patch - patch % m, fit - fit % m)
     if p < 2 * scale or p < m:

@@ -55,17 +55,18 @@ def output_geometry(info, cfg: RestoreConfig) -> Geometry:
 
 
 def pair_scale(scale: float) -> float:
-    """The scale a video's self-pairs are made at: its own, or for a continuous model the
-    nearest fraction with a denominator up to 8 (2.5 = 5/2; 1080/576 = 15/8), so that a
-    pair's input is a whole number of pixels."""
-    return float(Fraction(scale).limit_denominator(8))
+    """The scale a continuous model's self-pairs are made at for a video of ``scale``
+    (``datasets.patches.scale_fraction``), so that a pair's input is a whole number of pixels."""
+    from pipeline.datasets.patches import scale_fraction
+
+    return float(scale_fraction(scale))
 
 
-def check_input(info, cfg: RestoreConfig) -> None:
+def check_input(info, cfg: RestoreConfig) -> Geometry:
     """Refuse, with the reason, a video the run should not restore: frames too small to
     train on, or longer than limits.max_seconds (from the packet index, before the video
     is decoded; limits.max_pixels is checked by the probe, from the header), or a
-    media.size it cannot be restored to."""
+    media.size it cannot be restored to. Returns the video's geometry (``output_geometry``)."""
     lim = cfg.limits
     geo = output_geometry(info, cfg)
     side = math.ceil(2 * geo.scale)
@@ -81,6 +82,7 @@ def check_input(info, cfg: RestoreConfig) -> None:
         if cfg.media.output_depth(info.bit_depth) > 8:
             raise ValueError(f"media.fps: frame-rate conversion is 8-bit only and this {info.bit_depth}-bit source gives 10-bit output: "
                              "set media.bit_depth=8")
+    return geo
 
 
 def output_rate(info, cfg: RestoreConfig) -> Fraction:
@@ -151,8 +153,7 @@ class VideoStages:
             + (f", rotated {info.rotation} deg" if info.rotation else "")
             + ((f", interlaced: one frame per field, {float(info.rate):.3f} fps" if info.fields else ", interlaced") if info.interlaced else "")
             + (f", pixel aspect {info.sar.numerator}:{info.sar.denominator}" if info.sar != 1 else ""))
-        check_input(info, cfg)
-        geo = output_geometry(info, cfg)
+        geo = check_input(info, cfg)
         row.scaled(geo)
         if geo.scale != cfg.scale or geo.resized:
             say(label, f"size: x{geo.scale:.4g} to {geo.picture[1]}x{geo.picture[0]}"
