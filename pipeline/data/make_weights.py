@@ -69,14 +69,17 @@ DUF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x4-bicubic": (4, "bicubic", 6_000, 1e-4, None),
     "x4-bicubic-decay": (4, "bicubic", 2_000, 1e-4, "x4-bicubic"),
     "x4-bicubic-motion": (4, "bicubic", 2_000, 1e-4, "x4-bicubic-decay"),
+    "x4-bicubic-real": (4, "bicubic", 2_000, 1e-4, "x4-bicubic-motion"),
 }
 #: DUF stage -> its learning-rate schedule (constant, the "step" schedule's first step, otherwise)
-DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine"}
+DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine", "x4-bicubic-real": "cosine"}
 #: DUF stage -> other PretrainConfig fields. x4-bicubic-motion: windows moving up to 10 HR px
 #: a frame (2.5 input px at x4), where the earlier stages' moved up to 2; real pans move
 #: 0.75-2.25 input px a frame, and the longer DUF trained on the slow windows the worse it
 #: restored them (docs/RESULTS.md)
-DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}}
+#: x4-bicubic-real: half of each batch cut from real videos (``--video``: real motion,
+#: occlusion and motion blur, which the synthesised windows lack), the other half as before
+DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}, "x4-bicubic-real": {"max_speed": 10.0, "p_video": 0.5}}
 
 #: continuous-scale models: name -> (n_resblocks, n_feats, MLP width, MLP layers after the first)
 LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}
@@ -130,11 +133,13 @@ def shipped(name: str, stage: str) -> str | None:
 
 
 def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hours: float, threads: int,
-        start: dict[str, str] | None = None) -> None:
+        start: dict[str, str] | None = None, videos: list[str] | None = None) -> None:
     t_end = time.monotonic() + hours * 3600 if hours else None
     for stage in stages:
         out = os.path.join(STATE_DIR, name, stage)
         cfg = config(name, stage, threads)
+        if cfg.p_video and not videos:
+            raise SystemExit(f"make_weights: stage {stage} cuts windows from videos: give them with --video FILE")
         if os.path.exists(os.path.join(out, final_name(cfg))):
             publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
@@ -151,21 +156,22 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
             if t_end and left < 60:
                 print("make_weights: time is up", flush=True)
                 return  # the state is in `out`: commit it
-            done = in_child(dataclasses.replace(cfg, init=init, max_seconds=min(left, SLICE_SECONDS)), data, out, val)
+            done = in_child(dataclasses.replace(cfg, init=init, max_seconds=min(left, SLICE_SECONDS)), data, out, val,
+                            videos if cfg.p_video else None)
             if done.get("checkpoint"):
                 publish(name, stage, done["checkpoint"], val)
                 break
 
 
-def _slice(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], results) -> None:
-    results.put(pretrain(cfg, data, out, val=val, where="local"))
+def _slice(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], videos: list[str] | None, results) -> None:
+    results.put(pretrain(cfg, data, out, val=val, where="local", videos=videos))
 
 
-def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]) -> dict:
+def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], videos: list[str] | None = None) -> dict:
     """One slice of a stage's training, in a fresh process (see the module docstring)."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    proc = ctx.Process(target=_slice, args=(cfg, data, out, val, results))
+    proc = ctx.Process(target=_slice, args=(cfg, data, out, val, videos, results))
     proc.start()
     done = results.get()  # before join(): a child with a queued result waits for it to be read
     proc.join()
@@ -241,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stages", default="", help="stages to run, in order (default: the name's whole plan)")
     ap.add_argument("--hours", type=float, default=0.0, help="stop (saving the state) after this many hours; 0: no limit")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of this process")
+    ap.add_argument("--video", action="append", default=[], metavar="FILE",
+                    help="a video file the stages with real windows (DUF x4-bicubic-real) cut training windows from")
     ap.add_argument("--init", action="append", default=[], metavar="STAGE=CHECKPOINT",
                     help="start a stage without an init stage from this checkpoint (same scale), e.g. a shape-study run")
     args = ap.parse_args(argv)
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown stages {unknown} (the plan of {args.name}: {', '.join(plan)})")
     run(args.name, stages, args.data, dict(v.split("=", 1) for v in args.val), args.hours, args.threads,
-        dict(v.split("=", 1) for v in args.init))
+        dict(v.split("=", 1) for v in args.init), args.video)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training windows for multi-frame models, synthesised from still images.
+"""Training windows for multi-frame models, synthesised from still images or cut from videos.
 
 A window is T consecutive frames of a patch in motion: a random smooth trajectory of the
 whole patch (velocity and acceleration, sub-pixel) plus a local motion field (a smooth
@@ -7,6 +7,12 @@ tearing or occlusion), sampled from the image with bicubic interpolation. The ce
 is the image's own pixels (the target is never resampled); the others are where the
 content was before and will be after. Its input is the frames degraded alike
 (``ArchiveDegradation.window``, or the bicubic downscale).
+
+Windows cut from video files carry what synthesis does not: real motion (occlusion,
+motion blur, objects moving against each other). ``clip_shots`` decodes a file once,
+shrinks its frames (so the file's own compression artefacts fall below a pixel and the
+frames can serve as targets) and splits it at scene cuts; ``shot_windows`` lists every
+window of consecutive frames inside one shot as views, so a window never spans a cut.
 """
 
 from __future__ import annotations
@@ -93,6 +99,39 @@ def sample_windows(sampler: PatchSampler, batch: int, patch: int, frames: int, s
         hrs.append(w[frames // 2])
         lrs.append(make_lr(w, scale, rng))
     return torch.stack(lrs), torch.stack(hrs)
+
+
+def clip_shots(path: str, downscale: int = 2) -> list[np.ndarray]:
+    """The frames of the video file ``path``, each shrunk by ``downscale`` (the mean of
+    each ``downscale`` x ``downscale`` block), split at scene cuts (``media.windows``'s
+    cut test): one uint8 (N, H, W, 3) array per shot."""
+    from pipeline.media.chunks import decode_chunk, plan_chunks, scan
+    from pipeline.media.probe import probe
+    from pipeline.media.windows import luma_small, lumas_cut
+
+    if downscale < 1:
+        raise ValueError(f"downscale must be >= 1, got {downscale}")
+    info = scan(path, probe(path))
+    shots: list[list[np.ndarray]] = [[]]
+    last = None
+    for _, rgb in decode_chunk(path, plan_chunks(info, max(1, info.frames))[0], info):
+        h, w = rgb.shape[0] // downscale * downscale, rgb.shape[1] // downscale * downscale
+        small = rgb[:h, :w].reshape(h // downscale, downscale, w // downscale, downscale, 3).mean(axis=(1, 3))
+        small = np.round(small).astype(np.uint8)
+        luma = luma_small(small)
+        if last is not None and lumas_cut(last, luma) and shots[-1]:
+            shots.append([])
+        shots[-1].append(small)
+        last = luma
+    if not shots[-1]:
+        raise ValueError(f"{path}: no frames decoded")
+    return [np.stack(s) for s in shots]
+
+
+def shot_windows(shots: Sequence[np.ndarray], frames: int, patch: int) -> list[np.ndarray]:
+    """Every window of ``frames`` consecutive frames inside one shot (views, no copies), of
+    shots at least ``patch`` px on each side."""
+    return [s[i:i + frames] for s in shots if min(s.shape[1:3]) >= patch for i in range(len(s) - frames + 1)]
 
 
 def sample_video_windows(windows: Sequence[np.ndarray], batch: int, patch: int, scale: int, rng: np.random.Generator,

@@ -43,7 +43,7 @@ from pipeline.config import _f
 from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
 from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_any_scale, sample_pairs, sample_queries
-from pipeline.datasets.sequences import bicubic_window, margin, sample_windows, synth_window
+from pipeline.datasets.sequences import bicubic_window, clip_shots, margin, sample_video_windows, sample_windows, shot_windows, synth_window
 from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -70,6 +70,8 @@ class PretrainConfig:
     growth: int = _f(16, "DUF growth: feature maps each dense layer adds.")
     frames: int = _f(7, "DUF window length (odd).")
     max_speed: float = _f(MAX_SPEED, "DUF training windows: their global motion, up to this many HR px per frame (validation windows keep 2).")
+    p_video: float = _f(0.0, "DUF: the share of each batch's windows cut from the training videos (pretrain's videos: real motion, occlusion, motion blur), the rest synthesised from the images.")
+    video_downscale: int = _f(2, "DUF training videos: their frames are shrunk by this factor (block mean) before they serve as targets, so the files' own compression artefacts fall below a pixel.")
     hidden: int = _f(64, "LIIF: width of the implicit function's MLP.")
     mlp_layers: int = _f(3, "LIIF: the MLP's layers after its first.")
     flavour: str = _f("bicubic", "Input side of the pairs: " + "; ".join(f"{k}: {v}" for k, v in FLAVOURS.items()) + ".")
@@ -111,6 +113,10 @@ class PretrainConfig:
             raise ValueError(f"flavour must be {' or '.join(FLAVOURS)}, got {self.flavour!r}")
         if not 0.0 <= self.p_clean <= 1.0:
             raise ValueError(f"p_clean must be in 0..1, got {self.p_clean}")
+        if not 0.0 <= self.p_video <= 1.0 or self.video_downscale < 1:
+            raise ValueError(f"p_video must be in 0..1 and video_downscale >= 1, got {self.p_video}, {self.video_downscale}")
+        if self.p_video and self.model != "duf":
+            raise ValueError(f"p_video is for multi-frame models (model duf), got model {self.model!r}")
         if self.max_seconds < 0 or self.max_cpu_seconds < 0 or self.threads < 0:
             raise ValueError("max_seconds, max_cpu_seconds and threads must be >= 0")
         if self.model not in ("edsr", "duf", "liif"):
@@ -307,6 +313,12 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     archive = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else None
     make_lr = archive or bicubic_lr
     make_window_lr = archive.window if archive else bicubic_window
+    clips = shot_windows([s for v in config["videos"] for s in clip_shots(v, cfg.video_downscale)], cfg.frames, cfg.patch_size) \
+        if duf and cfg.p_video else []
+    if cfg.p_video and not clips:
+        raise ValueError(f"p_video={cfg.p_video} needs training videos with shots of at least {cfg.frames} frames of "
+                         f"{cfg.patch_size * cfg.video_downscale} px: got {len(config['videos'])} video(s) without any")
+    n_video = round(cfg.batch_size * cfg.p_video)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch)
@@ -340,7 +352,12 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             if cfg.model == "liif":
                 yield sample_any_scale(sampler, cfg.batch_size, cfg.patch_size // LIIF_MAX_SCALE, rng)
             elif duf:
-                yield sample_windows(sampler, cfg.batch_size, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr, True, cfg.max_speed, LOCAL)
+                lr_s, hr_s = sample_windows(sampler, cfg.batch_size - n_video, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr,
+                                            True, cfg.max_speed, LOCAL) if n_video < cfg.batch_size else (None, None)
+                if n_video:
+                    lr_v, hr_v = sample_video_windows(clips, n_video, cfg.patch_size, cfg.scale, rng, make_window_lr)
+                    lr_s, hr_s = (lr_v, hr_v) if lr_s is None else (torch.cat([lr_s, lr_v]), torch.cat([hr_s, hr_v]))
+                yield lr_s, hr_s
             else:
                 yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
 
@@ -403,6 +420,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
         prov = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("max_seconds", "max_cpu_seconds", "threads", "device", "workers")}
         prov.update(trained_by="jobs.pretrain", steps_done=step, seconds=final.get("seconds"), train_cpu_seconds=final.get("train_cpu_seconds"),
                     workers=worker.world, device=str(device), final_loss=final.get("loss"), train_images=config["train_name"],
+                    train_videos=[os.path.basename(v) for v in config["videos"]] if cfg.p_video else [],
                     train_image_count=len(images), precision=cfg.precision if cfg.precision != "auto" else f"auto ({'bf16' if amp else 'fp32'} in the last slice)",
                     val={k[4:]: v for k, v in final.items() if k.startswith("val_") and k != "val_psnr_y"})
         checkpoint.save(inner, os.path.join(out, final_name(cfg)), prov)
@@ -410,16 +428,23 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     return {"step": step, "finished": True}
 
 
-def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[str, str] | str | None = None, where: str | None = None) -> dict[str, Any]:
+def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[str, str] | str | None = None, where: str | None = None,
+             videos: list[str] | None = None) -> dict[str, Any]:
     """Run (or continue) a pretraining into ``output``; returns a summary dict.
 
     ``data``: image folder(s); ``val``: {name: folder} (or one folder) of validation
-    images. ``where``: "local" (this process) or "ray"; None: local for one worker
+    images; ``videos``: video files a DUF model's windows are also cut from (``p_video``). ``where``: "local" (this process) or "ray"; None: local for one worker
     when no cluster is named by RAY_ADDRESS, else Ray.
     """
     data = [data] if isinstance(data, str) else list(data)
     val = {os.path.basename(os.path.normpath(val.rstrip("/").removesuffix("/HR"))): val} if isinstance(val, str) else dict(val or {})
     train_paths = [p for d in data for p in list_images(d)]
+    videos = [os.path.abspath(v) for v in videos or []]
+    missing = [v for v in videos if not os.path.isfile(v)]
+    if missing:
+        raise FileNotFoundError(f"training video(s) not found: {', '.join(missing)}")
+    if cfg.p_video and not videos:
+        raise ValueError(f"p_video={cfg.p_video}: give the training videos (pretrain(..., videos=[...]), make_weights --video)")
     val_paths = {name: list_images(folder) for name, folder in val.items()}
     output = os.path.abspath(output)
     os.makedirs(output, exist_ok=True)
@@ -466,7 +491,7 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
           f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
     t0 = time.perf_counter()
     launch(pretrain_loop, {
-        "cfg": cfg, "output": output, "state": state, "init": init, "images": images.folder, "val": val_paths,
+        "cfg": cfg, "output": output, "state": state, "init": init, "images": images.folder, "val": val_paths, "videos": videos,
         "train_name": ", ".join(os.path.abspath(d) for d in data),
     }, workers=cfg.workers, gpu=gpu, threads=cfg.threads or None, where=where, name="pretrain")
     hist = _history(output)

@@ -104,3 +104,22 @@ def test_training_windows_are_the_restore_windows_of_the_picked_frames(policy):
     got = list(training_windows(BBB, policy, info, 2))
     assert len(got) == len(picked) and len(got) > 1
     assert all(np.array_equal(g, whole[i]) for g, i in zip(got, at, strict=True))
+
+
+def test_training_clips_split_at_the_cut_and_their_windows_stay_in_one_shot(tmp_path):
+    """Windows a multi-frame model pretrains on, cut from a video file: the frames shrunk
+    by block means, one array per shot, and no window spanning the cut."""
+    from pipeline.datasets.sequences import clip_shots, shot_windows
+
+    path, last_a = spliced(tmp_path, gop=8)
+    frames = [rgb for _, rgb in sequential_decode(path, probe(path).colorspace)]
+    shots = clip_shots(path, downscale=2)
+    assert [s.shape for s in shots] == [(last_a + 1, 72, 88, 3), (len(frames) - last_a - 1, 72, 88, 3)]
+    mean = frames[5].reshape(72, 2, 88, 2, 3).mean(axis=(1, 3))
+    assert np.abs(shots[0][5].astype(float) - mean).max() <= 0.5  # the block mean, rounded
+    wins = shot_windows(shots, 7, 64)
+    assert len(wins) == (last_a + 1 - 6) + (len(frames) - last_a - 1 - 6)
+    assert all(any(np.shares_memory(w, s) for s in shots) for w in wins)  # views, not copies
+    assert shot_windows(shots, 7, 80) == []  # 72 px shots cannot give 80 px patches
+    with pytest.raises(ValueError, match="downscale must be >= 1"):
+        clip_shots(path, downscale=0)

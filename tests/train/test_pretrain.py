@@ -74,6 +74,28 @@ def test_duf_trains_on_synthesised_windows_and_starts_x4_from_x2(tmp_path):
         PretrainConfig(**{**common, "frames": 4})
 
 
+def test_duf_takes_half_its_windows_from_a_real_video(tmp_path):
+    """p_video: part of every batch is cut from the given video files' shots; the stage
+    refuses to start without videos, and the weights name the videos they learned from."""
+    from tests.media.conftest import BBB
+
+    cfg = PretrainConfig(scale=2, model="duf", n_layers=2, n_feats=8, growth=4, frames=3, batch_size=2, patch_size=48, threads=1,
+                         val_every=2, checkpoint_every=2, steps=2, p_video=0.5, video_downscale=2)
+    with pytest.raises(ValueError, match="give the training videos"):
+        pretrain(cfg, [HR], str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="training video"):
+        pretrain(cfg, [HR], str(tmp_path / "none"), videos=[str(tmp_path / "missing.mp4")])
+    with pytest.raises(ValueError, match="p_video is for multi-frame models"):
+        PretrainConfig(p_video=0.5)
+    out = pretrain(cfg, [HR], str(tmp_path / "x2"), val={"Set5": HR}, videos=[BBB])
+    _, meta = checkpoint.load(out["checkpoint"])
+    assert meta["provenance"]["train_videos"] == ["bbb_320x180.mp4"]
+    assert 20 < history(str(tmp_path / "x2"))[-1]["val_Set5"] < 60
+    # BBB's 320x180 frames shrink to 160x90: too small for 96 px patches, and the run says so
+    with pytest.raises(ValueError, match="without any"):
+        pretrain(dataclasses.replace(cfg, patch_size=96), [HR], str(tmp_path / "big"), videos=[BBB])
+
+
 def history(out):
     try:
         with open(os.path.join(out, "history.jsonl")) as fh:
