@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", action="append", default=[], metavar="[NAME=]DIR", help="validation images (e.g. Set5=.../Set5/HR); repeatable")
     p.add_argument("--preset", choices=PRESETS.names(), default=DEFAULT)
     p.add_argument("--flavour", choices=sorted(FLAVOURS), help="input side of the pairs (default bicubic)")
+    p.add_argument("--video", action="append", default=[], metavar="FILE",
+                   help="a video file a DUF model also cuts training windows from (with --set p_video=SHARE); repeatable")
     p.add_argument("--init", help="start from this checkpoint (same scale, or x2 for x3/x4)")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds, saving the state (train in slices)")
     p.add_argument("--ray", action="store_true", help="run on Ray even with one worker (a GPU worker of the cluster)")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.train.pretrain import pretrain
 
     try:
-        summary = pretrain(cfg, args.data, args.output, val=val, where="ray" if args.ray else None)
+        summary = pretrain(cfg, args.data, args.output, val=val, where="ray" if args.ray else None, videos=args.video)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
