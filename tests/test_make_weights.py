@@ -4,6 +4,8 @@ files carrying their benchmark scores."""
 
 import os
 
+import pytest
+
 from pipeline.data import make_weights
 from pipeline.models import checkpoint
 from tests.conftest import DATA
@@ -92,13 +94,22 @@ def test_a_duf_plan_trains_windows_and_publishes_window_scores(tmp_path, monkeyp
     assert set(scores) == {"Set5_windows_psnr_y"} and 20 < scores["Set5_windows_psnr_y"] < 40
 
 
-def test_the_duf_decay_and_motion_stages_continue_the_constant_rate_one_and_the_last_ships():
+def test_the_duf_stages_continue_each_other_and_the_last_ships(tmp_path, monkeypatch):
     """The decay stage starts from the finished constant-rate stage and falls on a cosine;
-    the motion stage (faster windows) continues it and is the one whose file ships."""
+    the motion stage (faster windows) continues it, the real-windows stage (half of each
+    batch from video files) continues that and is the one whose file ships; it will not
+    start without the videos."""
     assert make_weights.DUF_PLAN["x4-bicubic-decay"][4] == "x4-bicubic"
     assert make_weights.config("duf_6x32", "x4-bicubic-decay", 1).lr_schedule == "cosine"
     assert make_weights.config("duf_6x32", "x4-bicubic", 1).lr_schedule == "step"
     assert make_weights.shipped("duf_6x32", "x4-bicubic") is None
-    assert make_weights.shipped("duf_6x32", "x4-bicubic-motion").endswith("duf_6x32_bicubic_x4.pt")
+    assert make_weights.shipped("duf_6x32", "x4-bicubic-motion") is None
+    assert make_weights.shipped("duf_6x32", "x4-bicubic-real").endswith("duf_6x32_bicubic_x4.pt")
     motion = make_weights.config("duf_6x32", "x4-bicubic-motion", 1)
     assert motion.max_speed == 10.0 and motion.region == 96 + 2 * 36 and make_weights.config("duf_6x32", "x4-bicubic", 1).max_speed == 2.0
+    real = make_weights.config("duf_6x32", "x4-bicubic-real", 1)
+    assert make_weights.DUF_PLAN["x4-bicubic-real"][4] == "x4-bicubic-motion" and real.p_video == 0.5 and real.max_speed == 10.0
+    assert motion.p_video == 0.0
+    monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path))  # nothing trained there
+    with pytest.raises(SystemExit, match="give them with --video"):
+        make_weights.run("duf_6x32", ["x4-bicubic-real"], ["unused"], {}, 0.0, 1)

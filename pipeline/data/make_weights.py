@@ -138,11 +138,11 @@ def run(name: str, stages: list[str], data: list[str], val: dict[str, str], hour
     for stage in stages:
         out = os.path.join(STATE_DIR, name, stage)
         cfg = config(name, stage, threads)
-        if cfg.p_video and not videos:
-            raise SystemExit(f"make_weights: stage {stage} cuts windows from videos: give them with --video FILE")
         if os.path.exists(os.path.join(out, final_name(cfg))):
             publish(name, stage, os.path.join(out, final_name(cfg)), val)
             continue
+        if cfg.p_video and not videos:
+            raise SystemExit(f"make_weights: stage {stage} cuts windows from videos: give them with --video FILE")
         init_stage = plan_of(name)[stage][4]
         init = (start or {}).get(stage) or (LIIF_INIT.get(stage) if name in LIIF_SHAPES else None)  # a warm start for a first stage
         if init_stage is not None:
