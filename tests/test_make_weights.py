@@ -113,3 +113,44 @@ def test_the_duf_stages_continue_each_other_and_the_last_ships(tmp_path, monkeyp
     monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path))  # nothing trained there
     with pytest.raises(SystemExit, match="give them with --video"):
         make_weights.run("duf_6x32", ["x4-bicubic-real"], ["unused"], {}, 0.0, 1)
+
+
+def test_a_training_process_that_dies_is_an_error_not_a_wait(tmp_path):
+    """The child fails before it can put a result (here: no such image folder); the
+    parent raises instead of waiting for ever."""
+    cfg = make_weights.config("edsr_16x32", "x2-bicubic", 1)
+    with pytest.raises(RuntimeError, match="training process of .* failed \\(exit code 1\\)"):
+        make_weights.in_child(cfg, [str(tmp_path / "no-images")], str(tmp_path / "out"), {})
+
+
+@pytest.mark.slow
+def test_stopping_make_weights_stops_its_training_process(tmp_path):
+    """SIGTERM to make_weights (a `kill`, a scheduler's stop) ends the training child too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    code = ("import dataclasses, sys; from pipeline.data import make_weights as m; "
+            "m.signal.signal(m.signal.SIGTERM, m._stop); "
+            "cfg = dataclasses.replace(m.config('edsr_16x32', 'x2-bicubic', 1), steps=10**6, checkpoint_every=10**6, val_every=10**6); "
+            f"m.in_child(cfg, [{SET5!r}], {str(tmp_path / 'out')!r}, {{}})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("make_weights: training in process"), line
+    child = int(line.split()[-1])
+    time.sleep(3)
+    os.kill(child, 0)  # it is training
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the training process {child} outlived make_weights")

@@ -30,6 +30,8 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
+import queue
+import signal
 import time
 
 from pipeline.train.pretrain import PretrainConfig, final_name, pretrain
@@ -168,13 +170,32 @@ def _slice(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], 
 
 
 def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str], videos: list[str] | None = None) -> dict:
-    """One slice of a stage's training, in a fresh process (see the module docstring)."""
+    """One slice of a stage's training, in a fresh process (see the module docstring).
+    A child that dies without a result (an error, the kernel's OOM killer) is an error
+    here, not a wait for ever; when this process is stopped (Ctrl-C, SIGTERM) the child is
+    stopped too, so no training goes on unseen (its state is the last one saved)."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     proc = ctx.Process(target=_slice, args=(cfg, data, out, val, videos, results))
     proc.start()
-    done = results.get()  # before join(): a child with a queued result waits for it to be read
-    proc.join()
+    print(f"make_weights: training in process {proc.pid}", flush=True)
+    try:
+        while True:  # the result before join(): a child with a queued result waits for it to be read
+            try:
+                done = results.get(timeout=2.0)
+                break
+            except queue.Empty:
+                if not proc.is_alive() and results.empty():
+                    proc.join()
+                    raise RuntimeError(f"make_weights: the training process of {out} failed (exit code {proc.exitcode})") from None
+        proc.join()
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     if proc.exitcode:
         raise RuntimeError(f"make_weights: the training process of {out} failed (exit code {proc.exitcode})")
     return done
@@ -239,7 +260,12 @@ def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) ->
     print(f"make_weights: {stage} -> {dst}\n    {plan_of(name)[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
 
 
+def _stop(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through in_child, which stops the training process
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _stop)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True, choices=sorted(SHAPES) + sorted(DUF_SHAPES) + sorted(LIIF_SHAPES))
     ap.add_argument("--data", action="append", required=True)
