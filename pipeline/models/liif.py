@@ -88,10 +88,13 @@ class LIIF(nn.Module):
         if coords is not None:
             return self.query(x, self.features(x), coords, (H, W))
         ys, xs = pixel_centres(H).to(x.device), pixel_centres(W).to(x.device)
-        coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).view(1, H * W, 2).expand(x.shape[0], -1, -1)
         lifted = self.features(x)
-        out = torch.cat([self.query(x, lifted, coords[:, i:i + QUERY_BLOCK], (H, W)) for i in range(0, H * W, QUERY_BLOCK)], 2)
-        return out.view(x.shape[0], 3, H, W)
+        out = []
+        for i in range(0, H * W, QUERY_BLOCK):  # each block's coordinates made when it is queried, not the whole output's at once
+            flat = torch.arange(i, min(i + QUERY_BLOCK, H * W), device=x.device)
+            block = torch.stack([ys[flat // W], xs[flat % W]], -1).unsqueeze(0).expand(x.shape[0], -1, -1)
+            out.append(self.query(x, lifted, block, (H, W)))
+        return torch.cat(out, 2).view(x.shape[0], 3, H, W)
 
     def query(self, x: torch.Tensor, lifted: torch.Tensor, coords: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """RGB at ``coords`` (N, Q, 2; (y, x) on [-1, 1], pixel centres of an output of
