@@ -352,12 +352,13 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             if cfg.model == "liif":
                 yield sample_any_scale(sampler, cfg.batch_size, cfg.patch_size // LIIF_MAX_SCALE, rng)
             elif duf:
-                lr_s, hr_s = sample_windows(sampler, cfg.batch_size - n_video, cfg.patch_size, cfg.frames, cfg.scale, rng, make_window_lr,
-                                            True, cfg.max_speed, LOCAL) if n_video < cfg.batch_size else (None, None)
+                parts = []  # (lr, hr) of the synthesised windows, then of those cut from the videos
+                if n_video < cfg.batch_size:
+                    parts.append(sample_windows(sampler, cfg.batch_size - n_video, cfg.patch_size, cfg.frames, cfg.scale, rng,
+                                                make_window_lr, True, cfg.max_speed, LOCAL))
                 if n_video:
-                    lr_v, hr_v = sample_video_windows(clips, n_video, cfg.patch_size, cfg.scale, rng, make_window_lr)
-                    lr_s, hr_s = (lr_v, hr_v) if lr_s is None else (torch.cat([lr_s, lr_v]), torch.cat([hr_s, hr_v]))
-                yield lr_s, hr_s
+                    parts.append(sample_video_windows(clips, n_video, cfg.patch_size, cfg.scale, rng, make_window_lr))
+                yield tuple(torch.cat(t) for t in zip(*parts, strict=True))
             else:
                 yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
 
@@ -433,8 +434,9 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
     """Run (or continue) a pretraining into ``output``; returns a summary dict.
 
     ``data``: image folder(s); ``val``: {name: folder} (or one folder) of validation
-    images; ``videos``: video files a DUF model's windows are also cut from (``p_video``). ``where``: "local" (this process) or "ray"; None: local for one worker
-    when no cluster is named by RAY_ADDRESS, else Ray.
+    images; ``videos``: video files a DUF model's windows are also cut from
+    (``p_video``). ``where``: "local" (this process) or "ray"; None: local for one
+    worker when no cluster is named by RAY_ADDRESS, else Ray.
     """
     data = [data] if isinstance(data, str) else list(data)
     val = {os.path.basename(os.path.normpath(val.rstrip("/").removesuffix("/HR"))): val} if isinstance(val, str) else dict(val or {})
