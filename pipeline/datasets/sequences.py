@@ -101,6 +101,20 @@ def sample_windows(sampler: PatchSampler, batch: int, patch: int, frames: int, s
     return torch.stack(lrs), torch.stack(hrs)
 
 
+def sample_mixed_windows(sampler: PatchSampler, clips: Sequence[np.ndarray], batch: int, n_video: int, patch: int, frames: int,
+                         scale: int, rng: np.random.Generator, make_lr: MakeWindowLR = bicubic_window, max_speed: float = 2.0,
+                         local: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``batch`` windows: ``batch - n_video`` synthesised (``sample_windows``),
+    then ``n_video`` cut from ``clips`` (``shot_windows`` of training videos,
+    ``sample_video_windows``)."""
+    parts = []
+    if n_video < batch:
+        parts.append(sample_windows(sampler, batch - n_video, patch, frames, scale, rng, make_lr, True, max_speed, local))
+    if n_video:
+        parts.append(sample_video_windows(clips, n_video, patch, scale, rng, make_lr))
+    return tuple(torch.cat(t) for t in zip(*parts, strict=True))
+
+
 def clip_shots(path: str, downscale: int = 2) -> list[np.ndarray]:
     """The frames of the video file ``path``, each shrunk by ``downscale`` (the mean of
     each ``downscale`` x ``downscale`` block), split at scene cuts (``media.windows``'s

@@ -43,7 +43,7 @@ from pipeline.config import _f
 from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
 from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_any_scale, sample_pairs, sample_queries
-from pipeline.datasets.sequences import bicubic_window, clip_shots, margin, sample_video_windows, sample_windows, shot_windows, synth_window
+from pipeline.datasets.sequences import bicubic_window, clip_shots, margin, sample_mixed_windows, shot_windows, synth_window
 from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -352,13 +352,8 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
             if cfg.model == "liif":
                 yield sample_any_scale(sampler, cfg.batch_size, cfg.patch_size // LIIF_MAX_SCALE, rng)
             elif duf:
-                parts = []  # (lr, hr) of the synthesised windows, then of those cut from the videos
-                if n_video < cfg.batch_size:
-                    parts.append(sample_windows(sampler, cfg.batch_size - n_video, cfg.patch_size, cfg.frames, cfg.scale, rng,
-                                                make_window_lr, True, cfg.max_speed, LOCAL))
-                if n_video:
-                    parts.append(sample_video_windows(clips, n_video, cfg.patch_size, cfg.scale, rng, make_window_lr))
-                yield tuple(torch.cat(t) for t in zip(*parts, strict=True))
+                yield sample_mixed_windows(sampler, clips, cfg.batch_size, n_video, cfg.patch_size, cfg.frames, cfg.scale, rng,
+                                           make_window_lr, cfg.max_speed, LOCAL)
             else:
                 yield sample_pairs(sampler, cfg.batch_size, cfg.patch_size, cfg.scale, rng, make_lr=make_lr)
 

@@ -72,3 +72,21 @@ def test_windows_in_batches_and_degraded_alike():
     # compression over the window as one stream; noise drawn per frame
     coded = ArchiveDegradation(p_clean=0.0, p_blur=0.0, p_noise=1.0, p_compress=1.0).window(same, 2, np.random.default_rng(2))
     assert coded.shape == (4, 3, 32, 32) and not torch.equal(coded[0], coded[1])
+
+
+def test_a_mixed_batch_is_synthesised_windows_then_windows_of_the_videos():
+    """Pretraining on real videos: the first batch - n_video windows come from the images,
+    the last n_video from the videos' shots (here a flat grey clip, easy to tell apart)."""
+    from pipeline.datasets.sequences import sample_mixed_windows, shot_windows
+
+    frames, patch, scale = 3, 32, 2
+    sampler = PatchSampler([bird()], patch + 2 * margin(frames, 2.0, 0.5))
+    grey = np.full((5, 40, 48, 3), 77, np.uint8)  # one shot of five frames
+    clips = shot_windows([grey], frames, patch)
+    assert len(clips) == 3
+    rng = np.random.default_rng(0)
+    for n_video, batch in ((2, 5), (0, 3), (4, 4)):
+        lr, hr = sample_mixed_windows(sampler, clips, batch, n_video, patch, frames, scale, rng)
+        assert lr.shape == (batch, frames, 3, patch // scale, patch // scale) and hr.shape == (batch, 3, patch, patch)
+        flat = [bool(torch.all((h - 77 / 255).abs() < 1e-6)) for h in hr]
+        assert flat == [False] * (batch - n_video) + [True] * n_video
