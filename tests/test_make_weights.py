@@ -154,3 +154,19 @@ def test_stopping_make_weights_stops_its_training_process(tmp_path):
         time.sleep(0.2)
     else:
         raise AssertionError(f"the training process {child} outlived make_weights")
+
+
+def test_a_continuous_model_ships_under_key_0_with_scores_at_each_scale(tmp_path, monkeypatch, capsys):
+    """The continuous model's one file serves every scale: its WEIGHTS line has key 0, and
+    its provenance scores it at each of LIIF_SCALES."""
+    from pipeline.models import build_model
+
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(make_weights, "LIIF_SCALES", (2, 2.5))
+    src = str(tmp_path / "trained.pt")
+    checkpoint.save(build_model({"name": "liif", "n_resblocks": 1, "n_feats": 8, "hidden": 8, "layers": 1, "scale": 4.0}), src, {})
+    make_weights.publish("liif_16x32", "any-bicubic", src, {"Set5": SET5})
+    assert "\n    0: ('liif_16x32_bicubic.pt', '" in capsys.readouterr().out
+    _, meta = checkpoint.load(str(tmp_path / "liif_16x32_bicubic.pt"))
+    assert set(meta["provenance"]["scores"]) == {"Set5_x2_psnr_y", "Set5_x2.5_psnr_y"}
+    assert all(10 < v < 50 for v in meta["provenance"]["scores"].values())

@@ -257,7 +257,8 @@ def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) ->
                     made_by=f"python -m pipeline.data.make_weights --name {name}")
         checkpoint.save(model, dst, prov)
     digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
-    print(f"make_weights: {stage} -> {dst}\n    {plan_of(name)[stage][0]}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
+    key = 0 if name in LIIF_SHAPES else plan_of(name)[stage][0]  # the WEIGHTS table keys a continuous model's one file by 0 (any scale)
+    print(f"make_weights: {stage} -> {dst}\n    {key}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
 
 
 def _stop(signum, frame) -> None:
