@@ -11,13 +11,17 @@ content was before and will be after. Its input is the frames degraded alike
 Windows cut from video files carry what synthesis does not: real motion (occlusion,
 motion blur, objects moving against each other). ``clip_shots`` decodes a file once,
 shrinks its frames (so the file's own compression artefacts fall below a pixel and the
-frames can serve as targets) and splits it at scene cuts; ``shot_windows`` lists every
-window of consecutive frames inside one shot as views, so a window never spans a cut.
+frames can serve as targets) and splits it at scene cuts; ``shot_store`` keeps the shots
+of a run's videos on disk, decoded once, for every training process to memory-map;
+``shot_windows`` lists every window of consecutive frames inside one shot as views, so a
+window never spans a cut.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -140,6 +144,34 @@ def clip_shots(path: str, downscale: int = 2) -> list[np.ndarray]:
     if not shots[-1]:
         raise ValueError(f"{path}: no frames decoded")
     return [np.stack(s) for s in shots]
+
+
+def shot_store(paths: Sequence[str], folder: str, downscale: int) -> list[str]:
+    """The ``.npy`` files of the shots of the videos ``paths`` (``clip_shots``), written
+    into ``folder`` once and reused while the sources (names, sizes, modification times)
+    and ``downscale`` stay the same: training processes ``np.load(..., mmap_mode="r")``
+    them instead of decoding the videos again."""
+    from pipeline.datasets.images import fingerprint
+    from pipeline.storage.local import atomic
+
+    key = fingerprint(paths, downscale)
+    index_path = os.path.join(folder, "index.json")
+    try:
+        with open(index_path, encoding="utf-8") as fh:
+            index = json.load(fh)
+        if index.get("fingerprint") == key:
+            return [os.path.join(folder, f) for f in index["files"]]
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    os.makedirs(folder, exist_ok=True)
+    files = []
+    for i, path in enumerate(paths):
+        for j, shot in enumerate(clip_shots(path, downscale)):
+            files.append(f"{i}-{j}.npy")
+            np.save(os.path.join(folder, files[-1]), shot)
+    with atomic(index_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:  # written last: a store cut short is rebuilt
+        json.dump({"fingerprint": key, "files": files}, fh)
+    return [os.path.join(folder, f) for f in files]
 
 
 def shot_windows(shots: Sequence[np.ndarray], frames: int, patch: int) -> list[np.ndarray]:

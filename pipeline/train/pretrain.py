@@ -43,7 +43,7 @@ from pipeline.config import _f
 from pipeline.datasets.degrade import ArchiveDegradation
 from pipeline.datasets.images import ImageStore
 from pipeline.datasets.patches import PatchSampler, bicubic_lr, sample_any_scale, sample_pairs, sample_queries
-from pipeline.datasets.sequences import bicubic_window, clip_shots, margin, sample_mixed_windows, shot_windows, synth_window
+from pipeline.datasets.sequences import bicubic_window, margin, sample_mixed_windows, shot_store, shot_windows, synth_window
 from pipeline.inference import training_autocast, upscale_frames
 from pipeline.metrics.fullref import psnr_y
 from pipeline.metrics.resize import bicubic_resize_uint8
@@ -313,8 +313,7 @@ def pretrain_loop(worker: Worker, config: dict[str, Any]) -> dict[str, Any]:
     archive = ArchiveDegradation(p_clean=cfg.p_clean) if cfg.flavour == "archive" else None
     make_lr = archive or bicubic_lr
     make_window_lr = archive.window if archive else bicubic_window
-    clips = shot_windows([s for v in config["videos"] for s in clip_shots(v, cfg.video_downscale)], cfg.frames, cfg.patch_size) \
-        if duf and cfg.p_video else []
+    clips = shot_windows([np.load(f, mmap_mode="r") for f in config["shots"]], cfg.frames, cfg.patch_size)
     if cfg.p_video and not clips:
         raise ValueError(f"p_video={cfg.p_video} needs training videos with shots of at least {cfg.frames} frames of "
                          f"{cfg.patch_size * cfg.video_downscale} px: got {len(config['videos'])} video(s) without any")
@@ -487,8 +486,10 @@ def pretrain(cfg: PretrainConfig, data: list[str] | str, output: str, val: dict[
           f"(of {len(train_paths)}; sides >= {cfg.region} px), validation: "
           f"{', '.join(f'{k} ({len(v)})' for k, v in val_paths.items()) or 'none'}, {cfg.workers} {'GPU' if gpu else 'CPU'} worker(s), {where}", flush=True)
     t0 = time.perf_counter()
+    shots = shot_store(videos, os.path.join(output, "clips"), cfg.video_downscale) if cfg.p_video else []  # decoded once, not per process
     launch(pretrain_loop, {
         "cfg": cfg, "output": output, "state": state, "init": init, "images": images.folder, "val": val_paths, "videos": videos,
+        "shots": shots,
         "train_name": ", ".join(os.path.abspath(d) for d in data),
     }, workers=cfg.workers, gpu=gpu, threads=cfg.threads or None, where=where, name="pretrain")
     hist = _history(output)
