@@ -183,15 +183,13 @@ def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]
     proc = ctx.Process(target=_slice, args=(cfg, data, out, val, videos, results))
     proc.start()
     print(f"make_weights: training in process {proc.pid}", flush=True)
+    done = None
     try:
-        while True:  # the result before join(): a child with a queued result waits for it to be read
-            try:
+        while done is None and (proc.is_alive() or not results.empty()):  # the result before join(): a child
+            try:  # with a queued result waits for it to be read
                 done = results.get(timeout=2.0)
-                break
             except queue.Empty:
-                if not proc.is_alive() and results.empty():
-                    proc.join()
-                    raise RuntimeError(f"make_weights: the training process of {out} failed (exit code {proc.exitcode})") from None
+                pass
         proc.join()
     finally:
         if proc.is_alive():
@@ -200,7 +198,7 @@ def in_child(cfg: PretrainConfig, data: list[str], out: str, val: dict[str, str]
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    if proc.exitcode:
+    if proc.exitcode or done is None:
         raise RuntimeError(f"make_weights: the training process of {out} failed (exit code {proc.exitcode})")
     return done
 

@@ -125,7 +125,7 @@ def clip_shots(path: str, downscale: int = 2) -> list[np.ndarray]:
     cut test): one uint8 (N, H, W, 3) array per shot."""
     from pipeline.media.chunks import decode_chunk, plan_chunks, scan
     from pipeline.media.probe import probe
-    from pipeline.media.windows import luma_small, lumas_cut
+    from pipeline.media.windows import block_mean, luma_small, lumas_cut
 
     if downscale < 1:
         raise ValueError(f"downscale must be >= 1, got {downscale}")
@@ -133,9 +133,7 @@ def clip_shots(path: str, downscale: int = 2) -> list[np.ndarray]:
     shots: list[list[np.ndarray]] = [[]]
     last = None
     for _, rgb in decode_chunk(path, plan_chunks(info, max(1, info.frames))[0], info):
-        h, w = rgb.shape[0] // downscale * downscale, rgb.shape[1] // downscale * downscale
-        small = rgb[:h, :w].reshape(h // downscale, downscale, w // downscale, downscale, 3).mean(axis=(1, 3))
-        small = np.round(small).astype(np.uint8)
+        small = np.round(block_mean(rgb, downscale)).astype(np.uint8)
         luma = luma_small(small)
         if last is not None and lumas_cut(last, luma) and shots[-1]:
             shots.append([])

@@ -33,15 +33,19 @@ CUT_HIST = 0.25
 CUT_MAD = 20.0
 
 
+def block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """(H, W, C) shrunk k times by the mean of each k x k block (a partial last row or
+    column of blocks left out; smaller than a block: returned as it is)."""
+    h, w = x.shape[0] // k * k, x.shape[1] // k * k
+    if h == 0 or w == 0:
+        return x
+    return x[:h, :w].reshape(h // k, k, w // k, k, x.shape[2]).mean(axis=(1, 3))
+
+
 def luma_small(rgb: np.ndarray) -> np.ndarray:
     """A 1/4-size luma (BT.601 weights, 0..255 floats) of an RGB frame (8 or 16 bits)."""
     x = rgb.astype(np.float32) * (255.0 / 65535.0 if rgb.dtype == np.uint16 else 1.0)
-    h, w = x.shape[0] // 4 * 4, x.shape[1] // 4 * 4
-    if h == 0 or w == 0:
-        x4 = x
-    else:
-        x4 = x[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))
-    return x4 @ np.array([0.299, 0.587, 0.114], np.float32)
+    return block_mean(x, 4) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def is_cut(a: np.ndarray, b: np.ndarray, hist: float = CUT_HIST, mad: float = CUT_MAD) -> bool:
