@@ -92,10 +92,10 @@ WEIGHTS.add(
         flavour="archive",
         files={
             2: ("edsr_16x32_archive_x2.pt", "f5127e59550d1f913c48e711998069b9768160ecae07626dce61ccdf5d628a08"),
-            3: ("edsr_16x32_archive_x3.pt", "3a47a36d70c306ec963589073c5a7271ee85008eb81bd18ce5c7a5265c08d78d"),
+            3: ("edsr_16x32_archive_x3.pt", "406a8f4f424e60c73c3d8287bde0cf4c4324ff67379e621f0d6c81937a99b3f0"),
             4: ("edsr_16x32_archive_x4.pt", "2690d2b87236c455bd88bb9773b6a80220c826c8e27b038454a4dba1a28a7465"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long then x2-archive-balanced, x3-archive then x3-archive-long, x4-archive then x4-archive-long then x4-archive-centred)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long then x2-archive-balanced, x3-archive then x3-archive-long then x3-archive-balanced, x4-archive then x4-archive-long then x4-archive-centred)",
     ),
     help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )
