@@ -110,6 +110,10 @@ def test_the_duf_stages_continue_each_other_and_the_last_ships(tmp_path, monkeyp
     real = make_weights.config("duf_6x32", "x4-bicubic-real", 1)
     assert make_weights.DUF_PLAN["x4-bicubic-real"][4] == "x4-bicubic-motion" and real.p_video == 0.5 and real.max_speed == 10.0
     assert motion.p_video == 0.0
+    archive = make_weights.config("duf_6x32", "x4-archive", 1)  # the archive flavour continues the shipped bicubic file
+    assert make_weights.DUF_PLAN["x4-archive"][4] == "x4-bicubic-real" and archive.flavour == "archive" and archive.p_video == 0.5
+    assert make_weights.shipped("duf_6x32", "x4-archive").endswith("duf_6x32_archive_x4.pt")
+    assert make_weights.shipped("duf_6x32", "x4-bicubic-real").endswith("duf_6x32_bicubic_x4.pt")  # still the bicubic file
     monkeypatch.setattr(make_weights, "STATE_DIR", str(tmp_path))  # nothing trained there
     with pytest.raises(SystemExit, match="give them with --video"):
         make_weights.run("duf_6x32", ["x4-bicubic-real"], ["unused"], {}, 0.0, 1)

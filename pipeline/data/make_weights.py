@@ -74,16 +74,21 @@ DUF_PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x4-bicubic-decay": (4, "bicubic", 2_000, 1e-4, "x4-bicubic"),
     "x4-bicubic-motion": (4, "bicubic", 2_000, 1e-4, "x4-bicubic-decay"),
     "x4-bicubic-real": (4, "bicubic", 2_000, 1e-4, "x4-bicubic-motion"),
+    "x4-archive": (4, "archive", 2_000, 1e-4, "x4-bicubic-real"),
 }
 #: DUF stage -> its learning-rate schedule (constant, the "step" schedule's first step, otherwise)
-DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine", "x4-bicubic-real": "cosine"}
+DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine", "x4-bicubic-real": "cosine", "x4-archive": "cosine"}
 #: DUF stage -> other PretrainConfig fields. x4-bicubic-motion: windows moving up to 10 HR px
 #: a frame (2.5 input px at x4), where the earlier stages' moved up to 2; real pans move
 #: 0.75-2.25 input px a frame, and the longer DUF trained on the slow windows the worse it
 #: restored them (docs/RESULTS.md)
 #: x4-bicubic-real: half of each batch cut from real videos (``--video``: real motion,
 #: occlusion and motion blur, which the synthesised windows lack), the other half as before
-DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}, "x4-bicubic-real": {"max_speed": 10.0, "p_video": 0.5}}
+#: x4-archive: the real-windows stage's recipe with the archive degradations (the EDSR
+#: archive model's, one draw per window, every frame alike) on the inputs, 35 % of the
+#: windows left clean as in the EDSR -long stages
+DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}, "x4-bicubic-real": {"max_speed": 10.0, "p_video": 0.5},
+                              "x4-archive": {"max_speed": 10.0, "p_video": 0.5, "p_clean": 0.35}}
 
 #: continuous-scale models: name -> (n_resblocks, n_feats, MLP width, MLP layers after the first)
 LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}

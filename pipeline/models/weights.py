@@ -127,6 +127,18 @@ WEIGHTS.add(
          "pans (docs/RESULTS.md)",
 )
 
+WEIGHTS.add(
+    "duf_6x32_archive",
+    Weights(
+        arch={"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7},
+        flavour="archive",
+        files={4: ("duf_6x32_archive_x4.pt", "e7ed0d89acaae0498690a0ee5819695850d54544514c40a23b70e33fa28b6179")},
+        made_by="python -m pipeline.data.make_weights --name duf_6x32 (the bicubic stages, then x4-archive)",
+    ),
+    help="DUF 6x32, x4, the bicubic file continued for 2,000 steps on windows degraded as archives are (blur, resize, noise, "
+         "JPEG / x264 / MPEG-4 over the window as one stream); still behind EDSR 16x32 archive on the held-out pans (docs/RESULTS.md)",
+)
+
 
 def builtin(name: str) -> Weights:
     """The entry behind ``builtin:NAME`` (ValueError naming the shipped ones)."""
