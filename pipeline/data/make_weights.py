@@ -88,8 +88,8 @@ DUF_SCHEDULE = {"x4-bicubic-decay": "cosine", "x4-bicubic-motion": "cosine", "x4
 #: x4-archive: the real-windows stage's recipe with the archive degradations (the EDSR
 #: archive model's, one draw per window, every frame alike) on the inputs, 35 % of the
 #: windows left clean as in the EDSR -long stages
-DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}, "x4-bicubic-real": {"max_speed": 10.0, "p_video": 0.5},
-                              "x4-archive": {"max_speed": 10.0, "p_video": 0.5, "p_clean": 0.35}}
+DUF_EXTRA: dict[str, dict] = {"x4-bicubic-motion": {"max_speed": 10.0}, "x4-bicubic-real": {"max_speed": 10.0, "p_video": 0.5}}
+DUF_EXTRA["x4-archive"] = {**DUF_EXTRA["x4-bicubic-real"], "p_clean": 0.35}
 
 #: continuous-scale models: name -> (n_resblocks, n_feats, MLP width, MLP layers after the first)
 LIIF_SHAPES = {"liif_16x32": (16, 32, 64, 3)}

@@ -114,10 +114,11 @@ WEIGHTS.add(
 )
 
 
+DUF_6X32 = {"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7}  # both flavours of the DUF model
 WEIGHTS.add(
     "duf_6x32_bicubic",
     Weights(
-        arch={"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7},
+        arch=DUF_6X32,
         flavour="bicubic",
         files={4: ("duf_6x32_bicubic_x4.pt", "b9f6e929852ed5aa925c3d59f2af9fa22c5b9043a169a0c88bf09054821d6391")},
         made_by="python -m pipeline.data.make_weights --name duf_6x32 (stages x4-bicubic, x4-bicubic-decay, x4-bicubic-motion, x4-bicubic-real)",
@@ -130,7 +131,7 @@ WEIGHTS.add(
 WEIGHTS.add(
     "duf_6x32_archive",
     Weights(
-        arch={"name": "duf", "n_layers": 6, "n_feats": 32, "growth": 16, "frames": 7},
+        arch=DUF_6X32,
         flavour="archive",
         files={4: ("duf_6x32_archive_x4.pt", "e7ed0d89acaae0498690a0ee5819695850d54544514c40a23b70e33fa28b6179")},
         made_by="python -m pipeline.data.make_weights --name duf_6x32 (the bicubic stages, then x4-archive)",
