@@ -52,23 +52,40 @@ def test_only_the_last_stage_of_a_scale_and_flavour_ships(tmp_path, monkeypatch)
     assert make_weights.shipped("edsr_1x8", "x2-bicubic") == str(tmp_path / "edsr_1x8_bicubic_x2.pt")
 
 
-def test_a_later_stage_replaces_the_file_an_earlier_one_shipped(tmp_path, monkeypatch):
+def test_a_later_stage_replaces_a_shipped_file_only_under_its_rule(tmp_path, monkeypatch, capsys):
     """A stage added to the plan after its scale and flavour shipped (a continuation)
-    replaces the package file when it finishes; the same stage again leaves it alone."""
+    replaces the package file when it finishes only if its ship rule holds (clean Set5 up,
+    degraded mean >= +0.5 dB over the bicubic file); without a rule, or when the rule
+    fails, the shipped file stays; the same stage again leaves it alone."""
     from pipeline.models.edsr import EDSR
 
     monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(make_weights, "PLAN", {"x2-archive": (2, "archive", 4, 1e-3, None), "x2-archive-more": (2, "archive", 4, 1e-3, "x2-archive")})
-    monkeypatch.setattr(make_weights, "scores", lambda *a: {"Set5_psnr_y": 30.0})
+    monkeypatch.setattr(make_weights, "SHIP_RULES", {})
+    degraded = {f"Set14_{d}_psnr_y": 27.0 for d in make_weights.DEGRADED}
+    new = {"Set5_psnr_y": 31.0, **degraded}
+    monkeypatch.setattr(make_weights, "scores", lambda *a: new)
     model = EDSR(scale=2, n_resblocks=1, n_feats=8)
     first, later = str(tmp_path / "first.pt"), str(tmp_path / "later.pt")
     checkpoint.save(model, first, {"steps_done": 4})
     checkpoint.save(model, later, {"steps_done": 8})
     dst = tmp_path / "edsr_1x8_archive_x2.pt"
-    checkpoint.save(model, str(dst), {"stage": "x2-archive", "steps_done": 4})
+    checkpoint.save(model, str(dst), {"stage": "x2-archive", "steps_done": 4, "scores": {"Set5_psnr_y": 30.0}})
+    checkpoint.save(model, str(tmp_path / "edsr_1x8_bicubic_x2.pt"), {"stage": "x2-bicubic", "scores": {k: 26.6 for k in degraded}})
+    make_weights.publish("edsr_1x8", "x2-archive-more", later, {})  # no rule: kept
+    assert checkpoint.load(str(dst))[1]["provenance"]["stage"] == "x2-archive"
+    assert "has no ship rule" in capsys.readouterr().out
+    monkeypatch.setattr(make_weights, "SHIP_RULES", {"x2-archive-more": make_weights.clean_up_degraded_kept})
+    make_weights.publish("edsr_1x8", "x2-archive-more", later, {})  # degraded mean +0.4 dB: kept
+    assert checkpoint.load(str(dst))[1]["provenance"]["stage"] == "x2-archive"
+    assert "+0.400 dB over the bicubic file" in capsys.readouterr().out
+    new.update({"Set5_psnr_y": 29.9, **{k: 27.2 for k in degraded}})  # +0.6 dB, but clean down: kept
+    make_weights.publish("edsr_1x8", "x2-archive-more", later, {})
+    assert checkpoint.load(str(dst))[1]["provenance"]["stage"] == "x2-archive"
+    new["Set5_psnr_y"] = 31.0  # +0.6 dB, clean up 1 dB: replaced
     make_weights.publish("edsr_1x8", "x2-archive-more", later, {})
     prov = checkpoint.load(str(dst))[1]["provenance"]
-    assert prov["stage"] == "x2-archive-more" and prov["steps_done"] == 8
+    assert prov["stage"] == "x2-archive-more" and prov["steps_done"] == 8 and prov["scores"] == new
     stamp = dst.read_bytes()
     make_weights.publish("edsr_1x8", "x2-archive-more", first, {})
     assert dst.read_bytes() == stamp

@@ -122,6 +122,26 @@ EXTRA["x3-archive-balanced"] = {"p_clean": 0.5}
 EXTRA["x2-archive-clean"] = {"p_clean": 0.7}
 
 
+#: the degraded Set14 sets an archive file is judged on (fixed seeds, ``pipeline.benchmark``)
+DEGRADED = ("blur1.6", "noise5", "x264crf30")
+
+
+def clean_up_degraded_kept(new: dict, old: dict, bicubic: dict) -> tuple[bool, str]:
+    """An archive continuation replaces the shipped file when clean Set5 rises above the
+    shipped file's and the degraded Set14 mean stays >= 0.5 dB over the bicubic flavour's
+    file of the same scale (the archive flavour's target)."""
+    gain = sum(new[f"Set14_{d}_psnr_y"] - bicubic[f"Set14_{d}_psnr_y"] for d in DEGRADED) / len(DEGRADED)
+    ok = new["Set5_psnr_y"] > old["Set5_psnr_y"] and gain >= 0.5
+    return ok, f"clean Set5 {new['Set5_psnr_y']:.3f} against the shipped {old['Set5_psnr_y']:.3f}; degraded Set14 mean {gain:+.3f} dB over the bicubic file (needs >= +0.5)"
+
+
+#: stage -> the rule (written before the stage ran) under which its finished model replaces a
+#: package file that an earlier stage shipped: rule(new scores, shipped file's scores, the
+#: bicubic flavour's scores at that scale) -> (replace?, why). A continuation without a rule
+#: never replaces a shipped file on its own: its scores are printed, and the file stays.
+SHIP_RULES = {stage: clean_up_degraded_kept for stage in ("x2-archive-balanced", "x3-archive-balanced", "x2-archive-clean")}
+
+
 def config(name: str, stage: str, threads: int) -> PretrainConfig:
     scale, flavour, steps, lr, _ = plan_of(name)[stage]
     if name in DUF_SHAPES:
@@ -258,21 +278,43 @@ def portable(prov: dict) -> dict:
 
 def publish(name: str, stage: str, checkpoint_path: str, val: dict[str, str]) -> None:
     """Copy a finished stage's checkpoint into the package, with its benchmark scores in
-    its provenance, and print its table line."""
+    its provenance, and print its table line. A file an earlier stage shipped is replaced
+    only under the stage's ``SHIP_RULES`` rule, when it holds."""
     from pipeline.models import checkpoint
 
     dst = shipped(name, stage)
     if dst is None:
         print(f"make_weights: {stage} is done; a later stage of the plan continues it and ships", flush=True)
         return
-    if not os.path.exists(dst) or checkpoint.load(dst)[1]["provenance"].get("stage") != stage:
+    current = checkpoint.load(dst)[1]["provenance"] if os.path.exists(dst) else None
+    if current is None or current.get("stage") != stage:
         model, meta = checkpoint.load(checkpoint_path)
         prov = dict(portable(meta["provenance"]), scores=scores(checkpoint_path, plan_of(name)[stage][0], val), stage=stage,
                     made_by=f"python -m pipeline.data.make_weights --name {name}")
+        if current is not None:
+            ok, why = replaces(name, stage, prov["scores"], current)
+            print(f"make_weights: {stage} {prov['scores']}\nmake_weights: {why}", flush=True)
+            if not ok:
+                print(f"make_weights: {dst} stays the one {current.get('stage')} shipped", flush=True)
+                return
         checkpoint.save(model, dst, prov)
     digest = hashlib.sha256(open(dst, "rb").read()).hexdigest()
     key = 0 if name in LIIF_SHAPES else plan_of(name)[stage][0]  # the WEIGHTS table keys a continuous model's one file by 0 (any scale)
     print(f"make_weights: {stage} -> {dst}\n    {key}: ({os.path.basename(dst)!r}, {digest!r}),", flush=True)
+
+
+def replaces(name: str, stage: str, new: dict, current: dict) -> tuple[bool, str]:
+    """Whether ``stage``'s scores replace the shipped file whose provenance is ``current``."""
+    from pipeline.models import checkpoint
+
+    rule = SHIP_RULES.get(stage)
+    if rule is None:
+        return False, f"{stage} has no ship rule (SHIP_RULES): compare it with {current.get('stage')}'s file by hand"
+    scale = plan_of(name)[stage][0]
+    bicubic = os.path.join(WEIGHTS_DIR, f"{name}_bicubic_x{scale}.pt")
+    if not os.path.exists(bicubic):
+        return False, f"the rule compares with the bicubic file {bicubic}, which is not there"
+    return rule(new, current.get("scores", {}), checkpoint.load(bicubic)[1]["provenance"].get("scores", {}))
 
 
 def _stop(signum, frame) -> None:
