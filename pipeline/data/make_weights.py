@@ -64,6 +64,7 @@ PLAN: dict[str, tuple[int, str, int, float, str | None]] = {
     "x2-archive-balanced": (2, "archive", 6_000, 5e-5, "x2-archive-long"),
     "x3-archive-balanced": (3, "archive", 6_000, 5e-5, "x3-archive-long"),
     "x2-archive-clean": (2, "archive", 6_000, 5e-5, "x2-archive-balanced"),
+    "x4-archive-more": (4, "archive", 6_000, 1e-4, "x4-archive-centred"),
 }
 
 #: the DUF plan. Its first stage continues a probe run (1,750 steps, Set5 windows 32.79 dB)
@@ -120,6 +121,10 @@ EXTRA["x3-archive-balanced"] = {"p_clean": 0.5}
 #: x2-archive-clean goes on at x2 with 70 % clean patches: with half clean the x2 archive
 #: model still lost 0.70 dB on clean Set5, with 0.38 dB to spare on the degraded gain
 EXTRA["x2-archive-clean"] = {"p_clean": 0.7}
+#: x4-archive-more continues the shipped x4 archive model (35 % clean patches, a new cosine
+#: from 1e-4): at x4 it gains only +0.18 dB on the degraded sets, and each longer stage so
+#: far raised both its clean and its degraded scores
+EXTRA["x4-archive-more"] = {"p_clean": 0.35}
 
 
 #: the degraded Set14 sets an archive file is judged on (fixed seeds, ``pipeline.benchmark``)
@@ -135,11 +140,25 @@ def clean_up_degraded_kept(new: dict, old: dict, bicubic: dict) -> tuple[bool, s
     return ok, f"clean Set5 {new['Set5_psnr_y']:.3f} against the shipped {old['Set5_psnr_y']:.3f}; degraded Set14 mean {gain:+.3f} dB over the bicubic file (needs >= +0.5)"
 
 
+def degraded_up_clean_kept(new: dict, old: dict, bicubic: dict) -> tuple[bool, str]:
+    """An archive continuation replaces the shipped file when its degraded Set14 mean gain
+    over the bicubic file rises above the shipped file's, and its clean Set5 stays within
+    0.5 dB of the bicubic file (the archive flavour's clean target)."""
+    def gain(scores: dict) -> float:
+        return sum(scores[f"Set14_{d}_psnr_y"] - bicubic[f"Set14_{d}_psnr_y"] for d in DEGRADED) / len(DEGRADED)
+
+    clean = new["Set5_psnr_y"] - bicubic["Set5_psnr_y"]
+    ok = gain(new) > gain(old) and clean >= -0.5
+    return ok, (f"degraded Set14 mean {gain(new):+.3f} dB over the bicubic file against the shipped {gain(old):+.3f}; "
+                f"clean Set5 {clean:+.3f} dB against the bicubic file (needs >= -0.5)")
+
+
 #: stage -> the rule (written before the stage ran) under which its finished model replaces a
 #: package file that an earlier stage shipped: rule(new scores, shipped file's scores, the
 #: bicubic flavour's scores at that scale) -> (replace?, why). A continuation without a rule
 #: never replaces a shipped file on its own: its scores are printed, and the file stays.
 SHIP_RULES = {stage: clean_up_degraded_kept for stage in ("x2-archive-balanced", "x3-archive-balanced", "x2-archive-clean")}
+SHIP_RULES["x4-archive-more"] = degraded_up_clean_kept
 
 
 def config(name: str, stage: str, threads: int) -> PretrainConfig:
