@@ -167,13 +167,15 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
     pool = WARM.take(cfg, gpu, pretrained)
     started_before = pool.started
     stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
+    digest = hashlib.sha256(pretrained).hexdigest() if pretrained is not None else None  # which weights, exactly: a
+    # builtin name keeps its config hash when a newer file ships, so the row records the file
     rows: list[VideoRow] = []
     skipped_rows: list[dict] = []
     skipped_names: list[str] = []  # (the first PAGE_SKIPPED, for the run's page)
     skipped = 0
 
     def new_row(job: VideoJob) -> VideoRow:
-        return VideoRow.new(job, cfg, config_hash, preset)
+        return VideoRow.new(job, cfg, config_hash, preset, digest)
 
     def flush_skipped() -> None:
         reports.write(out_root, "videos", run_id, skipped_rows, store)

@@ -62,6 +62,7 @@ class VideoRow:
     checkpoint_reused: bool | None = None
     chunks_reused: int | None = None
     pretrained: str | None = None
+    pretrained_sha256: str | None = None
     metric_frames: int | None = None
     niqe_bicubic: float | None = None
     niqe_pretrained: float | None = None
@@ -98,10 +99,11 @@ class VideoRow:
     config_json: str = ""
 
     @classmethod
-    def new(cls, job, cfg, config_hash: str, preset: str | None) -> VideoRow:
+    def new(cls, job, cfg, config_hash: str, preset: str | None, pretrained_sha256: str | None = None) -> VideoRow:
         """The row of a listed video, a failure until a stage says otherwise."""
         return cls(video=job.rel, source=job.source, source_bytes=job.size, config_hash=config_hash, preset=preset,
-                   scale=cfg.scale, pretrained=cfg.model.pretrained, config_json=json.dumps(cfg.to_dict(), sort_keys=True))
+                   scale=cfg.scale, pretrained=cfg.model.pretrained, pretrained_sha256=pretrained_sha256,
+                   config_json=json.dumps(cfg.to_dict(), sort_keys=True))
 
     def probed(self, info, chunks: int) -> None:
         self.width, self.height, self.fps, self.duration_s = info.width, info.height, float(info.rate), info.duration

@@ -15,6 +15,7 @@ import pytest
 from pipeline import reports
 from pipeline.config import build_config
 from pipeline.media.probe import probe
+from pipeline.models.weights import builtin
 from tests.conftest import DATA, ROOT, frames_of, psnr, run_job, tag
 
 pytestmark = pytest.mark.slow  # real Ray, jobs in subprocesses
@@ -91,6 +92,7 @@ def test_reports_match_schemas(restored):
         assert v["frames_in"] == v["frames_out"] > 0
         assert v["niqe_bicubic"] > 0 and v["niqe_finetuned"] > 0 and v["niqe_output"] > 0
         assert v["niqe_pretrained"] > 0 and v["pretrained"] == "builtin:edsr_2x16"  # the tiny preset's start
+        assert v["pretrained_sha256"] == builtin("edsr_2x16").files[int(v["scale"])][1]  # and which file of it, exactly
         assert v["psnr_finetuned"] is None  # no reference: nothing to compare with
         assert v["train_steps"] == 12 and v["checkpoint_reused"] is False and os.path.isfile(v["checkpoint"])
         assert v["train_seconds"] > 0 and v["infer_seconds"] > 0 and v["total_seconds"] >= v["infer_seconds"]
