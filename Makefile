@@ -26,7 +26,7 @@ browser:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 demo: setup
-	$(BIN)/python -m jobs.restore --input demo/carphone_qcif.mp4 --output $(DEMO_OUT) --preset tiny
+	$(BIN)/python -m jobs.restore --input demo/carphone_qcif.mp4 --output $(DEMO_OUT)
 
 # The web app on http://127.0.0.1:8000/ (data in $(SERVE_DATA)/). Add an account first:
 #   .venv/bin/python -m jobs.serve --data serve-data add-user NAME
