@@ -70,8 +70,8 @@ def test_a_later_stage_replaces_a_shipped_file_only_under_its_rule(tmp_path, mon
     checkpoint.save(model, first, {"steps_done": 4})
     checkpoint.save(model, later, {"steps_done": 8})
     dst = tmp_path / "edsr_1x8_archive_x2.pt"
-    checkpoint.save(model, str(dst), {"stage": "x2-archive", "steps_done": 4, "scores": {"Set5_psnr_y": 30.0}})
-    checkpoint.save(model, str(tmp_path / "edsr_1x8_bicubic_x2.pt"), {"stage": "x2-bicubic", "scores": {k: 26.6 for k in degraded}})
+    checkpoint.save(model, str(dst), {"stage": "x2-archive", "steps_done": 4, "scores": {"Set5_psnr_y": 30.0, **degraded}})
+    checkpoint.save(model, str(tmp_path / "edsr_1x8_bicubic_x2.pt"), {"stage": "x2-bicubic", "scores": {"Set5_psnr_y": 31.5, **{k: 26.6 for k in degraded}}})
     make_weights.publish("edsr_1x8", "x2-archive-more", later, {})  # no rule: kept
     assert checkpoint.load(str(dst))[1]["provenance"]["stage"] == "x2-archive"
     assert "has no ship rule" in capsys.readouterr().out
@@ -89,6 +89,35 @@ def test_a_later_stage_replaces_a_shipped_file_only_under_its_rule(tmp_path, mon
     stamp = dst.read_bytes()
     make_weights.publish("edsr_1x8", "x2-archive-more", first, {})
     assert dst.read_bytes() == stamp
+
+
+def test_the_x4_rule_asks_for_more_degraded_gain_within_the_clean_target():
+    """x4-archive-more's rule, on the shipped x4 files' scores: the degraded mean gain
+    over the bicubic file must rise above the shipped archive file's (+0.180) and clean
+    Set5 stay within 0.5 dB of the bicubic file's (31.508)."""
+    assert make_weights.SHIP_RULES["x4-archive-more"] is make_weights.degraded_up_clean_kept
+    bicubic = {"Set5_psnr_y": 31.508, "Set14_blur1.6_psnr_y": 27.34, "Set14_noise5_psnr_y": 27.108, "Set14_x264crf30_psnr_y": 23.217}
+    shipped = {"Set5_psnr_y": 31.106, "Set14_blur1.6_psnr_y": 27.336, "Set14_noise5_psnr_y": 27.189, "Set14_x264crf30_psnr_y": 23.681}
+    rule = make_weights.degraded_up_clean_kept
+    assert not rule(shipped, shipped, bicubic)[0]  # no gain: kept
+    assert rule(dict(shipped, Set14_noise5_psnr_y=27.2), shipped, bicubic)[0]
+    assert not rule(dict(shipped, Set14_noise5_psnr_y=27.2, Set5_psnr_y=31.0), shipped, bicubic)[0]  # clean -0.508
+    assert rule(dict(shipped, Set14_noise5_psnr_y=27.2, Set5_psnr_y=31.01), shipped, bicubic)[0]
+
+
+def test_a_rule_without_its_scores_or_for_another_family_keeps_the_file(tmp_path, monkeypatch):
+    """Missing scores (no --val Set14) or a DUF stage sharing an EDSR stage's name: the
+    shipped file stays, with the reason, and nothing raises after the scoring."""
+    from pipeline.models.edsr import EDSR
+
+    monkeypatch.setattr(make_weights, "WEIGHTS_DIR", str(tmp_path))
+    model = EDSR(scale=4, n_resblocks=1, n_feats=8)
+    checkpoint.save(model, str(tmp_path / "edsr_16x32_bicubic_x4.pt"), {"scores": {"Set5_psnr_y": 31.5}})
+    ok, why = make_weights.replaces("edsr_16x32", "x4-archive-more", {"Set5_psnr_y": 31.2}, {"stage": "x4-archive-centred", "scores": {}})
+    assert not ok and "missing" in why and "new: Set14_noise5_psnr_y" in why and "shipped: Set5_psnr_y" in why
+    monkeypatch.setitem(make_weights.DUF_PLAN, "x4-archive-more", (4, "archive", 4, 1e-3, "x4-archive"))
+    ok, why = make_weights.replaces("duf_6x32", "x4-archive-more", {"Set5_windows_psnr_y": 30.0}, {"stage": "x4-archive"})
+    assert not ok and "has no ship rule" in why
 
 
 def test_a_duf_plan_trains_windows_and_publishes_window_scores(tmp_path, monkeypatch):

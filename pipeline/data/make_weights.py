@@ -13,7 +13,8 @@ TRAIN_IMAGES: the T91 + BSD200 images (the 291-image set of VDSR; see
 ``pipeline/data/weights/MODEL_CARD.md``). A stage whose ``init`` is not trained yet waits
 (it is skipped this time); a finished stage copies its checkpoint to
 ``pipeline/data/weights/<NAME>_<flavour>_x<S>.pt`` (the last stage of that scale and
-flavour in the plan; an earlier one is only the next one's start) and prints the line
+flavour in the plan; an earlier one is only the next one's start; a file an earlier stage
+shipped is replaced only under the stage's ``SHIP_RULES`` rule) and prints the line
 for the ``WEIGHTS`` table. Stop it at any time (or give ``--hours``): the next run, on this
 machine or another with this repository, continues from the last committed state.
 
@@ -326,14 +327,19 @@ def replaces(name: str, stage: str, new: dict, current: dict) -> tuple[bool, str
     """Whether ``stage``'s scores replace the shipped file whose provenance is ``current``."""
     from pipeline.models import checkpoint
 
-    rule = SHIP_RULES.get(stage)
+    rule = SHIP_RULES.get(stage) if plan_of(name) is PLAN else None  # (the rules read EDSR's image scores)
     if rule is None:
-        return False, f"{stage} has no ship rule (SHIP_RULES): compare it with {current.get('stage')}'s file by hand"
+        return False, f"{name} {stage} has no ship rule (SHIP_RULES): compare it with {current.get('stage')}'s file by hand"
     scale = plan_of(name)[stage][0]
     bicubic = os.path.join(WEIGHTS_DIR, f"{name}_bicubic_x{scale}.pt")
     if not os.path.exists(bicubic):
         return False, f"the rule compares with the bicubic file {bicubic}, which is not there"
-    return rule(new, current.get("scores", {}), checkpoint.load(bicubic)[1]["provenance"].get("scores", {}))
+    old, base = current.get("scores", {}), checkpoint.load(bicubic)[1]["provenance"].get("scores", {})
+    need = ["Set5_psnr_y"] + [f"Set14_{d}_psnr_y" for d in DEGRADED]
+    missing = sorted({f"{which}: {k}" for which, scores in (("new", new), ("shipped", old), ("bicubic", base)) for k in need if k not in scores})
+    if missing:
+        return False, f"the rule needs scores that are missing ({', '.join(missing)}; --val Set5=... --val Set14=...): compare by hand"
+    return rule(new, old, base)
 
 
 def _stop(signum, frame) -> None:

@@ -259,6 +259,7 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
                         skipped_names.append(job.rel)
                     row = new_row(job)
                     row.status, row.output, row.restored_run_id = "skipped", job.output, other
+                    row.pretrained_sha256 = None  # (the restoring run's row has the weights that restored it)
                     skipped_rows.append(row.record())
                     if len(skipped_rows) >= SKIPPED_ROWS_PER_FILE:
                         flush_skipped()

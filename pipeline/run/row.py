@@ -117,6 +117,8 @@ class VideoRow:
 
     def trained(self, uri: str, reused: bool, provenance: dict[str, Any], steps_default: int = 0) -> None:
         self.checkpoint, self.checkpoint_reused = uri, reused
+        if reused:  # fine-tuned in an earlier run, perhaps from an earlier file behind the same builtin name
+            self.pretrained_sha256 = provenance.get("pretrained_sha256")
         self.train_frames = _int(provenance.get("train_frames"))
         self.train_steps = int(provenance.get("steps", steps_default))
         self.train_loss_first, self.train_loss_last = provenance.get("loss_first"), provenance.get("loss_last")

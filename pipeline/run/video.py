@@ -241,7 +241,8 @@ class VideoStages:
                 "frames": frames_ref, "train": cfg.train, "arch": self.pool.arch, "start": self.pretrained, "scale": scale,
                 "label": label, "store": self.store, "checkpoint_uri": uri,
                 "provenance": {"video": job.rel, "train_frames": n_frames, "frames_policy": cfg.train.frames,
-                               "pretrained": cfg.model.pretrained, "run_id": self.run_id, "degradation": degradation},
+                               "pretrained": cfg.model.pretrained, "pretrained_sha256": row.pretrained_sha256, "run_id": self.run_id,
+                               "degradation": degradation},
             }, workers=cfg.train.workers, gpu=self.gpu, threads=cpus, name=f"finetune-{safe}")
         self.heartbeat.beat()
         blob = self.store.read_bytes(uri)

@@ -144,6 +144,7 @@ def test_rerun_skips_and_a_new_config_writes_beside(archive, restored):
     latest = [r for r in rows if r["run_id"] == max(r["run_id"] for r in rows)]
     assert sorted(r["status"] for r in latest) == ["skipped", "skipped"]
     assert all(r["restored_run_id"] in {x["run_id"] for x in rows if x["status"] == "restored"} for r in latest)
+    assert all(r["pretrained_sha256"] is None for r in latest)  # the restoring run's row has it
 
     proc = run_job("jobs.restore", "--input", str(archive / "bbb.mp4"), "--output", str(out), *FAST, "--set", "media.crf=14")
     assert "reusing fine-tuned checkpoint" in proc.stdout and "train: step" not in proc.stdout
@@ -153,6 +154,7 @@ def test_rerun_skips_and_a_new_config_writes_beside(archive, restored):
     rows = reports.read_table(str(out), "videos").to_pylist()
     latest = max(rows, key=lambda r: r["run_id"])
     assert latest["checkpoint_reused"] is True and latest["status"] == "restored"
+    assert latest["pretrained_sha256"] == builtin("edsr_2x16").files[2][1]  # from the reused checkpoint's provenance
 
 
 def test_evaluate_fills_psnr_ssim_and_pretrained(restored, tmp_path):
