@@ -93,9 +93,9 @@ WEIGHTS.add(
         files={
             2: ("edsr_16x32_archive_x2.pt", "0286b4376af0318fb5950f208fd880827ba0f8f8edbd8f7a77819a7c7f5f92d9"),
             3: ("edsr_16x32_archive_x3.pt", "406a8f4f424e60c73c3d8287bde0cf4c4324ff67379e621f0d6c81937a99b3f0"),
-            4: ("edsr_16x32_archive_x4.pt", "2690d2b87236c455bd88bb9773b6a80220c826c8e27b038454a4dba1a28a7465"),
+            4: ("edsr_16x32_archive_x4.pt", "bb9ce69eed36582351c9df03447fbcd61f42765bd28bba4160cca71b7304f118"),
         },
-        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long then x2-archive-balanced then x2-archive-clean, x3-archive then x3-archive-long then x3-archive-balanced, x4-archive then x4-archive-long then x4-archive-centred)",
+        made_by="python -m pipeline.data.make_weights --name edsr_16x32 (stages x2-archive then x2-archive-long then x2-archive-balanced then x2-archive-clean, x3-archive then x3-archive-long then x3-archive-balanced, x4-archive then x4-archive-long then x4-archive-centred then x4-archive-more)",
     ),
     help="EDSR 16x32 fine-tuned from the bicubic model on randomly degraded inputs (blur, noise, JPEG, x264, MPEG-4)",
 )
