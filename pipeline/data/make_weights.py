@@ -130,13 +130,20 @@ EXTRA["x4-archive-more"] = {"p_clean": 0.35}
 
 #: the degraded Set14 sets an archive file is judged on (fixed seeds, ``pipeline.benchmark``)
 DEGRADED = ("blur1.6", "noise5", "x264crf30")
+#: the scores the ship rules read
+RULE_SCORES = ("Set5_psnr_y",) + tuple(f"Set14_{d}_psnr_y" for d in DEGRADED)
+
+
+def degraded_gain(scores: dict, bicubic: dict) -> float:
+    """Mean Y-PSNR gain over the bicubic flavour's file on the degraded Set14 sets."""
+    return sum(scores[f"Set14_{d}_psnr_y"] - bicubic[f"Set14_{d}_psnr_y"] for d in DEGRADED) / len(DEGRADED)
 
 
 def clean_up_degraded_kept(new: dict, old: dict, bicubic: dict) -> tuple[bool, str]:
     """An archive continuation replaces the shipped file when clean Set5 rises above the
     shipped file's and the degraded Set14 mean stays >= 0.5 dB over the bicubic flavour's
     file of the same scale (the archive flavour's target)."""
-    gain = sum(new[f"Set14_{d}_psnr_y"] - bicubic[f"Set14_{d}_psnr_y"] for d in DEGRADED) / len(DEGRADED)
+    gain = degraded_gain(new, bicubic)
     ok = new["Set5_psnr_y"] > old["Set5_psnr_y"] and gain >= 0.5
     return ok, f"clean Set5 {new['Set5_psnr_y']:.3f} against the shipped {old['Set5_psnr_y']:.3f}; degraded Set14 mean {gain:+.3f} dB over the bicubic file (needs >= +0.5)"
 
@@ -145,12 +152,10 @@ def degraded_up_clean_kept(new: dict, old: dict, bicubic: dict) -> tuple[bool, s
     """An archive continuation replaces the shipped file when its degraded Set14 mean gain
     over the bicubic file rises above the shipped file's, and its clean Set5 stays within
     0.5 dB of the bicubic file (the archive flavour's clean target)."""
-    def gain(scores: dict) -> float:
-        return sum(scores[f"Set14_{d}_psnr_y"] - bicubic[f"Set14_{d}_psnr_y"] for d in DEGRADED) / len(DEGRADED)
-
+    gain, before = degraded_gain(new, bicubic), degraded_gain(old, bicubic)
     clean = new["Set5_psnr_y"] - bicubic["Set5_psnr_y"]
-    ok = gain(new) > gain(old) and clean >= -0.5
-    return ok, (f"degraded Set14 mean {gain(new):+.3f} dB over the bicubic file against the shipped {gain(old):+.3f}; "
+    ok = gain > before and clean >= -0.5
+    return ok, (f"degraded Set14 mean {gain:+.3f} dB over the bicubic file against the shipped {before:+.3f}; "
                 f"clean Set5 {clean:+.3f} dB against the bicubic file (needs >= -0.5)")
 
 
@@ -278,7 +283,7 @@ def scores(path: str, scale: int, val: dict[str, str]) -> dict[str, float]:
     for name, folder in val.items():
         out[f"{name}_psnr_y"] = round(benchmark(path, folder, scale)["mean"]["psnr_y"], 3)
         if name.lower() == "set14":
-            for degrade in ("blur1.6", "noise5", "x264crf30"):
+            for degrade in DEGRADED:
                 out[f"{name}_{degrade}_psnr_y"] = round(benchmark(path, folder, scale, degrade=degrade)["mean"]["psnr_y"], 3)
     return out
 
@@ -335,8 +340,7 @@ def replaces(name: str, stage: str, new: dict, current: dict) -> tuple[bool, str
     if not os.path.exists(bicubic):
         return False, f"the rule compares with the bicubic file {bicubic}, which is not there"
     old, base = current.get("scores", {}), checkpoint.load(bicubic)[1]["provenance"].get("scores", {})
-    need = ["Set5_psnr_y"] + [f"Set14_{d}_psnr_y" for d in DEGRADED]
-    missing = sorted({f"{which}: {k}" for which, scores in (("new", new), ("shipped", old), ("bicubic", base)) for k in need if k not in scores})
+    missing = sorted({f"{which}: {k}" for which, scores in (("new", new), ("shipped", old), ("bicubic", base)) for k in RULE_SCORES if k not in scores})
     if missing:
         return False, f"the rule needs scores that are missing ({', '.join(missing)}; --val Set5=... --val Set14=...): compare by hand"
     return rule(new, old, base)
