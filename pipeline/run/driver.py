@@ -80,9 +80,10 @@ class WarmPool:
         self.users = 0
         self.generation = 0  # a stop armed under an older generation does nothing
 
-    def take(self, cfg: RestoreConfig, gpu: bool, pretrained: bytes | None) -> RestorerPool:
+    def take(self, cfg: RestoreConfig, gpu: bool, pretrained: bytes | None, digest: str | None = None) -> RestorerPool:
+        """``digest``: the SHA-256 of ``pretrained`` when the caller has it already."""
         key = "|".join([ray.get_runtime_context().get_job_id(), repr(cfg.infer), repr(cfg.model), str(cfg.scale), str(gpu),
-                        hashlib.sha256(pretrained or b"").hexdigest()])
+                        digest or hashlib.sha256(pretrained or b"").hexdigest()])
         with self._lock:
             self.generation += 1
             if self.pool is not None and self.key == key:
@@ -164,11 +165,12 @@ def _restore_locked(cfg, store, out_root, entries, first, pretrained, gpu, confi
     print(f"reelsr: run {run_id}: x{cfg.scale}, results in {layout.videos}, "
           f"{at_once} video(s) at a time, cluster {ray.cluster_resources()}", flush=True)
     heartbeat = Heartbeat()
-    pool = WARM.take(cfg, gpu, pretrained)
+    # which weights, exactly (a builtin name keeps its config hash when a newer file ships, so
+    # the rows record the file); hashed once for the rows and the warm pool's key
+    digest = hashlib.sha256(pretrained).hexdigest() if pretrained is not None else None
+    pool = WARM.take(cfg, gpu, pretrained, digest)
     started_before = pool.started
     stages = VideoStages(cfg, store, layout, run_id, pretrained, gpu, pool, heartbeat)
-    digest = hashlib.sha256(pretrained).hexdigest() if pretrained is not None else None  # which weights, exactly: a
-    # builtin name keeps its config hash when a newer file ships, so the row records the file
     rows: list[VideoRow] = []
     skipped_rows: list[dict] = []
     skipped_names: list[str] = []  # (the first PAGE_SKIPPED, for the run's page)
